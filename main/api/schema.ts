@@ -1,0 +1,193 @@
+// The VM model and its validation rules: pure zod schemas shared by core, CLI, server and renderer.
+import { z } from 'zod';
+
+export const VM_SCHEMA_VERSION = 1;
+
+/** Hard limits past which a value is an error, whatever the host has. */
+export const LIMITS = {
+  nameMax: 64,
+  cpusMax: 256,
+  memoryMinMiB: 16,
+  memoryMaxMiB: 4 * 1024 * 1024,
+  diskMinBytes: 1024 * 1024,
+  diskMaxBytes: 64 * 1024 ** 4,
+  cmdlineMax: 2048,
+  forwardsMax: 32,
+  disksMax: 8,
+} as const;
+
+// Names become directory names and appear in QEMU arguments: a conservative character set rules out
+// path tricks (../x, a/b), commas (QEMU's option separator) and control characters in one place.
+export const VmName = z
+  .string()
+  .min(1, 'name must not be empty')
+  .max(LIMITS.nameMax, `name must be at most ${LIMITS.nameMax} characters`)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9 ._+-]*$/, 'name may contain letters, digits, spaces and . _ + - and must start with a letter or digit')
+  .refine((s) => s !== '.' && s !== '..' && !s.includes('..'), 'name must not contain ".."')
+  .refine((s) => s.trim() === s, 'name must not start or end with a space');
+
+/** A host path given by the user: absolute, no control characters (newlines would break logs and argv). */
+export const HostPath = z
+  .string()
+  .min(1, 'path must not be empty')
+  .max(4096)
+  .refine((p) => p.startsWith('/'), 'path must be absolute')
+  .refine((p) => !/[\u0000-\u001f\u007f]/.test(p), 'path must not contain newlines or control characters');
+
+export const OsType = z.enum(['linux', 'windows', 'bsd', 'other']);
+export const EngineKind = z.enum(['qemu', 'microvm']);
+export const Accel = z.enum(['auto', 'kvm', 'hvf', 'tcg']);
+export const Firmware = z.enum(['bios', 'uefi']);
+export const DiskFormat = z.enum(['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx']);
+
+export const Disk = z.object({
+  id: z.string().regex(/^[a-z0-9-]{1,40}$/),
+  /** Relative to the bundle for owned disks, absolute for attached ones. */
+  path: z.string().min(1).refine((p) => !/[\u0000-\u001f\u007f]/.test(p), 'path must not contain control characters'),
+  format: DiskFormat,
+  /** True when the disk file lives in the bundle and is deleted with the VM. */
+  owned: z.boolean(),
+  readOnly: z.boolean().default(false),
+});
+export type Disk = z.infer<typeof Disk>;
+
+export const PortForward = z.object({
+  protocol: z.enum(['tcp', 'udp']),
+  hostPort: z.number().int().min(1).max(65535),
+  guestPort: z.number().int().min(1).max(65535),
+});
+export type PortForward = z.infer<typeof PortForward>;
+
+export const NetAdapter = z.object({
+  mode: z.enum(['nat', 'none']),
+  forwards: z.array(PortForward).max(LIMITS.forwardsMax).default([]),
+  mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/).optional(),
+});
+export type NetAdapter = z.infer<typeof NetAdapter>;
+
+export const DirectKernel = z.object({
+  kernel: HostPath,
+  initrd: HostPath.optional(),
+  cmdline: z.string().max(LIMITS.cmdlineMax).refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'command line must not contain newlines or control characters').default(''),
+});
+export type DirectKernel = z.infer<typeof DirectKernel>;
+
+export const VmConfig = z.object({
+  schemaVersion: z.literal(VM_SCHEMA_VERSION),
+  id: z.string().uuid(),
+  name: VmName,
+  osType: OsType.default('linux'),
+  engine: EngineKind.default('qemu'),
+  accel: Accel.default('auto'),
+  firmware: Firmware.default('bios'),
+  cpus: z.number().int().min(1, 'at least 1 CPU').max(LIMITS.cpusMax),
+  memoryMiB: z.number().int().min(LIMITS.memoryMinMiB, `at least ${LIMITS.memoryMinMiB} MiB of memory`).max(LIMITS.memoryMaxMiB),
+  disks: z.array(Disk).max(LIMITS.disksMax).default([]),
+  cdrom: HostPath.optional(),
+  directKernel: DirectKernel.optional(),
+  network: z.array(NetAdapter).max(4).default([{ mode: 'nat', forwards: [] }]),
+  createdAt: z.string().datetime(),
+  modifiedAt: z.string().datetime(),
+});
+export type VmConfig = z.infer<typeof VmConfig>;
+
+/** Sizes as users type them: 512M, 8G, 1T, or bare bytes. */
+export function parseSize(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$/i.exec(text);
+  if (!m) throw new Error(`invalid size "${text}" (use e.g. 512M, 8G)`);
+  const unit = (m[2] ?? 'B').toUpperCase()[0] as 'B' | 'K' | 'M' | 'G' | 'T';
+  const mult = { B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[unit];
+  const bytes = Math.round(Number(m[1]) * mult);
+  if (!Number.isSafeInteger(bytes)) throw new Error(`invalid size "${text}"`);
+  return bytes;
+}
+
+export const CreateVmRequest = z.object({
+  name: VmName,
+  osType: OsType.default('linux'),
+  engine: EngineKind.default('qemu'),
+  accel: Accel.default('auto'),
+  firmware: Firmware.default('bios'),
+  cpus: z.number().int().min(1, 'at least 1 CPU').max(LIMITS.cpusMax, `at most ${LIMITS.cpusMax} CPUs`).default(1),
+  memoryMiB: z.number().int().min(LIMITS.memoryMinMiB, `at least ${LIMITS.memoryMinMiB} MiB`).max(LIMITS.memoryMaxMiB, 'memory size is absurd').default(512),
+  /** New empty qcow2 disk of this many bytes; 0 or absent for none. */
+  diskBytes: z.number().int().min(0).max(LIMITS.diskMaxBytes, 'disk size is absurd').optional(),
+  /** Existing images to attach (format detected with qemu-img info). */
+  attachDisks: z.array(HostPath).max(LIMITS.disksMax).default([]),
+  iso: HostPath.optional(),
+  directKernel: DirectKernel.optional(),
+  network: z.array(NetAdapter).max(4).default([{ mode: 'nat', forwards: [] }]),
+});
+export type CreateVmRequest = z.input<typeof CreateVmRequest>;
+
+/** Settings a user may change after creation. Which may change while running is decided by the core. */
+export const VmSettingsPatch = z.object({
+  osType: OsType.optional(),
+  engine: EngineKind.optional(),
+  accel: Accel.optional(),
+  firmware: Firmware.optional(),
+  cpus: z.number().int().min(1).max(LIMITS.cpusMax).optional(),
+  memoryMiB: z.number().int().min(LIMITS.memoryMinMiB).max(LIMITS.memoryMaxMiB).optional(),
+  cdrom: HostPath.nullable().optional(),
+  directKernel: DirectKernel.nullable().optional(),
+  network: z.array(NetAdapter).max(4).optional(),
+});
+export type VmSettingsPatch = z.infer<typeof VmSettingsPatch>;
+
+export const VmState = z.enum(['stopped', 'starting', 'running', 'paused', 'stopping', 'crashed']);
+export type VmState = z.infer<typeof VmState>;
+
+export const ExitRecord = z.object({
+  at: z.string(),
+  /** guest-poweroff | shutdown | killed | crashed | host-signal | unknown */
+  reason: z.string(),
+  detail: z.string().optional(),
+  exitCode: z.number().nullable().optional(),
+  signal: z.string().nullable().optional(),
+  logTail: z.array(z.string()).default([]),
+});
+export type ExitRecord = z.infer<typeof ExitRecord>;
+
+export const AccelChoice = z.object({
+  requested: Accel,
+  used: z.enum(['kvm', 'hvf', 'tcg']),
+  /** Why this accelerator was chosen, e.g. why KVM was passed over. */
+  reason: z.string(),
+});
+export type AccelChoice = z.infer<typeof AccelChoice>;
+
+/** What list/info report for one VM. A bundle whose vm.json cannot be read appears with `broken`. */
+export const VmInfo = z.object({
+  id: z.string(),
+  name: z.string(),
+  bundle: z.string(),
+  state: VmState,
+  config: VmConfig.nullable(),
+  broken: z.string().optional(),
+  pid: z.number().optional(),
+  accel: AccelChoice.optional(),
+  lastExit: ExitRecord.optional(),
+  warnings: z.array(z.string()).default([]),
+});
+export type VmInfo = z.infer<typeof VmInfo>;
+
+export const AcceleratorReport = z.object({
+  available: z.boolean(),
+  class: z.enum(['hardware', 'slow', 'unusable']).optional(),
+  reason: z.string(),
+  apiVersion: z.number().optional(),
+  selfTest: z.object({ ok: z.boolean(), nanos: z.number().optional(), loopsPerSecond: z.number().optional() }).optional(),
+});
+export type AcceleratorReport = z.infer<typeof AcceleratorReport>;
+
+export const HostInfo = z.object({
+  platform: z.string(),
+  arch: z.string(),
+  cpus: z.number(),
+  memoryMiB: z.number(),
+  freeMemoryMiB: z.number(),
+  qemu: z.object({ found: z.boolean(), path: z.string().optional(), version: z.string().optional(), reason: z.string().optional() }),
+  accelerators: z.object({ kvm: AcceleratorReport, hvf: AcceleratorReport, tcg: AcceleratorReport }),
+  defaultAccel: AccelChoice,
+});
+export type HostInfo = z.infer<typeof HostInfo>;
