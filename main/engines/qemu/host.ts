@@ -1,0 +1,161 @@
+// Finds the QEMU binaries on this host and learns what they support (version, -sandbox), once per binary.
+import { execFile } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { promisify } from 'node:util';
+import { ErrorCode, VmdeskError } from '../../api/errors.js';
+
+const run = promisify(execFile);
+
+export const QEMU_MISSING_MESSAGE =
+  'QEMU is not installed (qemu-system-x86_64 not found on PATH); install it with: sudo apt install qemu-system-x86 qemu-utils';
+
+export interface QemuCapabilities {
+  path: string;
+  version: string;
+  /** The binary accepts -sandbox (built with seccomp). */
+  sandbox: boolean;
+  /** Accelerators compiled into the binary (-accel help). */
+  accelerators: string[];
+}
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Looks a program up on PATH like a shell would; undefined when absent. */
+export function findOnPath(name: string, pathVar = process.env.PATH ?? ''): string | undefined {
+  if (name.includes('/')) return isExecutable(name) ? name : undefined;
+  for (const dir of pathVar.split(delimiter)) {
+    if (!dir) continue;
+    const candidate = join(dir, name);
+    if (isExecutable(candidate)) return candidate;
+  }
+  // macOS Homebrew installs outside the default PATH of GUI apps.
+  for (const dir of ['/opt/homebrew/bin', '/usr/local/bin']) {
+    const candidate = join(dir, name);
+    if (process.platform === 'darwin' && isExecutable(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+/** The qemu-system binary to use: $VMDESK_QEMU when set (tests, custom builds), else PATH. */
+export function qemuSystemPath(): string | undefined {
+  const override = process.env.VMDESK_QEMU;
+  if (override) return findOnPath(override);
+  return findOnPath('qemu-system-x86_64');
+}
+
+/** qemu-img next to the chosen qemu-system binary when there is one, else from PATH. */
+export function qemuImgPath(): string {
+  const override = process.env.VMDESK_QEMU_IMG;
+  if (override) {
+    const found = findOnPath(override);
+    if (found) return found;
+  }
+  const found = findOnPath('qemu-img');
+  if (!found) throw new VmdeskError(ErrorCode.host, 'qemu-img is not installed; install it with: sudo apt install qemu-utils');
+  return found;
+}
+
+export function requireQemuSystem(): string {
+  const path = qemuSystemPath();
+  if (!path) {
+    const override = process.env.VMDESK_QEMU;
+    throw new VmdeskError(
+      ErrorCode.host,
+      override ? `QEMU binary from VMDESK_QEMU (${override}) not found or not executable` : QEMU_MISSING_MESSAGE,
+    );
+  }
+  return path;
+}
+
+/** -sandbox is listed in -help only when QEMU was built with seccomp. */
+export function parseSandboxSupport(helpText: string): boolean {
+  return /^-sandbox\s/m.test(helpText);
+}
+
+export function parseVersion(versionText: string): string {
+  return /version\s+(\d+\.\d+(?:\.\d+)?)/i.exec(versionText)?.[1] ?? 'unknown';
+}
+
+export function parseAccelerators(text: string): string[] {
+  return text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => /^[a-z]+$/.test(l));
+}
+
+const capabilityCache = new Map<string, Promise<QemuCapabilities>>();
+
+async function probe(path: string): Promise<QemuCapabilities> {
+  const opts = { timeout: 15_000, env: { ...process.env, LC_ALL: 'C' } };
+  const [version, help, accel] = await Promise.all([
+    run(path, ['-version'], opts),
+    run(path, ['-help'], opts),
+    run(path, ['-accel', 'help'], opts).catch(() => ({ stdout: '' })),
+  ]);
+  return {
+    path,
+    version: parseVersion(version.stdout),
+    sandbox: parseSandboxSupport(help.stdout),
+    accelerators: parseAccelerators(accel.stdout),
+  };
+}
+
+/** Capabilities of the qemu-system binary, probed once per path and cached. Throws EHOST when missing. */
+export function qemuCapabilities(path = requireQemuSystem()): Promise<QemuCapabilities> {
+  let cached = capabilityCache.get(path);
+  if (!cached) {
+    cached = probe(path).catch((e: unknown) => {
+      capabilityCache.delete(path);
+      throw new VmdeskError(ErrorCode.host, `QEMU at ${path} did not run: ${(e as Error).message}`);
+    });
+    capabilityCache.set(path, cached);
+  }
+  return cached;
+}
+
+/** For host info screens: never throws. */
+export async function qemuStatus(): Promise<{ found: boolean; path?: string; version?: string; reason?: string }> {
+  const path = qemuSystemPath();
+  if (!path) return { found: false, reason: QEMU_MISSING_MESSAGE };
+  try {
+    const caps = await qemuCapabilities(path);
+    return { found: true, path, version: caps.version };
+  } catch (e) {
+    return { found: false, path, reason: (e as Error).message };
+  }
+}
+
+/** UEFI firmware shipped by Debian's ovmf package (and the usual places elsewhere). */
+export interface FirmwarePaths {
+  code: string;
+  varsTemplate: string;
+}
+
+const OVMF_CANDIDATES: FirmwarePaths[] = [
+  { code: '/usr/share/OVMF/OVMF_CODE_4M.fd', varsTemplate: '/usr/share/OVMF/OVMF_VARS_4M.fd' },
+  { code: '/usr/share/OVMF/OVMF_CODE.fd', varsTemplate: '/usr/share/OVMF/OVMF_VARS.fd' },
+  { code: '/usr/share/edk2/ovmf/OVMF_CODE.fd', varsTemplate: '/usr/share/edk2/ovmf/OVMF_VARS.fd' },
+  { code: '/opt/homebrew/share/qemu/edk2-x86_64-code.fd', varsTemplate: '/opt/homebrew/share/qemu/edk2-i386-vars.fd' },
+  { code: '/usr/local/share/qemu/edk2-x86_64-code.fd', varsTemplate: '/usr/local/share/qemu/edk2-i386-vars.fd' },
+];
+
+export function findUefiFirmware(): FirmwarePaths | undefined {
+  return OVMF_CANDIDATES.find((c) => isReadable(c.code) && isReadable(c.varsTemplate));
+}
+
+function isReadable(path: string): boolean {
+  try {
+    accessSync(path, constants.R_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
