@@ -87,7 +87,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
       }
       this.engines[kind] = e;
     }
-    return e;
+    return e!;
   }
 
   private ctx(entry: BundleEntry & { config: VmConfig }): EngineContext {

@@ -1,0 +1,54 @@
+// Human-readable text for the CLI's read verbs (the --json forms print the objects as they are).
+import type { HostInfo, VmInfo } from '../api/schema.js';
+
+export function formatList(vms: VmInfo[]): string {
+  if (vms.length === 0) return 'no VMs yet: create one with "vmdesk create NAME --iso PATH" or --kernel PATH';
+  const rows = vms.map((v) => [v.name, v.broken ? 'broken' : v.state, v.config ? String(v.config.cpus) : '-', v.config ? `${v.config.memoryMiB} MiB` : '-', v.config?.engine ?? '-', v.id.slice(0, 8)]);
+  const head = ['NAME', 'STATE', 'CPUS', 'MEMORY', 'ENGINE', 'ID'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [line(head), ...rows.map(line)].join('\n');
+}
+
+export function formatInfo(v: VmInfo): string {
+  if (!v.config) return `${v.id}: broken: ${v.broken}\nbundle: ${v.bundle}`;
+  const c = v.config;
+  const lines = [
+    `name:      ${c.name}`,
+    `id:        ${c.id}`,
+    `state:     ${v.state}${v.pid ? ` (pid ${v.pid})` : ''}`,
+    `os:        ${c.osType}`,
+    `engine:    ${c.engine}, accel ${c.accel}${v.accel ? ` -> ${v.accel.used} (${v.accel.reason})` : ''}`,
+    `firmware:  ${c.firmware}`,
+    `cpus:      ${c.cpus}`,
+    `memory:    ${c.memoryMiB} MiB`,
+  ];
+  for (const d of c.disks) lines.push(`disk:      ${d.id} ${d.format} ${d.path}${d.owned ? '' : ' (attached)'}`);
+  if (c.cdrom) lines.push(`cdrom:     ${c.cdrom}`);
+  if (c.directKernel) {
+    lines.push(`kernel:    ${c.directKernel.kernel}`);
+    if (c.directKernel.initrd) lines.push(`initrd:    ${c.directKernel.initrd}`);
+    lines.push(`cmdline:   ${c.directKernel.cmdline}`);
+  }
+  for (const n of c.network) {
+    lines.push(`network:   ${n.mode}${n.forwards.map((f) => ` ${f.protocol}:127.0.0.1:${f.hostPort}->${f.guestPort}`).join('')}`);
+  }
+  if (v.lastExit) lines.push(`last exit: ${v.lastExit.reason} at ${v.lastExit.at}${v.lastExit.detail ? ` (${v.lastExit.detail})` : ''}`);
+  lines.push(`bundle:    ${v.bundle}`);
+  return lines.join('\n');
+}
+
+export function formatHost(h: HostInfo): string {
+  const acc = (name: string, a: HostInfo['accelerators']['kvm']) => `${name.padEnd(4)} ${a.available ? 'available' : 'unavailable'}${a.class ? ` (${a.class})` : ''}: ${a.reason}`;
+  return [
+    `platform:  ${h.platform} ${h.arch}`,
+    `cpus:      ${h.cpus}`,
+    `memory:    ${h.memoryMiB} MiB (${h.freeMemoryMiB} MiB free)`,
+    `qemu:      ${h.qemu.found ? `${h.qemu.version} at ${h.qemu.path}` : `not found: ${h.qemu.reason}`}`,
+    'accelerators:',
+    `  ${acc('kvm', h.accelerators.kvm)}`,
+    `  ${acc('hvf', h.accelerators.hvf)}`,
+    `  ${acc('tcg', h.accelerators.tcg)}`,
+    `default:   ${h.defaultAccel.used} (${h.defaultAccel.reason})`,
+  ].join('\n');
+}

@@ -1,0 +1,371 @@
+// The `vmdesk` command line: every verb maps onto one Core call; failures exit non-zero with one line on stderr.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import path from 'node:path';
+import { Core } from '../core/core.js';
+import { parseSize, type CreateVmRequest, type NetAdapter, type PortForward, type VmInfo } from '../api/schema.js';
+import { EXIT_CODES, ErrorCode, VmdeskError, isVmdeskError } from '../api/errors.js';
+import { attachConsole } from './console.js';
+import { formatInfo, formatList, formatHost } from './format.js';
+
+export interface CliIo {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  stdin: NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?: (raw: boolean) => unknown };
+}
+
+const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
+
+  list [--json]                         VMs and their state
+  create NAME [--cpus N] [--memory MIB] [--disk SIZE] [--iso PATH] [--attach PATH]...
+              [--kernel PATH --initrd PATH --cmdline STR] [--os linux|windows|bsd|other]
+              [--engine qemu|microvm] [--accel auto|kvm|hvf|tcg] [--firmware bios|uefi]
+              [--net nat|none] [--forward tcp:HOSTPORT:GUESTPORT]... [--json]
+  info NAME [--json]                    configuration and state (state: stopped, starting,
+                                        running, paused, stopping, crashed)
+  set NAME [--cpus N] [--memory MIB] [--iso PATH|--no-iso] [--kernel ..] [--initrd ..]
+           [--cmdline ..] [--accel ..] [--engine ..] [--firmware ..] [--os ..]
+           [--net nat|none] [--forward ..]...
+  rename NAME NEWNAME
+  start NAME [--paused]                 start (the VM keeps running after vmdesk exits)
+  stop NAME [--timeout SECONDS]         ACPI shutdown, forced off after the timeout (default 60)
+  kill | pause | resume | reset NAME
+  delete NAME [--keep-disks]
+  console NAME                          serial console (Ctrl-] detaches); with piped stdin,
+                                        copies stdin to the guest and the guest to stdout
+  screenshot NAME FILE.png
+  disk create NAME SIZE | disk attach NAME PATH | disk resize NAME DISK SIZE
+  host [--json]                         CPUs, memory, QEMU, accelerators
+  serve [--port N] [--host 127.0.0.1]   serve the GUI to a browser (prints a URL with a token)
+  snapshot take|list|info|restore|delete|rename NAME [SNAP] ...,  clone, export, import
+
+Exit codes: 0 ok, 2 invalid input, 3 not found, 4 exists, 5 busy, 6 wrong state, 7 host lacks
+something (QEMU, accelerator), 8 engine failure, 9 broken VM bundle, 11 timeout, 1 other.
+`;
+
+const CONFIG_OPTIONS = {
+  cpus: { type: 'string' },
+  memory: { type: 'string' },
+  disk: { type: 'string' },
+  iso: { type: 'string' },
+  'no-iso': { type: 'boolean' },
+  attach: { type: 'string', multiple: true },
+  kernel: { type: 'string' },
+  initrd: { type: 'string' },
+  cmdline: { type: 'string' },
+  'no-kernel': { type: 'boolean' },
+  os: { type: 'string' },
+  engine: { type: 'string' },
+  accel: { type: 'string' },
+  firmware: { type: 'string' },
+  net: { type: 'string' },
+  forward: { type: 'string', multiple: true },
+} as const satisfies ParseArgsConfig['options'];
+
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+function parse(args: string[], options: ParseArgsConfig['options'], positionals: number, names: string[]): { values: Values; pos: string[] } {
+  args = joinNegativeValues(args, options);
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: { ...options, json: { type: 'boolean' } }, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new VmdeskError(ErrorCode.invalid, (e as Error).message.split('\n')[0]!.replace(/^TypeError \[\w+\]: /, ''));
+  }
+  const pos = parsed.positionals;
+  if (pos.length < positionals) throw new VmdeskError(ErrorCode.invalid, `missing ${names.slice(pos.length, positionals).join(' and ')}`);
+  if (pos.length > positionals) throw new VmdeskError(ErrorCode.invalid, `unexpected argument "${pos[positionals]}"`);
+  return { values: parsed.values as Values, pos };
+}
+
+/** "--cpus -3" must reach validation as a value rather than be taken for an unknown option "-3". */
+function joinNegativeValues(args: string[], options: ParseArgsConfig['options']): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const next = args[i + 1];
+    const takesValue = a.startsWith('--') && !a.includes('=') && options?.[a.slice(2)]?.type === 'string';
+    if (takesValue && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
+}
+
+function int(v: string | undefined, what: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^-?\d+$/.test(v.trim())) throw new VmdeskError(ErrorCode.invalid, `${what} must be a whole number, got "${v}"`);
+  return Number(v);
+}
+
+/** --memory takes MiB as a bare number, or a size with a unit (2G). */
+function memoryMiB(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (/^-?\d+$/.test(v.trim())) return Number(v);
+  try {
+    return Math.floor(parseSize(v) / 1024 / 1024);
+  } catch (e) {
+    throw new VmdeskError(ErrorCode.invalid, `--memory: ${(e as Error).message}`);
+  }
+}
+
+function size(v: string, what: string): number {
+  try {
+    return parseSize(v);
+  } catch (e) {
+    throw new VmdeskError(ErrorCode.invalid, `${what}: ${(e as Error).message}`);
+  }
+}
+
+function absPath(v: string | undefined): string | undefined {
+  return v === undefined ? undefined : path.resolve(v);
+}
+
+export function parseForward(spec: string): PortForward {
+  const m = /^(tcp|udp):(\d{1,5}):(\d{1,5})$/.exec(spec);
+  if (!m) throw new VmdeskError(ErrorCode.invalid, `--forward "${spec}" must look like tcp:HOSTPORT:GUESTPORT`);
+  const hostPort = Number(m[2]);
+  const guestPort = Number(m[3]);
+  for (const p of [hostPort, guestPort]) if (p < 1 || p > 65535) throw new VmdeskError(ErrorCode.invalid, `--forward "${spec}": ports must be 1-65535`);
+  return { protocol: m[1] as 'tcp' | 'udp', hostPort, guestPort };
+}
+
+function network(values: Values): NetAdapter[] | undefined {
+  const net = values.net as string | undefined;
+  const forwards = ((values.forward as string[] | undefined) ?? []).map(parseForward);
+  if (net === undefined && forwards.length === 0) return undefined;
+  if (net !== undefined && net !== 'nat' && net !== 'none') throw new VmdeskError(ErrorCode.invalid, `--net must be nat or none, got "${net}"`);
+  if (net === 'none') {
+    if (forwards.length) throw new VmdeskError(ErrorCode.invalid, '--forward needs --net nat');
+    return [{ mode: 'none', forwards: [] }];
+  }
+  return [{ mode: 'nat', forwards }];
+}
+
+function directKernel(values: Values): CreateVmRequest['directKernel'] {
+  const kernel = absPath(values.kernel as string | undefined);
+  if (!kernel) {
+    if (values.initrd || values.cmdline !== undefined) throw new VmdeskError(ErrorCode.invalid, '--initrd and --cmdline need --kernel');
+    return undefined;
+  }
+  return { kernel, initrd: absPath(values.initrd as string | undefined), cmdline: (values.cmdline as string | undefined) ?? '' };
+}
+
+function print(io: CliIo, json: boolean, value: unknown, text: string): void {
+  io.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : text.endsWith('\n') || text === '' ? text : text + '\n');
+}
+
+async function run(core: Core, verb: string, args: string[], io: CliIo): Promise<number> {
+  switch (verb) {
+    case 'list': {
+      const { values } = parse(args, {}, 0, []);
+      const vms = await core.list();
+      print(io, !!values.json, vms, formatList(vms));
+      return 0;
+    }
+    case 'create': {
+      const { values, pos } = parse(args, CONFIG_OPTIONS, 1, ['NAME']);
+      if (values.iso && values.kernel) throw new VmdeskError(ErrorCode.invalid, 'give either --iso or --kernel, not both');
+      const req: CreateVmRequest = {
+        name: pos[0]!,
+        cpus: int(values.cpus as string | undefined, '--cpus'),
+        memoryMiB: memoryMiB(values.memory as string | undefined),
+        diskBytes: values.disk !== undefined ? size(values.disk as string, '--disk') : undefined,
+        iso: absPath(values.iso as string | undefined),
+        attachDisks: ((values.attach as string[] | undefined) ?? []).map((p) => path.resolve(p)),
+        directKernel: directKernel(values),
+        osType: values.os as never,
+        engine: values.engine as never,
+        accel: values.accel as never,
+        firmware: values.firmware as never,
+        network: network(values),
+      };
+      if (req.diskBytes === 0) throw new VmdeskError(ErrorCode.invalid, '--disk must be larger than 0');
+      for (const k of Object.keys(req) as (keyof CreateVmRequest)[]) if (req[k] === undefined) delete req[k];
+      const info = await core.create(req, (phase, fraction) => {
+        if (!values.json && fraction !== undefined) io.stderr.write(`${phase}: ${Math.round(fraction * 100)}%\n`);
+      });
+      for (const w of info.warnings) io.stderr.write(`vmdesk: warning: ${w}\n`);
+      print(io, !!values.json, info, `created "${info.name}" (${info.id})`);
+      return 0;
+    }
+    case 'info': {
+      const { values, pos } = parse(args, {}, 1, ['NAME']);
+      const info = await core.get(pos[0]!);
+      print(io, !!values.json, info, formatInfo(info));
+      return info.broken ? EXIT_CODES.EBROKEN : 0;
+    }
+    case 'set': {
+      const { values, pos } = parse(args, CONFIG_OPTIONS, 1, ['NAME']);
+      if (values.disk || values.attach) throw new VmdeskError(ErrorCode.invalid, 'use "vmdesk disk create|attach|resize" to change disks');
+      const patch: Record<string, unknown> = {
+        cpus: int(values.cpus as string | undefined, '--cpus'),
+        memoryMiB: memoryMiB(values.memory as string | undefined),
+        osType: values.os,
+        engine: values.engine,
+        accel: values.accel,
+        firmware: values.firmware,
+        network: network(values),
+      };
+      if (values.iso) patch.cdrom = absPath(values.iso as string);
+      if (values['no-iso']) patch.cdrom = null;
+      if (values['no-kernel']) patch.directKernel = null;
+      else if (values.kernel || values.initrd || values.cmdline !== undefined) {
+        const cur = (await core.get(pos[0]!)).config?.directKernel;
+        const kernel = absPath(values.kernel as string | undefined) ?? cur?.kernel;
+        if (!kernel) throw new VmdeskError(ErrorCode.invalid, '--initrd and --cmdline need --kernel');
+        patch.directKernel = { kernel, initrd: absPath(values.initrd as string | undefined) ?? cur?.initrd, cmdline: (values.cmdline as string | undefined) ?? cur?.cmdline ?? '' };
+      }
+      for (const k of Object.keys(patch)) if (patch[k] === undefined) delete patch[k];
+      if (Object.keys(patch).length === 0) throw new VmdeskError(ErrorCode.invalid, 'nothing to change (see vmdesk --help)');
+      const info = await core.update(pos[0]!, patch);
+      for (const w of info.warnings) io.stderr.write(`vmdesk: warning: ${w}\n`);
+      print(io, !!values.json, info, `updated "${info.name}"`);
+      return 0;
+    }
+    case 'rename': {
+      const { values, pos } = parse(args, {}, 2, ['NAME', 'NEWNAME']);
+      const info = await core.rename(pos[0]!, pos[1]!);
+      print(io, !!values.json, info, `renamed to "${info.name}"`);
+      return 0;
+    }
+    case 'start': {
+      const { values, pos } = parse(args, { paused: { type: 'boolean' } }, 1, ['NAME']);
+      const info = await core.start(pos[0]!, { paused: !!values.paused });
+      for (const w of info.warnings) io.stderr.write(`vmdesk: ${w.startsWith('accelerator') ? '' : 'warning: '}${w}\n`);
+      print(io, !!values.json, info, `started "${info.name}" (${info.state}, pid ${info.pid ?? '?'})`);
+      return 0;
+    }
+    case 'stop': {
+      const { values, pos } = parse(args, { timeout: { type: 'string' } }, 1, ['NAME']);
+      const t = int(values.timeout as string | undefined, '--timeout');
+      if (t !== undefined && (t < 0 || t > 3600)) throw new VmdeskError(ErrorCode.invalid, '--timeout must be 0-3600 seconds');
+      const info = await core.stop(pos[0]!, { timeoutMs: (t ?? 60) * 1000 });
+      print(io, !!values.json, info, `stopped "${info.name}" (${info.lastExit?.reason ?? 'unknown reason'})`);
+      return 0;
+    }
+    case 'kill':
+    case 'pause':
+    case 'resume':
+    case 'reset': {
+      const { values, pos } = parse(args, {}, 1, ['NAME']);
+      const info = await core[verb](pos[0]!);
+      const done = { kill: 'powered off', pause: 'paused', resume: 'resumed', reset: 'reset' }[verb];
+      print(io, !!values.json, info, `${done} "${info.name}"`);
+      return 0;
+    }
+    case 'delete': {
+      const { values, pos } = parse(args, { 'keep-disks': { type: 'boolean' } }, 1, ['NAME']);
+      const r = await core.delete(pos[0]!, { keepDisks: !!values['keep-disks'] });
+      print(io, !!values.json, r, `deleted "${pos[0]}"${r.keptDisks.length ? `; kept disks: ${r.keptDisks.join(', ')}` : ''}`);
+      return 0;
+    }
+    case 'console': {
+      const { values, pos } = parse(args, { 'linger-ms': { type: 'string' } }, 1, ['NAME']);
+      const stream = await core.openSerial(pos[0]!);
+      return attachConsole(stream, io, { lingerMs: int(values['linger-ms'] as string | undefined, '--linger-ms') ?? 1000 });
+    }
+    case 'screenshot': {
+      const { pos } = parse(args, {}, 2, ['NAME', 'FILE']);
+      const png = await core.screenshot(pos[0]!);
+      const { writeFileAtomic } = await import('../core/atomic.js');
+      await writeFileAtomic(path.resolve(pos[1]!), png);
+      io.stdout.write(`saved ${path.resolve(pos[1]!)}\n`);
+      return 0;
+    }
+    case 'disk': {
+      const sub = args[0];
+      const rest = args.slice(1);
+      let info: VmInfo;
+      if (sub === 'create') {
+        const { values, pos } = parse(rest, {}, 2, ['NAME', 'SIZE']);
+        info = await core.diskCreate(pos[0]!, size(pos[1]!, 'SIZE'));
+        print(io, !!values.json, info, `added disk ${info.config?.disks.at(-1)?.id} to "${info.name}"`);
+      } else if (sub === 'attach') {
+        const { values, pos } = parse(rest, {}, 2, ['NAME', 'PATH']);
+        info = await core.diskAttach(pos[0]!, path.resolve(pos[1]!));
+        print(io, !!values.json, info, `attached ${path.resolve(pos[1]!)} to "${info.name}" as ${info.config?.disks.at(-1)?.id}`);
+      } else if (sub === 'resize') {
+        const { values, pos } = parse(rest, {}, 3, ['NAME', 'DISK', 'SIZE']);
+        info = await core.diskResize(pos[0]!, pos[1]!, size(pos[2]!, 'SIZE'));
+        print(io, !!values.json, info, `resized ${pos[1]} of "${info.name}"`);
+      } else {
+        throw new VmdeskError(ErrorCode.invalid, 'usage: vmdesk disk create|attach|resize ...');
+      }
+      return 0;
+    }
+    case 'host': {
+      const { values } = parse(args, {}, 0, []);
+      const host = await core.host();
+      print(io, !!values.json, host, formatHost(host));
+      return 0;
+    }
+    case 'serve': {
+      const { values } = parse(args, { port: { type: 'string' }, host: { type: 'string' } }, 0, []);
+      const { startServer } = await import('../server/server.js');
+      const port = int(values.port as string | undefined, '--port');
+      if (port !== undefined && (port < 0 || port > 65535)) throw new VmdeskError(ErrorCode.invalid, '--port must be 0-65535');
+      const server = await startServer({ core, host: (values.host as string | undefined) ?? '127.0.0.1', port: port ?? 0 });
+      io.stdout.write(`VMDesk is serving at ${server.url}\n(open it in a browser; Ctrl-C stops the server, running VMs keep running)\n`);
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      await server.close();
+      return 0;
+    }
+    case 'snapshot':
+    case 'clone':
+    case 'export':
+    case 'import': {
+      const { runSnapshotCli } = await import('./snapshot.js');
+      const json = args.includes('--json');
+      return runSnapshotCli(core, verb, args.filter((a) => a !== '--json'), { stdout: io.stdout, stderr: io.stderr, json });
+    }
+    default:
+      throw new VmdeskError(ErrorCode.invalid, `unknown verb "${verb}" (see vmdesk --help)`);
+  }
+}
+
+/** Entry point; returns the exit code. `argv` excludes node and the script. */
+export async function main(argv: string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin }): Promise<number> {
+  let home: string | undefined;
+  const rest = [...argv];
+  while (rest[0]?.startsWith('--home')) {
+    const a = rest.shift()!;
+    home = a.includes('=') ? a.slice('--home='.length) : rest.shift();
+    if (!home) {
+      io.stderr.write('vmdesk: --home needs a directory\n');
+      return EXIT_CODES.EINVAL;
+    }
+  }
+  const verb = rest.shift();
+  if (!verb || verb === '--help' || verb === '-h' || verb === 'help') {
+    (verb ? io.stdout : io.stderr).write(USAGE);
+    return verb ? 0 : EXIT_CODES.EINVAL;
+  }
+  if (verb === '--version') {
+    io.stdout.write('vmdesk 0.1.0\n');
+    return 0;
+  }
+  const core = new Core({ home, watchMs: verb === 'serve' ? 2000 : 0 });
+  try {
+    await core.boot();
+    return await run(core, verb, rest, io);
+  } catch (e) {
+    if (isVmdeskError(e)) {
+      io.stderr.write(`vmdesk: ${e.message}\n`);
+      if (process.env.VMDESK_DEBUG) for (const d of e.details) io.stderr.write(`  ${d}\n`);
+      return EXIT_CODES[e.code] ?? 1;
+    }
+    const err = e as NodeJS.ErrnoException;
+    io.stderr.write(`vmdesk: ${err.code === 'EACCES' ? `permission denied: ${err.path ?? ''}` : err.message ?? String(e)}\n`);
+    if (process.env.VMDESK_DEBUG) io.stderr.write(`${err.stack}\n`);
+    return EXIT_CODES.EINTERNAL;
+  } finally {
+    await core.shutdown();
+  }
+}

@@ -1,0 +1,122 @@
+// The whole life of a real VM through the `vmdesk` binary: create, start, console, disk, port forward, stop.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFile, rm } from 'node:fs/promises';
+import http from 'node:http';
+import { guestPaths, GUEST_HTTP_PORT, GUEST_HTTP_TEXT, GUEST_READY_MARKER } from '../guest/guest.js';
+import { ConsoleSession, freePort, tempHome, vmdesk, vmdeskJson } from '../helpers/cli.js';
+import { Core } from '../../main/core/core.js';
+
+function httpGet(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/', timeout: 5000 }, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve(body));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+  });
+}
+
+async function retry<T>(fn: () => Promise<T>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
+describe('a VM through the CLI', () => {
+  let home: string;
+  let hostPort: number;
+  const { kernel, initrd } = guestPaths();
+
+  beforeAll(async () => {
+    home = await tempHome();
+    hostPort = await freePort();
+  });
+
+  afterAll(async () => {
+    await vmdesk(home, ['kill', 'web']).catch(() => {});
+    await rm(home, { recursive: true, force: true });
+  });
+
+  it('creates, boots, runs commands, sees its disk and forwarded port, pauses, reattaches and stops gracefully', async () => {
+    const created = await vmdeskJson(home, [
+      'create', 'web', '--cpus', '1', '--memory', '256', '--disk', '64M',
+      '--kernel', kernel, '--initrd', initrd, '--cmdline', 'console=ttyS0 quiet',
+      '--forward', `tcp:${hostPort}:${GUEST_HTTP_PORT}`,
+    ]);
+    expect(created).toMatchObject({ name: 'web', state: 'stopped' });
+    expect(created.config.disks).toHaveLength(1);
+
+    const start = await vmdesk(home, ['start', 'web']);
+    expect(start.code, start.stderr).toBe(0);
+    // accel auto always says what it chose and why.
+    expect(start.stderr + start.stdout).toMatch(/accelerator: (tcg|kvm|hvf) \(.+\)/);
+
+    const info = await vmdeskJson(home, ['info', 'web']);
+    expect(['starting', 'running']).toContain(info.state);
+    expect(info.accel.reason.length).toBeGreaterThan(5);
+
+    const con = new ConsoleSession(home, 'web');
+    try {
+      await con.waitFor(new RegExp(GUEST_READY_MARKER), 90_000);
+      con.send('echo result=$((6*7))\n');
+      await con.waitFor(/result=42/);
+      con.send('cat /sys/block/vda/size\n');
+      const m = await con.waitFor(/^(\d+)\s*$/m);
+      expect(Number(m[1]) * 512).toBe(64 * 1024 * 1024);
+    } finally {
+      await con.close();
+    }
+
+    expect(await retry(() => httpGet(hostPort), 20_000)).toContain(GUEST_HTTP_TEXT);
+
+    expect((await vmdeskJson(home, ['pause', 'web'])).state).toBe('paused');
+    expect((await vmdeskJson(home, ['info', 'web'])).state).toBe('paused');
+    expect((await vmdeskJson(home, ['resume', 'web'])).state).toBe('running');
+
+    // A fresh core (as after an app restart) finds the running VM and controls it.
+    const core = new Core({ home });
+    await core.boot();
+    try {
+      const again = await core.get('web');
+      expect(again.state).toBe('running');
+      expect(again.pid).toBe(info.pid);
+      await core.pause('web');
+      expect((await core.get('web')).state).toBe('paused');
+      await core.resume('web');
+    } finally {
+      await core.shutdown();
+    }
+
+    const stop = await vmdeskJson(home, ['stop', 'web', '--timeout', '60']);
+    expect(stop.state).toBe('stopped');
+    expect(stop.lastExit.reason).toBe('guest-poweroff');
+    const after = await vmdeskJson(home, ['info', 'web']);
+    expect(after.state).toBe('stopped');
+    expect(after.lastExit.reason).toBe('guest-poweroff');
+  });
+
+  it('records a crashed QEMU with its log tail', async () => {
+    await vmdeskJson(home, ['start', 'web']);
+    const info = await vmdeskJson(home, ['info', 'web']);
+    // Find QEMU's pid through the supervisor's record and make it crash.
+    const core = new Core({ home });
+    const rt = core.library.runtimeDir(info.id);
+    const record = JSON.parse(await readFile(`${rt}/supervisor.json`, 'utf8'));
+    process.kill(record.qemuPid, 'SIGSEGV');
+    const crashed = await retry(async () => {
+      const i = await vmdeskJson(home, ['info', 'web']);
+      if (i.state !== 'crashed') throw new Error(`state ${i.state}`);
+      return i;
+    }, 20_000);
+    expect(crashed.lastExit.reason).toBe('crashed');
+    expect(crashed.lastExit.signal ?? crashed.lastExit.detail).toMatch(/SEGV|signal/i);
+  });
+});

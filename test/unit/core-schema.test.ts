@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest';
+import { CreateVmRequest, VmName, parseSize, HostPath, VmConfig } from '../../main/api/schema.js';
+
+describe('VM names', () => {
+  it.each(['web', 'Debian 12', 'a.b_c+d-e', 'x'.repeat(64)])('accepts %j', (n) => {
+    expect(VmName.safeParse(n).success).toBe(true);
+  });
+  it.each(['', '../x', 'a/b', '..', '.hidden', 'a,b', 'a\nb', ' lead', 'trail ', 'x'.repeat(65), 'a..b'])('rejects %j', (n) => {
+    expect(VmName.safeParse(n).success).toBe(false);
+  });
+});
+
+describe('sizes', () => {
+  it('parses units', () => {
+    expect(parseSize('512M')).toBe(512 * 1024 ** 2);
+    expect(parseSize('8G')).toBe(8 * 1024 ** 3);
+    expect(parseSize('1.5GiB')).toBe(1.5 * 1024 ** 3);
+    expect(parseSize('4096')).toBe(4096);
+  });
+  it.each(['', 'abc', '-1G', '1X', '1e9'])('rejects %j', (s) => {
+    expect(() => parseSize(s)).toThrow(/invalid size/);
+  });
+});
+
+describe('create request', () => {
+  it('fills defaults', () => {
+    const r = CreateVmRequest.parse({ name: 'vm' });
+    expect(r).toMatchObject({ cpus: 1, memoryMiB: 512, accel: 'auto', engine: 'qemu', firmware: 'bios' });
+    expect(r.network).toEqual([{ mode: 'nat', forwards: [] }]);
+  });
+  it.each([
+    [{ name: 'vm', cpus: 0 }, /at least 1 CPU/],
+    [{ name: 'vm', cpus: -2 }, /at least 1 CPU/],
+    [{ name: 'vm', cpus: 100000 }, /at most/],
+    [{ name: 'vm', memoryMiB: 0 }, /at least 16/],
+    [{ name: 'vm', memoryMiB: 1e12 }, /absurd/],
+    [{ name: 'vm', diskBytes: 1e18 }, /absurd/],
+    [{ name: 'vm', iso: 'relative.iso' }, /absolute/],
+    [{ name: 'vm', iso: '/x/a\nb.iso' }, /newlines/],
+    [{ name: 'vm', directKernel: { kernel: '/k', cmdline: 'a\nb' } }, /newlines/],
+  ])('rejects %j', (input, msg) => {
+    const r = CreateVmRequest.safeParse(input);
+    expect(r.success).toBe(false);
+    expect(r.error!.issues.map((i) => i.message).join('\n')).toMatch(msg);
+  });
+});
+
+describe('vm.json schema', () => {
+  it('rejects unknown schema versions and missing fields', () => {
+    expect(VmConfig.safeParse({ schemaVersion: 2 }).success).toBe(false);
+    expect(HostPath.safeParse('/ok/path').success).toBe(true);
+  });
+});
