@@ -1,0 +1,143 @@
+// qemu-img calls that snapshots, clones, export and import need: info, internal snapshots, convert with progress.
+import { spawn } from 'node:child_process';
+import { VmdeskError, ErrorCode } from '../../api/errors.js';
+import { qemuImgPath } from '../../engines/qemu/host.js';
+
+export interface ImgSnapshot {
+  /** QEMU's tag (what `qemu-img snapshot -l` calls the name). */
+  tag: string;
+  vmStateBytes: number;
+  dateSec: number;
+}
+
+export interface ImgInfo {
+  format: string;
+  virtualSize: number;
+  actualSize: number;
+  backingFile?: string;
+  snapshots: ImgSnapshot[];
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs qemu-img; errors become EENGINE with its stderr, so the user sees QEMU's own reason. */
+export function qemuImg(args: string[], opts: { onStdout?: (chunk: string) => void; signal?: AbortSignal } = {}): Promise<RunResult> {
+  const bin = qemuImgPath();
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], signal: opts.signal });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => {
+      stdout += c;
+      opts.onStdout?.(c);
+    });
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    child.on('error', (e) => {
+      if ((e as Error).name === 'AbortError') reject(new VmdeskError(ErrorCode.cancelled, 'cancelled'));
+      else reject(new VmdeskError(ErrorCode.host, `cannot run qemu-img: ${e.message}`));
+    });
+    child.on('close', (code) => {
+      if (code === 0) resolve({ stdout, stderr });
+      else {
+        const lines = stderr.trim().split('\n').filter(Boolean);
+        const last = lines[lines.length - 1] ?? `exit code ${code}`;
+        reject(new VmdeskError(ErrorCode.engine, `qemu-img ${args[0]} failed: ${last.replace(/^qemu-img: /, '')}`, lines));
+      }
+    });
+  });
+}
+
+/** Image facts; `shared` (-U) reads an image a running QEMU holds open, without taking its lock. */
+export async function imgInfo(file: string, opts: { shared?: boolean; format?: string } = {}): Promise<ImgInfo> {
+  const args = ['info', '--output=json'];
+  if (opts.shared) args.push('-U');
+  if (opts.format) args.push('-f', opts.format);
+  args.push(file);
+  const { stdout } = await qemuImg(args);
+  const j = JSON.parse(stdout) as {
+    format: string;
+    'virtual-size': number;
+    'actual-size'?: number;
+    'backing-filename'?: string;
+    'full-backing-filename'?: string;
+    snapshots?: { name: string; 'vm-state-size': number; 'date-sec': number }[];
+  };
+  return {
+    format: j.format,
+    virtualSize: j['virtual-size'],
+    actualSize: j['actual-size'] ?? 0,
+    backingFile: j['full-backing-filename'] ?? j['backing-filename'],
+    snapshots: (j.snapshots ?? []).map((s) => ({ tag: s.name, vmStateBytes: s['vm-state-size'], dateSec: s['date-sec'] })),
+  };
+}
+
+export async function snapshotCreate(file: string, tag: string): Promise<void> {
+  await qemuImg(['snapshot', '-f', 'qcow2', '-c', tag, file]);
+}
+
+export async function snapshotApply(file: string, tag: string): Promise<void> {
+  await qemuImg(['snapshot', '-f', 'qcow2', '-a', tag, file]);
+}
+
+export async function snapshotDelete(file: string, tag: string): Promise<void> {
+  await qemuImg(['snapshot', '-f', 'qcow2', '-d', tag, file]);
+}
+
+export type Fraction = (fraction: number) => void;
+
+/** `qemu-img convert -p`: progress lines look like "    (42.00/100%)" separated by carriage returns. */
+export function parseConvertProgress(chunk: string): number | undefined {
+  const all = [...chunk.matchAll(/\((\d+(?:\.\d+)?)\/100%\)/g)];
+  const last = all[all.length - 1];
+  return last ? Math.min(1, Number(last[1]) / 100) : undefined;
+}
+
+export interface ConvertOptions {
+  srcFormat?: string;
+  dstFormat: 'qcow2' | 'raw' | 'vmdk' | 'vdi' | 'vhdx';
+  /** Compress qcow2 clusters (export). */
+  compress?: boolean;
+  /** Read the disk as it was in this internal snapshot (-l snapshot.name=TAG). */
+  snapshotTag?: string;
+  /** Extra -o options, e.g. subformat=streamOptimized. */
+  options?: string[];
+  /** Read an image that a running QEMU holds (only safe for a snapshot, which nothing writes). */
+  shared?: boolean;
+  onProgress?: Fraction;
+  signal?: AbortSignal;
+}
+
+export async function convert(src: string, dst: string, o: ConvertOptions): Promise<void> {
+  const args = ['convert', '-p'];
+  if (o.shared) args.push('-U');
+  if (o.srcFormat) args.push('-f', o.srcFormat);
+  if (o.snapshotTag) args.push('-l', `snapshot.name=${o.snapshotTag}`);
+  args.push('-O', o.dstFormat);
+  if (o.compress) args.push('-c');
+  for (const opt of o.options ?? []) args.push('-o', opt);
+  args.push(src, dst);
+  await qemuImg(args, {
+    signal: o.signal,
+    onStdout: (c) => {
+      const f = parseConvertProgress(c);
+      if (f !== undefined) o.onProgress?.(f);
+    },
+  });
+  o.onProgress?.(1);
+}
+
+/** A qcow2 overlay on an immutable base image (linked clones). The backing path is stored absolute. */
+export async function createOverlay(file: string, backing: string, backingFormat = 'qcow2'): Promise<void> {
+  await qemuImg(['create', '-f', 'qcow2', '-F', backingFormat, '-b', backing, file]);
+}
+
+/** Consistency check; resolves with qemu-img's report, rejects when the image is corrupt. */
+export async function check(file: string, format?: string): Promise<string> {
+  const args = ['check'];
+  if (format) args.push('-f', format);
+  args.push(file);
+  return (await qemuImg(args)).stdout;
+}
