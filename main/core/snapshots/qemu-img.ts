@@ -74,16 +74,24 @@ export async function imgInfo(file: string, opts: { shared?: boolean; format?: s
   };
 }
 
+/**
+ * `qemu-img snapshot` has no -f: name the format through --image-opts so a file is never probed (a raw image
+ * probed as something else is a classic hazard). Commas in the path are doubled, QEMU's escape.
+ */
+function qcow2Opts(file: string): string[] {
+  return ['--image-opts', `driver=qcow2,file.driver=file,file.filename=${file.replaceAll(',', ',,')}`];
+}
+
 export async function snapshotCreate(file: string, tag: string): Promise<void> {
-  await qemuImg(['snapshot', '-f', 'qcow2', '-c', tag, file]);
+  await qemuImg(['snapshot', '-c', tag, ...qcow2Opts(file)]);
 }
 
 export async function snapshotApply(file: string, tag: string): Promise<void> {
-  await qemuImg(['snapshot', '-f', 'qcow2', '-a', tag, file]);
+  await qemuImg(['snapshot', '-a', tag, ...qcow2Opts(file)]);
 }
 
 export async function snapshotDelete(file: string, tag: string): Promise<void> {
-  await qemuImg(['snapshot', '-f', 'qcow2', '-d', tag, file]);
+  await qemuImg(['snapshot', '-d', tag, ...qcow2Opts(file)]);
 }
 
 export type Fraction = (fraction: number) => void;

@@ -1,0 +1,657 @@
+// Snapshots of one VM: take, list (with reconciliation against the disks), restore, delete, rename, describe.
+import { promises as fs, existsSync } from 'node:fs';
+import path from 'node:path';
+import type { VmConfig, VmInfo, VmState, Disk } from '../../api/schema.js';
+import type { VmEvent } from '../../api/events.js';
+import { VmdeskError, ErrorCode } from '../../api/errors.js';
+import type { BundleEntry, VmLibrary } from '../library.js';
+import * as img from './qemu-img.js';
+import { activeJobs, dismissStaleJobs, runJob, type QmpFn } from './qmp-jobs.js';
+import {
+  addNode,
+  checkDescription,
+  checkSnapshotName,
+  childrenOf,
+  diffConfigs,
+  findNode,
+  removeNode,
+  subtree,
+  updateNode,
+  type ConfigChange,
+  type SnapshotKind,
+  type SnapshotNode,
+  type SnapshotTree,
+} from './tree.js';
+import { idFromTag, newSnapshotId, readThumbnail, readTree, removeThumbnail, tagFor, withSnapshotLock, writeThumbnail, writeTree } from './store.js';
+
+/** The parts of Core that snapshots use; Core satisfies it structurally, so nothing here imports the engine. */
+export interface SnapshotCore {
+  readonly library: VmLibrary;
+  resolve(ref: string): Promise<BundleEntry>;
+  get(ref: string): Promise<VmInfo>;
+  command(ref: string, execute: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<unknown>;
+  screenshot(ref: string): Promise<Buffer>;
+  start(ref: string, opts?: { paused?: boolean }): Promise<VmInfo>;
+  kill(ref: string): Promise<VmInfo>;
+  resume(ref: string): Promise<VmInfo>;
+  emit(event: 'event', ev: VmEvent): boolean;
+}
+
+export type ProgressFn = (phase: string, fraction?: number) => void;
+
+const RUNNING: VmState[] = ['running', 'paused'];
+const BUSY: VmState[] = ['starting', 'stopping'];
+
+export function diskFile(bundleDir: string, d: Disk): string {
+  return path.isAbsolute(d.path) ? d.path : path.join(bundleDir, d.path);
+}
+
+/** The per-VM UEFI variable store (qcow2, engine layout): snapshotted with the disks when present. */
+export function uefiVarsFile(bundleDir: string): string {
+  return path.join(bundleDir, 'uefi-vars.qcow2');
+}
+
+/** One file that carries snapshots: a writable VM disk or the UEFI variable store. */
+export interface SnapshotTarget {
+  /** Disk id, or "uefi-vars". */
+  id: string;
+  file: string;
+  format: string;
+}
+
+/** A snapshot as list/info report it: the stored node plus what reconciliation found on the disks. */
+export interface SnapshotView extends SnapshotNode {
+  isCurrent: boolean;
+  /** Disks (ids) that should hold it but do not: restoring would be incomplete. */
+  missingOn: string[];
+  children: string[];
+}
+
+export interface SnapshotListing {
+  vmId: string;
+  vmName: string;
+  state: VmState;
+  current: string | null;
+  snapshots: SnapshotView[];
+  /** Reconciliation findings in words: adopted, missing, interrupted. */
+  notes: string[];
+  /** Writable disks that cannot hold snapshots (raw, vmdk, ...), with the fix. */
+  unsupported: { diskId: string; format: string; hint: string }[];
+}
+
+export interface SnapshotDetails extends SnapshotView {
+  /** How the snapshot's settings differ from the VM's current ones (from = snapshot, to = now). */
+  configDiff: ConfigChange[];
+  thumbnailPath: string | null;
+}
+
+export interface TakeOptions {
+  name: string;
+  description?: string;
+  /** Force a disk-only snapshot of a running VM's disks is not offered: a running VM always gets a live one. */
+  onProgress?: ProgressFn;
+}
+
+export interface RestoreOptions {
+  /** Take a snapshot of the current state first (default true), so nothing is lost by restoring. */
+  snapshotCurrent?: boolean;
+  /** Name for that safety snapshot. */
+  currentName?: string;
+  onProgress?: ProgressFn;
+}
+
+export interface DeleteOptions {
+  /** Delete the snapshot and everything below it. */
+  branch?: boolean;
+  onProgress?: ProgressFn;
+}
+
+export class SnapshotManager {
+  constructor(private readonly core: SnapshotCore) {}
+
+  // ---- helpers ---------------------------------------------------------------------------------------
+
+  private async usable(ref: string): Promise<BundleEntry & { config: VmConfig }> {
+    const e = await this.core.resolve(ref);
+    if (!e.config) throw new VmdeskError(ErrorCode.broken, `VM bundle ${e.dir} is broken: ${e.broken}`);
+    return e as BundleEntry & { config: VmConfig };
+  }
+
+  private qmp(vmId: string): QmpFn {
+    return (execute, args, timeoutMs) => this.core.command(vmId, execute, args, timeoutMs);
+  }
+
+  /** Files that carry the VM's snapshots; throws EINVAL naming any writable disk that cannot. */
+  targets(entry: BundleEntry & { config: VmConfig }, opts: { strict?: boolean } = { strict: true }): SnapshotTarget[] {
+    const out: SnapshotTarget[] = [];
+    for (const d of entry.config.disks) {
+      if (d.readOnly) continue;
+      if (d.format !== 'qcow2') {
+        if (opts.strict) throw unsupportedDisk(entry.config.name, d);
+        continue;
+      }
+      out.push({ id: d.id, file: diskFile(entry.dir, d), format: d.format });
+    }
+    if (entry.config.firmware === 'uefi' && existsSync(uefiVarsFile(entry.dir))) out.push({ id: 'uefi-vars', file: uefiVarsFile(entry.dir), format: 'qcow2' });
+    return out;
+  }
+
+  private unsupported(config: VmConfig): SnapshotListing['unsupported'] {
+    return config.disks
+      .filter((d) => !d.readOnly && d.format !== 'qcow2')
+      .map((d) => ({ diskId: d.id, format: d.format, hint: `convert it to qcow2 with: vmdesk snapshot convert-disk "${config.name}" ${d.id}` }));
+  }
+
+  private emitUpdated(info: VmInfo): void {
+    this.core.emit('event', { type: 'vm-updated', id: info.id, info });
+  }
+
+  // ---- reading ---------------------------------------------------------------------------------------
+
+  /**
+   * The tree with reconciliation: snapshots recorded but missing from disks are reported; snapshots on the
+   * disks that the metadata lacks are adopted (and written back, when no other snapshot operation runs).
+   */
+  async list(ref: string): Promise<SnapshotListing> {
+    const entry = await this.usable(ref);
+    const info = await this.core.get(entry.id);
+    let result: { tree: SnapshotTree; notes: string[]; missing: Map<string, string[]> } | undefined;
+    try {
+      result = await withSnapshotLock(entry.dir, entry.config.name, () => this.reconcile(entry, info.state, true), 200);
+    } catch (e) {
+      if (!(e instanceof VmdeskError && e.code === ErrorCode.busy)) throw e;
+      // A snapshot operation is running: report without writing, so we never adopt its half-made snapshot.
+      result = await this.reconcile(entry, info.state, false);
+      result.notes.push('a snapshot operation is in progress; the list may change when it finishes');
+    }
+    return {
+      vmId: entry.id,
+      vmName: entry.config.name,
+      state: info.state,
+      current: result.tree.current,
+      snapshots: this.views(result.tree, result.missing),
+      notes: result.notes,
+      unsupported: this.unsupported(entry.config),
+    };
+  }
+
+  async info(ref: string, snapRef: string): Promise<SnapshotDetails> {
+    const listing = await this.list(ref);
+    const entry = await this.usable(ref);
+    const tree = await readTree(entry.dir);
+    const node = findNode(tree, snapRef);
+    const view = listing.snapshots.find((s) => s.id === node.id)!;
+    const thumb = path.join(entry.dir, 'snapshots', `${node.id}.png`);
+    return { ...view, configDiff: diffConfigs(node.config, entry.config), thumbnailPath: node.thumbnail && existsSync(thumb) ? thumb : null };
+  }
+
+  async thumbnail(ref: string, snapRef: string): Promise<Buffer | null> {
+    const entry = await this.usable(ref);
+    const node = findNode(await readTree(entry.dir), snapRef);
+    return node.thumbnail ? readThumbnail(entry.dir, node.id) : null;
+  }
+
+  private views(tree: SnapshotTree, missing: Map<string, string[]>): SnapshotView[] {
+    return [...tree.nodes]
+      .sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0))
+      .map((n) => ({ ...n, isCurrent: tree.current === n.id, missingOn: missing.get(n.id) ?? [], children: childrenOf(tree, n.id).map((c) => c.id) }));
+  }
+
+  /** Compares tree.json with what the qcow2 files hold. Only writes when `write` (caller holds the lock). */
+  private async reconcile(entry: BundleEntry & { config: VmConfig }, state: VmState, write: boolean): Promise<{ tree: SnapshotTree; notes: string[]; missing: Map<string, string[]> }> {
+    let tree = await readTree(entry.dir);
+    const notes: string[] = [];
+    const live = RUNNING.includes(state) || BUSY.includes(state);
+    if (write && RUNNING.includes(state)) {
+      // A VMDesk process that died mid-job leaves a concluded job behind in QEMU: clear it away.
+      await dismissStaleJobs(this.qmp(entry.id)).catch(() => []);
+    }
+    const onDisk = new Map<string, Map<string, img.ImgSnapshot>>(); // tag -> target id -> snapshot
+    const targets = this.targets(entry, { strict: false });
+    for (const t of targets) {
+      let snaps: img.ImgSnapshot[];
+      try {
+        snaps = (await img.imgInfo(t.file, { shared: live, format: 'qcow2' })).snapshots;
+      } catch (e) {
+        notes.push(`cannot read snapshots of disk ${t.id}: ${(e as Error).message}`);
+        continue;
+      }
+      for (const s of snaps) {
+        if (!onDisk.has(s.tag)) onDisk.set(s.tag, new Map());
+        onDisk.get(s.tag)!.set(t.id, s);
+      }
+    }
+    let changed = false;
+
+    // Interrupted takes: finish those whose job completed on every disk, drop the others.
+    for (const p of tree.pending) {
+      const found = onDisk.get(p.tag);
+      if (found && found.size === targets.length) {
+        if (!write) continue;
+        const vmState = [...found.values()].reduce((a, s) => a + s.vmStateBytes, 0);
+        tree = addNode({ ...tree, pending: tree.pending.filter((x) => x.id !== p.id) }, { ...p, vmStateBytes: vmState, disks: [...found.keys()] }, true);
+        notes.push(`snapshot "${p.name}" was interrupted after QEMU saved it; it has been recorded`);
+        changed = true;
+      } else if (write) {
+        tree = { ...tree, pending: tree.pending.filter((x) => x.id !== p.id) };
+        notes.push(`snapshot "${p.name}" was interrupted before QEMU finished saving it and was not kept`);
+        // A partial save may have left the tag on some disks: remove it there so it is not adopted later.
+        for (const [tid] of found ?? []) {
+          const t = targets.find((x) => x.id === tid);
+          if (t && !live) await img.snapshotDelete(t.file, p.tag).catch(() => {});
+        }
+        if (found && live) for (const [tid] of found) notes.push(`disk ${tid} still holds the partial snapshot ${p.tag}; it will be removed when the VM is stopped`);
+        changed = true;
+      }
+    }
+
+    // Missing: recorded, but not on (some of) the disks that should hold it.
+    const missing = new Map<string, string[]>();
+    const targetIds = new Set(targets.map((t) => t.id));
+    for (const n of tree.nodes) {
+      const found = onDisk.get(n.tag);
+      const expected = (n.disks.length ? n.disks : [...targetIds]).filter((d) => targetIds.has(d));
+      const lack = expected.filter((d) => !found?.has(d));
+      if (lack.length) {
+        missing.set(n.id, lack);
+        notes.push(`snapshot "${n.name}" is missing from disk${lack.length > 1 ? 's' : ''} ${lack.join(', ')}; restoring it ${lack.length === expected.length ? 'is impossible' : 'would be incomplete'}`);
+      }
+    }
+
+    // Adopt: on the disks, unknown to the metadata (qemu-img by hand, another tool, or a lost tree.json).
+    const known = new Set([...tree.nodes.map((n) => n.tag), ...tree.pending.map((n) => n.tag)]);
+    const strangers = [...onDisk.entries()].filter(([tag]) => !known.has(tag)).sort((a, b) => firstDate(a[1]) - firstDate(b[1]));
+    for (const [tag, where] of strangers) {
+      if (!write) {
+        notes.push(`snapshot "${tag}" on the disks is not in the metadata yet`);
+        continue;
+      }
+      const id = idFromTag(tag) && !tree.nodes.some((n) => n.id === idFromTag(tag)) ? idFromTag(tag)! : newSnapshotId();
+      const vmState = [...where.values()].reduce((a, s) => a + s.vmStateBytes, 0);
+      let name = tag;
+      for (let i = 2; tree.nodes.some((n) => n.name.toLowerCase() === name.toLowerCase()); i++) name = `${tag} (${i})`;
+      const node: SnapshotNode = {
+        id,
+        tag,
+        name: name.slice(0, 64),
+        description: 'Found on the disks and adopted by VMDesk.',
+        time: new Date(firstDate(where) * 1000).toISOString(),
+        parent: tree.current,
+        kind: vmState > 0 ? 'live' : 'disk-only',
+        config: null,
+        thumbnail: false,
+        vmStateBytes: vmState,
+        disks: [...where.keys()],
+        adopted: true,
+        linkedClones: [],
+      };
+      // An adopted snapshot newer than "current" was most likely taken from the current state: it becomes current.
+      const cur = tree.current ? tree.nodes.find((n) => n.id === tree.current) : undefined;
+      tree = addNode(tree, node, !cur || cur.time <= node.time);
+      notes.push(`snapshot "${tag}" found on the disks and adopted`);
+      changed = true;
+    }
+    if (changed && write) await writeTree(entry.dir, tree);
+    return { tree, notes, missing };
+  }
+
+  // ---- take ------------------------------------------------------------------------------------------
+
+  async take(ref: string, opts: TakeOptions): Promise<SnapshotNode> {
+    const entry = await this.usable(ref);
+    return withSnapshotLock(entry.dir, entry.config.name, async () => {
+      const fresh = await this.usable(entry.id);
+      return this.takeLocked(fresh, opts);
+    });
+  }
+
+  /** Takes a snapshot; the caller holds the snapshot lock. */
+  private async takeLocked(entry: BundleEntry & { config: VmConfig }, opts: TakeOptions): Promise<SnapshotNode> {
+    const progress = opts.onProgress ?? (() => {});
+    // Validate everything before touching anything.
+    let tree = await readTree(entry.dir);
+    const name = checkSnapshotName(tree, opts.name);
+    const description = checkDescription(opts.description);
+    const targets = this.targets(entry);
+    if (!targets.length) throw new VmdeskError(ErrorCode.invalid, `"${entry.config.name}" has no writable qcow2 disk to hold a snapshot; add a disk first`);
+    const info = await this.core.get(entry.id);
+    if (BUSY.includes(info.state)) throw new VmdeskError(ErrorCode.state, `"${entry.config.name}" is ${info.state}; wait until it has finished`);
+    const kind: SnapshotKind = RUNNING.includes(info.state) ? 'live' : 'disk-only';
+
+    const id = newSnapshotId();
+    const node: SnapshotNode = {
+      id,
+      tag: tagFor(id),
+      name,
+      description,
+      time: new Date().toISOString(),
+      parent: tree.current,
+      kind,
+      config: entry.config,
+      thumbnail: false,
+      vmStateBytes: 0,
+      disks: targets.map((t) => t.id),
+      adopted: false,
+      linkedClones: [],
+    };
+
+    if (kind === 'live') {
+      const qmp = this.qmp(entry.id);
+      const running = await activeJobs(qmp);
+      if (running.length) throw new VmdeskError(ErrorCode.busy, `"${entry.config.name}" is busy with QEMU job ${running.map((j) => `${j.id} (${j.type})`).join(', ')}; try again when it has finished`);
+      const nodes = await this.liveNodes(entry, targets);
+      progress('capturing screen', 0);
+      const png = await this.core.screenshot(entry.id).catch(() => null);
+      // Record the intent first: if this process dies mid-job, reconciliation can finish or drop it.
+      await writeTree(entry.dir, { ...tree, pending: [...tree.pending, node] });
+      progress('saving memory and disks', 0);
+      try {
+        await runJob(qmp, 'snapshot-save', { 'job-id': `vmdesk-save-${id}`, tag: node.tag, vmstate: nodes[0]!, devices: nodes }, { onProgress: (f) => progress('saving memory and disks', f) });
+      } catch (e) {
+        await writeTree(entry.dir, tree);
+        throw e;
+      }
+      if (png) {
+        await writeThumbnail(entry.dir, id, png);
+        node.thumbnail = true;
+      }
+      node.vmStateBytes = await this.vmStateBytes(targets, node.tag, true);
+    } else {
+      await this.core.library.withVmLock(entry.id, entry.config.name, async () => {
+        const now = await this.core.get(entry.id);
+        if (now.state !== 'stopped' && now.state !== 'crashed') throw new VmdeskError(ErrorCode.state, `"${entry.config.name}" started meanwhile; try again`);
+        await writeTree(entry.dir, { ...tree, pending: [...tree.pending, node] });
+        const done: SnapshotTarget[] = [];
+        try {
+          for (const [i, t] of targets.entries()) {
+            progress(`snapshotting disk ${t.id}`, i / targets.length);
+            await img.snapshotCreate(t.file, node.tag);
+            done.push(t);
+          }
+        } catch (e) {
+          // All or nothing: undo the disks already done.
+          for (const t of done) await img.snapshotDelete(t.file, node.tag).catch(() => {});
+          await writeTree(entry.dir, tree);
+          throw e;
+        }
+      });
+    }
+    tree = await readTree(entry.dir);
+    tree = addNode({ ...tree, pending: tree.pending.filter((p) => p.id !== id) }, node, true);
+    await writeTree(entry.dir, tree);
+    progress('done', 1);
+    return node;
+  }
+
+  /** The QEMU node names of the snapshot targets, checked against what QEMU actually has open. */
+  private async liveNodes(entry: BundleEntry & { config: VmConfig }, targets: SnapshotTarget[]): Promise<string[]> {
+    const named = (await this.core.command(entry.id, 'query-named-block-nodes', { flat: true })) as { 'node-name': string; drv: string; ro: boolean; file: string }[];
+    const formatNodes = named.filter((n) => n.drv !== 'file' && n.drv !== 'host_device' && !n.ro);
+    const out: string[] = [];
+    for (const n of formatNodes) {
+      if (n.drv !== 'qcow2') {
+        const d = entry.config.disks.find((x) => n['node-name'] === `disk-${x.id}`);
+        throw d ? unsupportedDisk(entry.config.name, d) : new VmdeskError(ErrorCode.invalid, `block node ${n['node-name']} (${n.drv}) cannot hold snapshots; only qcow2 can`);
+      }
+      out.push(n['node-name']);
+    }
+    if (out.length < targets.length) throw new VmdeskError(ErrorCode.engine, `QEMU has ${out.length} writable qcow2 nodes open but the VM has ${targets.length} snapshot targets; restart the VM`);
+    // Put a VM disk first: it receives the RAM image (vmstate); the UEFI vars store is tiny.
+    out.sort((a, b) => Number(b.startsWith('disk-')) - Number(a.startsWith('disk-')) || a.localeCompare(b));
+    return out;
+  }
+
+  private async vmStateBytes(targets: SnapshotTarget[], tag: string, shared: boolean): Promise<number> {
+    let sum = 0;
+    for (const t of targets) {
+      const s = (await img.imgInfo(t.file, { shared, format: 'qcow2' }).catch(() => null))?.snapshots.find((x) => x.tag === tag);
+      sum += s?.vmStateBytes ?? 0;
+    }
+    return sum;
+  }
+
+  // ---- restore ---------------------------------------------------------------------------------------
+
+  /**
+   * Brings the VM back to a snapshot. Disk-only: the VM ends stopped with its disks reverted. Live: the VM
+   * ends running where it was when the snapshot was taken. Settings return to the snapshot's.
+   */
+  async restore(ref: string, snapRef: string, opts: RestoreOptions = {}): Promise<{ restored: SnapshotNode; safety?: SnapshotNode; info: VmInfo; warnings: string[] }> {
+    const progress = opts.onProgress ?? (() => {});
+    const entry = await this.usable(ref);
+    return withSnapshotLock(entry.dir, entry.config.name, async () => {
+      const fresh = await this.usable(entry.id);
+      const tree0 = await readTree(fresh.dir);
+      const node = findNode(tree0, snapRef);
+      const targets = this.targets(fresh);
+      // Every target must hold the snapshot, or the guest would come back with a mix of old and new disks.
+      const live0 = RUNNING.includes((await this.core.get(fresh.id)).state);
+      for (const t of targets) {
+        const snaps = (await img.imgInfo(t.file, { shared: live0, format: 'qcow2' })).snapshots;
+        if (!snaps.some((s) => s.tag === node.tag)) {
+          const expected = node.disks.length ? node.disks.includes(t.id) : true;
+          if (expected) throw new VmdeskError(ErrorCode.broken, `snapshot "${node.name}" is missing from disk ${t.id}; it cannot be restored`);
+          throw new VmdeskError(ErrorCode.invalid, `disk ${t.id} was added after snapshot "${node.name}"; detach it before restoring`);
+        }
+      }
+      const warnings: string[] = [];
+      let safety: SnapshotNode | undefined;
+      const info = await this.core.get(fresh.id);
+      if (BUSY.includes(info.state)) throw new VmdeskError(ErrorCode.state, `"${fresh.config.name}" is ${info.state}; wait until it has finished`);
+      if (opts.snapshotCurrent !== false) {
+        progress('saving the current state', 0);
+        const base = opts.currentName ?? `Before restoring ${node.name}`;
+        let name = base.slice(0, 60);
+        for (let i = 2; tree0.nodes.some((n) => n.name.toLowerCase() === name.toLowerCase()); i++) name = `${base.slice(0, 56)} (${i})`;
+        safety = await this.takeLocked(fresh, { name, description: `Taken automatically before restoring "${node.name}".`, onProgress: (p, f) => progress(`saving the current state: ${p}`, f) });
+      }
+
+      const running = RUNNING.includes((await this.core.get(fresh.id)).state);
+      const sameConfig = node.config === null || diffConfigs(node.config, fresh.config).length === 0;
+      if (node.kind === 'live' && running && sameConfig) {
+        // Fast path: the running QEMU loads the snapshot in place.
+        progress('loading memory and disks', 0);
+        const nodes = await this.liveNodes(fresh, targets);
+        await runJob(this.qmp(fresh.id), 'snapshot-load', { 'job-id': `vmdesk-load-${node.id}`, tag: node.tag, vmstate: nodes[0]!, devices: nodes }, { onProgress: (f) => progress('loading memory and disks', f) });
+        if ((await this.core.get(fresh.id)).state === 'paused') await this.core.resume(fresh.id);
+      } else {
+        if (running) {
+          // The guest's current state is being replaced (and was saved above unless the caller declined).
+          progress('powering off', 0);
+          await this.core.kill(fresh.id);
+        }
+        const config = node.config ? this.configForRestore(fresh, node.config, warnings) : fresh.config;
+        await this.core.library.withVmLock(fresh.id, fresh.config.name, async () => {
+          const now = await this.core.get(fresh.id);
+          if (now.state !== 'stopped' && now.state !== 'crashed') throw new VmdeskError(ErrorCode.state, `"${fresh.config.name}" started meanwhile; try again`);
+          if (config !== fresh.config) await this.core.library.saveConfig(fresh.id, config);
+          if (node.kind === 'disk-only') {
+            for (const [i, t] of targets.entries()) {
+              progress(`reverting disk ${t.id}`, i / targets.length);
+              await img.snapshotApply(t.file, node.tag);
+            }
+          }
+        });
+        if (node.kind === 'live') {
+          progress('starting paused', 0.2);
+          await this.core.start(fresh.id, { paused: true });
+          const restarted = await this.usable(fresh.id);
+          const nodes = await this.liveNodes(restarted, this.targets(restarted));
+          progress('loading memory and disks', 0.4);
+          try {
+            await runJob(this.qmp(fresh.id), 'snapshot-load', { 'job-id': `vmdesk-load-${node.id}`, tag: node.tag, vmstate: nodes[0]!, devices: nodes }, { onProgress: (f) => progress('loading memory and disks', 0.4 + f * 0.5) });
+          } catch (e) {
+            // A half-loaded guest must not run: stop it, leave the disks to the next restore attempt.
+            await this.core.kill(fresh.id).catch(() => {});
+            throw e;
+          }
+          await this.core.resume(fresh.id);
+        }
+      }
+      let tree = await readTree(fresh.dir);
+      tree = { ...tree, current: node.id };
+      await writeTree(fresh.dir, tree);
+      progress('done', 1);
+      const out = await this.core.get(fresh.id);
+      this.emitUpdated(out);
+      return { restored: node, safety, info: out, warnings };
+    });
+  }
+
+  /** The snapshot's settings, keeping the VM's identity (id, name) and disks that still exist. */
+  private configForRestore(entry: BundleEntry & { config: VmConfig }, snap: VmConfig, warnings: string[]): VmConfig {
+    const next: VmConfig = { ...snap, id: entry.config.id, name: entry.config.name, createdAt: entry.config.createdAt };
+    for (const d of entry.config.disks) {
+      if (!snap.disks.some((x) => x.id === d.id)) warnings.push(`disk ${d.id} was added after the snapshot and is now detached; its file is kept at ${diskFile(entry.dir, d)}`);
+    }
+    return next;
+  }
+
+  // ---- delete / rename / describe --------------------------------------------------------------------
+
+  async delete(ref: string, snapRef: string, opts: DeleteOptions = {}): Promise<{ deleted: string[] }> {
+    const progress = opts.onProgress ?? (() => {});
+    const entry = await this.usable(ref);
+    return withSnapshotLock(entry.dir, entry.config.name, async () => {
+      const fresh = await this.usable(entry.id);
+      let tree = await readTree(fresh.dir);
+      const node = findNode(tree, snapRef);
+      const doomed = opts.branch ? subtree(tree, node.id) : [node];
+      for (const n of doomed) {
+        const clones = await this.liveCloneIds(n);
+        if (clones.length) throw new VmdeskError(ErrorCode.busy, `snapshot "${n.name}" is the base of linked clone${clones.length > 1 ? 's' : ''} ${clones.join(', ')}; delete ${clones.length > 1 ? 'them' : 'it'} first`);
+      }
+      const info = await this.core.get(fresh.id);
+      if (BUSY.includes(info.state)) throw new VmdeskError(ErrorCode.state, `"${fresh.config.name}" is ${info.state}; wait until it has finished`);
+      const targets = this.targets(fresh, { strict: false });
+      const live = RUNNING.includes(info.state);
+      if (live) {
+        const running = await activeJobs(this.qmp(fresh.id));
+        if (running.length) throw new VmdeskError(ErrorCode.busy, `"${fresh.config.name}" is busy with QEMU job ${running.map((j) => j.id).join(', ')}`);
+      }
+      const deleted: string[] = [];
+      // Deepest first, so an interruption leaves a consistent tree (children gone before parents).
+      for (const [i, n] of [...doomed].reverse().entries()) {
+        progress(`deleting ${n.name}`, i / doomed.length);
+        const holders: SnapshotTarget[] = [];
+        for (const t of targets) {
+          const snaps = (await img.imgInfo(t.file, { shared: live, format: 'qcow2' }).catch(() => null))?.snapshots ?? [];
+          if (snaps.some((s) => s.tag === n.tag)) holders.push(t);
+        }
+        if (holders.length) {
+          if (live) {
+            const nodes = await this.liveNodes(fresh, targets);
+            const holderNodes = nodes.filter((nn) => holders.some((h) => nn === (h.id === 'uefi-vars' ? 'uefi-vars' : `disk-${h.id}`)));
+            await runJob(this.qmp(fresh.id), 'snapshot-delete', { 'job-id': `vmdesk-del-${n.id}`, tag: n.tag, devices: holderNodes.length ? holderNodes : nodes });
+          } else {
+            await this.core.library.withVmLock(fresh.id, fresh.config.name, async () => {
+              for (const t of holders) await img.snapshotDelete(t.file, n.tag);
+            });
+          }
+        }
+        tree = removeNode(await readTree(fresh.dir), n.id);
+        await writeTree(fresh.dir, tree);
+        await removeThumbnail(fresh.dir, n.id);
+        await fs.rm(path.join(fresh.dir, 'snapshots', 'bases', n.id), { recursive: true, force: true });
+        deleted.push(n.id);
+      }
+      progress('done', 1);
+      return { deleted };
+    });
+  }
+
+  /** Linked clones of a snapshot that still exist (stale ids of deleted clones are ignored). */
+  private async liveCloneIds(n: SnapshotNode): Promise<string[]> {
+    const out: string[] = [];
+    for (const id of n.linkedClones) {
+      const e = await this.core.resolve(id).catch(() => null);
+      if (e) out.push(e.config?.name ?? id);
+    }
+    return out;
+  }
+
+  async rename(ref: string, snapRef: string, newName: string): Promise<SnapshotNode> {
+    return this.edit(ref, snapRef, (tree, node) => ({ name: checkSnapshotName(tree, newName, node.id) }));
+  }
+
+  async describe(ref: string, snapRef: string, description: string): Promise<SnapshotNode> {
+    return this.edit(ref, snapRef, () => ({ description: checkDescription(description) }));
+  }
+
+  private async edit(ref: string, snapRef: string, patch: (tree: SnapshotTree, node: SnapshotNode) => Partial<SnapshotNode>): Promise<SnapshotNode> {
+    const entry = await this.usable(ref);
+    return withSnapshotLock(entry.dir, entry.config.name, async () => {
+      const tree = await readTree(entry.dir);
+      const node = findNode(tree, snapRef);
+      const next = updateNode(tree, node.id, patch(tree, node));
+      await writeTree(entry.dir, next);
+      return next.nodes.find((n) => n.id === node.id)!;
+    });
+  }
+
+  /** Records (or forgets) a linked clone built on a snapshot, so the snapshot is protected from deletion. */
+  async markLinkedClone(ref: string, snapId: string, cloneVmId: string, add: boolean): Promise<void> {
+    const entry = await this.usable(ref);
+    await withSnapshotLock(entry.dir, entry.config.name, async () => {
+      const tree = await readTree(entry.dir);
+      const node = findNode(tree, snapId);
+      const set = new Set(node.linkedClones);
+      if (add) set.add(cloneVmId);
+      else set.delete(cloneVmId);
+      await writeTree(entry.dir, updateNode(tree, node.id, { linkedClones: [...set] }));
+    });
+  }
+
+  /** Takes the snapshot lock and runs fn (clone from the current state uses it to snapshot first). */
+  async withLock<T>(ref: string, fn: (entry: BundleEntry & { config: VmConfig }, take: (o: TakeOptions) => Promise<SnapshotNode>) => Promise<T>): Promise<T> {
+    const entry = await this.usable(ref);
+    return withSnapshotLock(entry.dir, entry.config.name, async () => {
+      const fresh = await this.usable(entry.id);
+      return fn(fresh, (o) => this.takeLocked(fresh, o));
+    }, 2000);
+  }
+
+  // ---- disk conversion (the fix offered for raw disks) -----------------------------------------------
+
+  /** Converts a stopped VM's disk to qcow2 in place (new file, then switch the config, then remove the old). */
+  async convertDisk(ref: string, diskId: string, onProgress?: ProgressFn): Promise<VmInfo> {
+    const entry = await this.usable(ref);
+    return this.core.library.withVmLock(entry.id, entry.config.name, async () => {
+      const fresh = await this.usable(entry.id);
+      const state = (await this.core.get(fresh.id)).state;
+      if (state !== 'stopped' && state !== 'crashed') throw new VmdeskError(ErrorCode.state, `shut "${fresh.config.name}" down before converting its disk`);
+      const d = fresh.config.disks.find((x) => x.id === diskId);
+      if (!d) throw new VmdeskError(ErrorCode.notFound, `no disk "${diskId}" (disks: ${fresh.config.disks.map((x) => x.id).join(', ') || 'none'})`);
+      if (d.format === 'qcow2') throw new VmdeskError(ErrorCode.invalid, `disk ${diskId} is already qcow2`);
+      const src = diskFile(fresh.dir, d);
+      await fs.mkdir(path.join(fresh.dir, 'disks'), { recursive: true });
+      let rel = `disks/${d.id}.qcow2`;
+      for (let i = 1; existsSync(path.join(fresh.dir, rel)); i++) rel = `disks/${d.id}-${i}.qcow2`;
+      const dst = path.join(fresh.dir, rel);
+      try {
+        await img.convert(src, dst, { srcFormat: d.format, dstFormat: 'qcow2', onProgress: (f) => onProgress?.(`converting disk ${d.id}`, f) });
+      } catch (e) {
+        await fs.rm(dst, { force: true });
+        throw e;
+      }
+      const next: VmConfig = { ...fresh.config, disks: fresh.config.disks.map((x) => (x.id === d.id ? { ...x, path: rel, format: 'qcow2' as const, owned: true } : x)) };
+      await this.core.library.saveConfig(fresh.id, next);
+      // Only the VM's own file is removed; an attached image belongs to the user and stays.
+      if (d.owned) await fs.rm(src, { force: true });
+      const out = await this.core.get(fresh.id);
+      this.emitUpdated(out);
+      return out;
+    });
+  }
+}
+
+function firstDate(m: Map<string, img.ImgSnapshot>): number {
+  return Math.min(...[...m.values()].map((s) => s.dateSec));
+}
+
+export function unsupportedDisk(vmName: string, d: Disk): VmdeskError {
+  return new VmdeskError(
+    ErrorCode.invalid,
+    `disk ${d.id} of "${vmName}" is ${d.format}, which does not support snapshots; convert it to qcow2 with: vmdesk snapshot convert-disk "${vmName}" ${d.id}`,
+  );
+}
