@@ -1,0 +1,96 @@
+// The wire contract between the renderer and the server: every RPC method, event and console stream message as a zod schema.
+import { z } from 'zod';
+import { CreateVmRequest, HostInfo, VmInfo, VmName, VmSettingsPatch, VmState } from './schema.js';
+import type { VmEvent } from './events.js';
+
+/** A VM reference as the core resolves it: name, id or unique id prefix. */
+const VmRef = z.string().min(1, 'a VM name or id is required').max(128);
+const ById = z.object({ id: VmRef }).strict();
+/** Base64 of raw bytes: PNGs and serial data travel inside JSON frames. */
+const Base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'not base64');
+
+/**
+ * Each method: its params (validated on the server before the core sees them) and its result.
+ * `.strict()` everywhere so a misspelt field is an error rather than silently ignored.
+ */
+export const RpcMethods = {
+  'vm.list': { params: z.object({}).strict(), result: z.array(VmInfo) },
+  'vm.get': { params: ById, result: VmInfo },
+  'vm.create': { params: CreateVmRequest.strict(), result: VmInfo },
+  'vm.update': { params: z.object({ id: VmRef, patch: VmSettingsPatch.strict() }).strict(), result: VmInfo },
+  'vm.rename': { params: z.object({ id: VmRef, name: VmName }).strict(), result: VmInfo },
+  'vm.delete': { params: z.object({ id: VmRef, keepDisks: z.boolean().optional() }).strict(), result: z.object({ keptDisks: z.array(z.string()) }) },
+  'vm.start': { params: z.object({ id: VmRef, paused: z.boolean().optional() }).strict(), result: VmInfo },
+  'vm.stop': { params: z.object({ id: VmRef, timeoutMs: z.number().int().min(0).max(600_000).optional() }).strict(), result: VmInfo },
+  'vm.kill': { params: ById, result: VmInfo },
+  'vm.pause': { params: ById, result: VmInfo },
+  'vm.resume': { params: ById, result: VmInfo },
+  'vm.reset': { params: ById, result: VmInfo },
+  'vm.screenshot': { params: ById, result: z.object({ png: Base64 }) },
+  'vm.serialLog': { params: z.object({ id: VmRef, maxBytes: z.number().int().min(1).max(4 * 1024 * 1024).optional() }).strict(), result: z.object({ data: Base64 }) },
+  'host.info': { params: z.object({}).strict(), result: HostInfo },
+} as const;
+
+export type RpcMethod = keyof typeof RpcMethods;
+/** What a caller passes (defaults not yet applied). */
+export type RpcParams<M extends RpcMethod> = z.input<(typeof RpcMethods)[M]['params']>;
+export type RpcResult<M extends RpcMethod> = z.output<(typeof RpcMethods)[M]['result']>;
+
+export function isRpcMethod(name: string): name is RpcMethod {
+  return Object.prototype.hasOwnProperty.call(RpcMethods, name);
+}
+
+/** Methods that may take seconds: the server reports their progress as VmEvent 'progress' under the call's opId. */
+export const LONG_METHODS: readonly RpcMethod[] = ['vm.create', 'vm.start', 'vm.stop', 'vm.delete'];
+
+export const RpcError = z.object({ code: z.string(), message: z.string(), details: z.array(z.string()).default([]) });
+export type RpcError = z.infer<typeof RpcError>;
+
+export const VmEventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('vm-created'), id: z.string(), info: VmInfo }),
+  z.object({ type: z.literal('vm-updated'), id: z.string(), info: VmInfo }),
+  z.object({ type: z.literal('vm-deleted'), id: z.string() }),
+  z.object({ type: z.literal('vm-state'), id: z.string(), state: VmState, info: VmInfo }),
+  z.object({
+    type: z.literal('progress'),
+    opId: z.string(),
+    id: z.string().optional(),
+    phase: z.string(),
+    fraction: z.number().optional(),
+    done: z.boolean().optional(),
+    error: z.string().optional(),
+  }),
+]);
+// Compile-time proof that the schema and the core's VmEvent type describe the same thing.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const eventSchemaMatchesCore: Same<z.output<typeof VmEventSchema>['type'], VmEvent['type']> = true;
+void eventSchemaMatchesCore;
+
+// ---- frames on the /ws socket ------------------------------------------------------------------------
+
+/** Client → server. `sid` names one serial stream on this socket (chosen by the client). */
+export const ClientFrame = z.discriminatedUnion('t', [
+  z.object({ t: z.literal('call'), id: z.number().int().nonnegative(), method: z.string().max(64), params: z.unknown().optional(), opId: z.string().max(64).optional() }).strict(),
+  z.object({ t: z.literal('serial.open'), sid: z.number().int().nonnegative(), vm: VmRef }).strict(),
+  z.object({ t: z.literal('serial.in'), sid: z.number().int().nonnegative(), data: Base64.max(1024 * 1024) }).strict(),
+  z.object({ t: z.literal('serial.close'), sid: z.number().int().nonnegative() }).strict(),
+]);
+export type ClientFrame = z.infer<typeof ClientFrame>;
+
+/** Server → client. */
+export const ServerFrame = z.discriminatedUnion('t', [
+  z.object({ t: z.literal('hello'), version: z.literal(1) }),
+  z.object({ t: z.literal('result'), id: z.number(), result: z.unknown() }),
+  z.object({ t: z.literal('error'), id: z.number(), error: RpcError }),
+  z.object({ t: z.literal('event'), event: VmEventSchema }),
+  /** `replay` marks bytes read from the serial log on open, printed before the live stream. */
+  z.object({ t: z.literal('serial.data'), sid: z.number(), data: Base64, replay: z.boolean().optional() }),
+  z.object({ t: z.literal('serial.closed'), sid: z.number(), error: RpcError.optional() }),
+]);
+export type ServerFrame = z.infer<typeof ServerFrame>;
+
+/** Paths on the server. The VNC bridge carries raw RFB bytes in binary frames, as noVNC expects. */
+export const WS_PATH = '/ws';
+export const VNC_PATH_PREFIX = '/vnc/';
+export const TOKEN_COOKIE = 'vmdesk_token';
+export const TOKEN_HEADER = 'x-vmdesk-token';
