@@ -1,0 +1,190 @@
+// The GUI's server: the built renderer over HTTP and one WebSocket for RPC, events and serial, plus a VNC bridge per VM.
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Core } from '../core/core.js';
+import type { VmEvent } from '../api/events.js';
+import { WS_PATH, VNC_PATH_PREFIX } from '../api/rpc.js';
+import { allowedHosts, hostAllowed, newToken, originAllowed, presentedToken, tokenCookie, tokenMatches } from './auth.js';
+import { StaticFiles, send } from './static-files.js';
+import { Session } from './session.js';
+import { bridgeVnc } from './vnc-bridge.js';
+import { toRpcError } from './rpc-handlers.js';
+
+export interface ServerOptions {
+  core: Core;
+  /** Interface to bind; 127.0.0.1 unless the user asks otherwise. */
+  host?: string;
+  /** 0 or absent picks a free port. */
+  port?: number;
+  /** Fixed token (tests, CLI); a random one otherwise. */
+  token?: string;
+  /** Directory of the built renderer; dist/renderer by default. */
+  staticDir?: string;
+}
+
+export interface RunningServer {
+  /** Open this to use the GUI; it carries the token once, after which a cookie does. */
+  url: string;
+  port: number;
+  token: string;
+  close(): Promise<void>;
+}
+
+/** Largest RPC frame accepted: requests are small; this bounds a hostile client's memory use. */
+const MAX_WS_FRAME = 2 * 1024 * 1024;
+
+export function securityHeaders(wsOrigin: string): Record<string, string> {
+  return {
+    'Content-Security-Policy': [
+      "default-src 'self'",
+      "script-src 'self'",
+      "style-src 'self'",
+      "img-src 'self' data: blob:",
+      "font-src 'self'",
+      `connect-src 'self' ${wsOrigin}`,
+      "object-src 'none'",
+      "base-uri 'none'",
+      "form-action 'none'",
+      "frame-ancestors 'none'",
+    ].join('; '),
+    'X-Content-Type-Options': 'nosniff',
+    'X-Frame-Options': 'DENY',
+    'Referrer-Policy': 'no-referrer',
+    'Cross-Origin-Opener-Policy': 'same-origin',
+    'Cross-Origin-Resource-Policy': 'same-origin',
+  };
+}
+
+export function defaultStaticDir(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  // Compiled: dist/main/server → dist/renderer. From sources (tests): main/server → dist/renderer.
+  const candidates = [path.resolve(here, '../../renderer'), path.resolve(here, '../../dist/renderer')];
+  return candidates.find((d) => existsSync(path.join(d, 'index.html')) && existsSync(path.join(d, 'assets'))) ?? candidates[1]!;
+}
+
+export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  const core = opts.core;
+  const bindHost = opts.host ?? '127.0.0.1';
+  const token = opts.token ?? newToken();
+  const files = new StaticFiles(opts.staticDir ?? defaultStaticDir());
+  const sessions = new Set<Session>();
+  const sockets = new Set<WebSocket>();
+  let hosts = new Set<string>();
+
+  const broadcast = (ev: VmEvent) => {
+    for (const s of sessions) s.pushEvent(ev);
+  };
+  core.on('event', broadcast);
+
+  const server = http.createServer((req, res) => {
+    void handleHttp(req, res).catch((e) => {
+      if (!res.headersSent) send(res, 500, toRpcError(e).message);
+      else res.destroy();
+    });
+  });
+
+  async function handleHttp(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    for (const [k, v] of Object.entries(securityHeaders(`ws://${req.headers.host ?? bindHost}`))) res.setHeader(k, v);
+    if (!hostAllowed(req, hosts)) {
+      send(res, 403, 'unknown Host header');
+      return;
+    }
+    const given = presentedToken(req);
+    if (!given || !tokenMatches(given.token, token)) {
+      send(res, 401, 'VMDesk needs its access token: open the URL that `vmdesk serve` printed.');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('Allow', 'GET, HEAD');
+      send(res, 405, 'method not allowed');
+      return;
+    }
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (given.via === 'query') {
+      // Trade the token in the URL for a cookie and drop it from the address bar and history.
+      url.searchParams.delete('token');
+      res.setHeader('Set-Cookie', tokenCookie(token));
+      res.statusCode = 303;
+      res.setHeader('Location', url.pathname + url.search + url.hash);
+      res.end();
+      return;
+    }
+    await files.serve(url.pathname, res, req.method);
+  }
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_FRAME, perMessageDeflate: false });
+
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    const refuse = (status: number, text: string) => {
+      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+    };
+    socket.on('error', () => socket.destroy());
+    if (!hostAllowed(req, hosts)) return refuse(403, 'unknown Host header');
+    const given = presentedToken(req);
+    if (!given || !tokenMatches(given.token, token)) return refuse(401, 'token required');
+    if (!originAllowed(req, hosts)) return refuse(403, 'cross-origin WebSocket refused');
+    const { pathname } = new URL(req.url ?? '/', 'http://x');
+    if (pathname === WS_PATH) {
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        track(ws);
+        const session = new Session(ws, core, broadcast);
+        sessions.add(session);
+        ws.on('close', () => sessions.delete(session));
+      });
+      return;
+    }
+    if (pathname.startsWith(VNC_PATH_PREFIX)) {
+      let vm: string;
+      try {
+        vm = decodeURIComponent(pathname.slice(VNC_PATH_PREFIX.length));
+      } catch {
+        return refuse(400, 'bad VM reference');
+      }
+      if (!vm || vm.includes('/')) return refuse(400, 'bad VM reference');
+      core.vncSocket(vm).then(
+        (sockPath) =>
+          wss.handleUpgrade(req, socket, head, (ws) => {
+            track(ws);
+            bridgeVnc(ws, sockPath);
+          }),
+        (e) => refuse(409, toRpcError(e).message),
+      );
+      return;
+    }
+    refuse(404, 'no such endpoint');
+  });
+
+  function track(ws: WebSocket): void {
+    sockets.add(ws);
+    ws.on('close', () => sockets.delete(ws));
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, bindHost, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as { port: number }).port;
+  hosts = allowedHosts(bindHost, port);
+  const urlHost = bindHost.includes(':') ? `[${bindHost}]` : bindHost === '0.0.0.0' ? '127.0.0.1' : bindHost;
+
+  return {
+    url: `http://${urlHost}:${port}/?token=${encodeURIComponent(token)}`,
+    port,
+    token,
+    async close() {
+      core.off('event', broadcast);
+      for (const s of sessions) s.close();
+      for (const ws of sockets) ws.terminate();
+      wss.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
