@@ -1,0 +1,242 @@
+// The wizard's and settings dialog's form model: form state ↔ API request, validated with the server's own zod schemas.
+import { CreateVmRequest, VmName, VmSettingsPatch, type VmInfo, type HostInfo } from '../../../main/api/schema';
+import type { RpcParams } from '../../../main/api/rpc';
+
+export type MediaKind = 'none' | 'iso' | 'disk' | 'kernel';
+
+export interface ForwardRow {
+  protocol: 'tcp' | 'udp';
+  hostPort: number;
+  guestPort: number;
+}
+
+export interface VmForm {
+  name: string;
+  osType: 'linux' | 'windows' | 'bsd' | 'other';
+  engine: 'qemu' | 'microvm';
+  accel: 'auto' | 'kvm' | 'hvf' | 'tcg';
+  firmware: 'bios' | 'uefi';
+  cpus: number;
+  memoryMiB: number;
+  media: MediaKind;
+  iso: string;
+  diskImage: string;
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+  /** Size of a new empty disk in GiB; 0 for none. */
+  diskGiB: number;
+  netMode: 'nat' | 'none';
+  forwards: ForwardRow[];
+}
+
+export type FieldErrors = Record<string, string>;
+
+export function emptyForm(): VmForm {
+  return {
+    name: '',
+    osType: 'linux',
+    engine: 'qemu',
+    accel: 'auto',
+    firmware: 'bios',
+    cpus: 1,
+    memoryMiB: 512,
+    media: 'iso',
+    iso: '',
+    diskImage: '',
+    kernel: '',
+    initrd: '',
+    cmdline: 'console=ttyS0',
+    diskGiB: 8,
+    netMode: 'nat',
+    forwards: [],
+  };
+}
+
+/** The wizard's pages and the fields each owns, so "Next" checks only what the page shows. */
+export const WIZARD_STEPS = [
+  { key: 'name', title: 'Name and operating system', fields: ['name', 'osType'] },
+  { key: 'media', title: 'Installation media', fields: ['media', 'iso', 'diskImage', 'kernel', 'initrd', 'cmdline'] },
+  { key: 'hardware', title: 'Hardware', fields: ['cpus', 'memoryMiB', 'firmware', 'engine', 'accel'] },
+  { key: 'disk', title: 'Virtual hard disk', fields: ['diskGiB'] },
+  { key: 'network', title: 'Network', fields: ['netMode', 'forwards'] },
+  { key: 'summary', title: 'Summary', fields: [] },
+] as const;
+
+export function fieldsOfStep(index: number): readonly string[] {
+  return WIZARD_STEPS[index]?.fields ?? [];
+}
+
+export function errorsForStep(errors: FieldErrors, index: number): FieldErrors {
+  const fields = fieldsOfStep(index);
+  return Object.fromEntries(Object.entries(errors).filter(([k]) => fields.some((f) => k === f || k.startsWith(f + '.'))));
+}
+
+function networkOf(form: Pick<VmForm, 'netMode' | 'forwards'>) {
+  return [form.netMode === 'nat' ? { mode: 'nat' as const, forwards: form.forwards.map((f) => ({ ...f })) } : { mode: 'none' as const, forwards: [] }];
+}
+
+function directKernelOf(form: VmForm) {
+  return { kernel: form.kernel.trim(), ...(form.initrd.trim() ? { initrd: form.initrd.trim() } : {}), cmdline: form.cmdline };
+}
+
+export function toCreateRequest(form: VmForm): RpcParams<'vm.create'> {
+  const req: RpcParams<'vm.create'> = {
+    name: form.name,
+    osType: form.osType,
+    engine: form.engine,
+    accel: form.accel,
+    firmware: form.firmware,
+    cpus: form.cpus,
+    memoryMiB: form.memoryMiB,
+    network: networkOf(form),
+  };
+  const gib = Number(form.diskGiB);
+  if (typeof form.diskGiB !== 'number' || Number.isNaN(gib)) req.diskBytes = form.diskGiB as unknown as number;
+  else if (gib > 0) req.diskBytes = Math.round(gib * 1024 ** 3);
+  if (form.media === 'iso') req.iso = form.iso.trim();
+  if (form.media === 'disk') req.attachDisks = [form.diskImage.trim()];
+  if (form.media === 'kernel') req.directKernel = directKernelOf(form);
+  return req;
+}
+
+/** Maps a schema issue path to the form field that shows it. */
+function fieldOf(path: PropertyKey[]): string {
+  const p = path.map(String);
+  if (p[0] === 'diskBytes') return 'diskGiB';
+  if (p[0] === 'attachDisks') return 'diskImage';
+  if (p[0] === 'directKernel') return p[1] ?? 'kernel';
+  if (p[0] === 'cdrom') return 'iso';
+  if (p[0] === 'network') return p[2] === 'forwards' ? ['forwards', ...p.slice(3)].join('.') : 'netMode';
+  return p[0] ?? 'form';
+}
+
+function friendly(issue: { code: string; message: string; input?: unknown }): string {
+  if (issue.code === 'invalid_type' && (issue.input === '' || issue.input === undefined || Number.isNaN(issue.input))) return 'enter a number';
+  return issue.message;
+}
+
+function collect(result: { success: boolean; error?: { issues: { code: string; message: string; path: PropertyKey[]; input?: unknown }[] } }, errors: FieldErrors): void {
+  if (result.success || !result.error) return;
+  for (const issue of result.error.issues) {
+    const f = fieldOf(issue.path);
+    errors[f] ??= friendly(issue);
+  }
+}
+
+export interface ValidationContext {
+  host?: Pick<HostInfo, 'cpus' | 'memoryMiB' | 'freeMemoryMiB'> | null;
+  /** Names already taken (compared case-insensitively, like the core). */
+  existingNames?: string[];
+}
+
+export interface Validation {
+  errors: FieldErrors;
+  warnings: FieldErrors;
+}
+
+/** Field rules shared by both forms that the schema alone cannot know: host limits, forwards, the engine's needs. */
+function commonRules(form: VmForm, ctx: ValidationContext, errors: FieldErrors, warnings: FieldErrors): void {
+  const host = ctx.host;
+  if (host && Number.isInteger(form.cpus) && form.cpus > host.cpus) errors.cpus ??= `this host has ${host.cpus} CPUs`;
+  if (host && form.memoryMiB > host.memoryMiB) errors.memoryMiB ??= `this host has ${host.memoryMiB} MiB of memory`;
+  else if (host && form.memoryMiB > host.freeMemoryMiB) warnings.memoryMiB = `more than the ${host.freeMemoryMiB} MiB free now: the host may swap`;
+  const seen = new Set<string>();
+  form.forwards.forEach((f, i) => {
+    const key = `${f.protocol}:${f.hostPort}`;
+    if (seen.has(key)) errors[`forwards.${i}.hostPort`] ??= 'this host port is already forwarded';
+    seen.add(key);
+    if (f.hostPort < 1024 && f.hostPort > 0) warnings[`forwards.${i}.hostPort`] = 'ports below 1024 usually need root';
+  });
+}
+
+export function validateCreate(form: VmForm, ctx: ValidationContext = {}): Validation {
+  const errors: FieldErrors = {};
+  const warnings: FieldErrors = {};
+  collect(CreateVmRequest.safeParse(toCreateRequest(form)), errors);
+  if (form.media === 'iso' && !form.iso.trim()) errors.iso = 'choose an ISO image';
+  if (form.media === 'disk' && !form.diskImage.trim()) errors.diskImage = 'choose a disk image';
+  if (form.media === 'kernel' && !form.kernel.trim()) errors.kernel = 'choose a kernel image';
+  if (form.engine === 'microvm' && form.media !== 'kernel') errors.engine = 'the microvm engine boots a kernel directly: choose "kernel + initrd" as installation media';
+  const lower = form.name.toLowerCase();
+  if (!errors.name && ctx.existingNames?.some((n) => n.toLowerCase() === lower)) errors.name = `a VM named "${form.name}" already exists`;
+  commonRules(form, ctx, errors, warnings);
+  return { errors, warnings };
+}
+
+// ---- settings ------------------------------------------------------------------------------------------
+
+export function formFromInfo(info: VmInfo): VmForm {
+  const c = info.config;
+  const f = emptyForm();
+  f.name = info.name;
+  if (!c) return f;
+  f.osType = c.osType;
+  f.engine = c.engine;
+  f.accel = c.accel;
+  f.firmware = c.firmware;
+  f.cpus = c.cpus;
+  f.memoryMiB = c.memoryMiB;
+  f.media = c.directKernel ? 'kernel' : c.cdrom ? 'iso' : 'none';
+  f.iso = c.cdrom ?? '';
+  f.kernel = c.directKernel?.kernel ?? '';
+  f.initrd = c.directKernel?.initrd ?? '';
+  f.cmdline = c.directKernel?.cmdline ?? '';
+  f.diskGiB = 0;
+  const net = c.network[0];
+  f.netMode = net?.mode ?? 'none';
+  f.forwards = (net?.forwards ?? []).map((x) => ({ ...x }));
+  return f;
+}
+
+/** Fields a running VM lets you change; everything else is hardware that QEMU fixed at start. */
+export const LIVE_FIELDS = ['name', 'osType'] as const;
+
+/** Only what changed, so saving a running VM's OS type does not trip the core's hardware check. */
+export function toPatch(form: VmForm, original: VmForm): RpcParams<'vm.update'>['patch'] {
+  const patch: RpcParams<'vm.update'>['patch'] = {};
+  if (form.osType !== original.osType) patch.osType = form.osType;
+  if (form.engine !== original.engine) patch.engine = form.engine;
+  if (form.accel !== original.accel) patch.accel = form.accel;
+  if (form.firmware !== original.firmware) patch.firmware = form.firmware;
+  if (form.cpus !== original.cpus) patch.cpus = form.cpus;
+  if (form.memoryMiB !== original.memoryMiB) patch.memoryMiB = form.memoryMiB;
+  const mediaChanged = form.media !== original.media || form.iso !== original.iso || form.kernel !== original.kernel || form.initrd !== original.initrd || form.cmdline !== original.cmdline;
+  if (mediaChanged) {
+    patch.cdrom = form.media === 'iso' && form.iso.trim() ? form.iso.trim() : null;
+    patch.directKernel = form.media === 'kernel' ? directKernelOf(form) : null;
+  }
+  if (JSON.stringify(networkOf(form)) !== JSON.stringify(networkOf(original))) patch.network = networkOf(form);
+  return patch;
+}
+
+export function validateSettings(form: VmForm, original: VmForm, ctx: ValidationContext = {}): Validation {
+  const errors: FieldErrors = {};
+  const warnings: FieldErrors = {};
+  collect(VmSettingsPatch.safeParse(toPatch(form, original)), errors);
+  if (form.media === 'iso' && !form.iso.trim()) errors.iso = 'choose an ISO image';
+  if (form.media === 'kernel' && !form.kernel.trim()) errors.kernel = 'choose a kernel image';
+  if (form.engine === 'microvm' && form.media !== 'kernel') errors.engine = 'the microvm engine needs direct kernel boot';
+  if (form.name !== original.name) {
+    const r = VmName.safeParse(form.name);
+    if (!r.success) errors.name = r.error.issues[0]?.message ?? 'invalid name';
+    else if (ctx.existingNames?.some((n) => n.toLowerCase() === form.name.toLowerCase() && n !== original.name)) errors.name = `a VM named "${form.name}" already exists`;
+  }
+  commonRules(form, ctx, errors, warnings);
+  return { errors, warnings };
+}
+
+export function formatMiB(mib: number): string {
+  return mib >= 1024 ? `${(mib / 1024).toFixed(mib % 1024 ? 1 : 0)} GiB` : `${mib} MiB`;
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = bytes;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v.toFixed(v >= 10 || u === 0 ? 0 : 1)} ${units[u]}`;
+}
