@@ -1,0 +1,223 @@
+// `vmdesk snapshot …`, `vmdesk clone`, `vmdesk export`, `vmdesk import`: argument parsing and output over the core's snapshot modules.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import type { Core } from '../core/core.js';
+import { VmdeskError, ErrorCode } from '../api/errors.js';
+import { SnapshotManager, type SnapshotListing, type SnapshotView } from '../core/snapshots/manager.js';
+import { renderTreeText, type SnapshotTree } from '../core/snapshots/tree.js';
+import { cloneVm } from '../core/snapshots/clone.js';
+import { exportVm, importArchive } from '../core/backup/archive.js';
+import { importAppliance, importDiskImage, importKind } from '../core/backup/ovf.js';
+
+export interface SnapshotCliIo {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  json: boolean;
+}
+
+export const SNAPSHOT_USAGE = `usage:
+  vmdesk snapshot take NAME SNAP [--description TEXT]   live if running, disk-only if stopped
+  vmdesk snapshot list NAME [--tree] [--json]
+  vmdesk snapshot info NAME SNAP [--json]
+  vmdesk snapshot restore NAME SNAP [--no-save-current]  (the current state is snapshotted first by default)
+  vmdesk snapshot delete NAME SNAP [--branch]           --branch also deletes everything below SNAP
+  vmdesk snapshot rename NAME SNAP NEWNAME
+  vmdesk snapshot describe NAME SNAP TEXT
+  vmdesk snapshot thumbnail NAME SNAP FILE.png
+  vmdesk snapshot convert-disk NAME DISK                 raw/vmdk/… disk to qcow2, so it can hold snapshots
+  vmdesk clone NAME NEWNAME [--snapshot SNAP] [--linked]
+  vmdesk export NAME FILE.vmdesk [--with-snapshots]
+  vmdesk import FILE [--name NEWNAME] [--cpus N] [--memory MIB]   .vmdesk, .ova, .ovf, .vdi, .vmdk, .vhdx, .vhd, .qcow2, .img
+`;
+
+function parse(args: string[], options: ParseArgsConfig['options'], min: number, max: number, names: string[]) {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: { ...options, json: { type: 'boolean' }, help: { type: 'boolean' } }, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new VmdeskError(ErrorCode.invalid, (e as Error).message.split('\n')[0]!.replace(/^TypeError \[\w+\]: /, ''));
+  }
+  const pos = parsed.positionals;
+  if (pos.length < min) throw new VmdeskError(ErrorCode.invalid, `missing ${names.slice(pos.length, min).join(' and ')}`);
+  if (pos.length > max) throw new VmdeskError(ErrorCode.invalid, `unexpected argument "${pos[max]}"`);
+  return { values: parsed.values as Record<string, string | boolean | undefined>, pos };
+}
+
+function intOption(v: string | boolean | undefined, what: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (typeof v !== 'string' || !Number.isInteger(n) || n <= 0) throw new VmdeskError(ErrorCode.invalid, `${what} must be a positive whole number`);
+  return n;
+}
+
+function bytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+function shortTime(iso: string): string {
+  return iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+}
+
+function label(s: SnapshotView): string {
+  const flags = [s.kind, s.missingOn.length ? `MISSING on ${s.missingOn.join(',')}` : '', s.adopted ? 'adopted' : '', s.linkedClones.length ? `base of ${s.linkedClones.length} linked clone(s)` : ''].filter(Boolean);
+  return `${s.name}  [${s.id}]  ${shortTime(s.time)}  (${flags.join(', ')}${s.vmStateBytes ? `, RAM ${bytes(s.vmStateBytes)}` : ''})`;
+}
+
+export function formatListing(l: SnapshotListing, tree: boolean): string {
+  const lines: string[] = [];
+  if (!l.snapshots.length) lines.push(`"${l.vmName}" has no snapshots`);
+  else if (tree) {
+    const t: SnapshotTree = { version: 1, current: l.current, nodes: l.snapshots, pending: [] };
+    const byId = new Map(l.snapshots.map((s) => [s.id, s]));
+    lines.push(...renderTreeText(t, (n) => label(byId.get(n.id)!)));
+  } else {
+    const w = Math.max(4, ...l.snapshots.map((s) => s.name.length));
+    lines.push(`${'NAME'.padEnd(w)}  ID          KIND       TAKEN                 PARENT`);
+    for (const s of l.snapshots) {
+      const parent = s.parent ? l.snapshots.find((p) => p.id === s.parent)?.name ?? s.parent : '-';
+      lines.push(`${s.name.padEnd(w)}  ${s.id}  ${s.kind.padEnd(9)}  ${shortTime(s.time).padEnd(20)}  ${parent}${s.isCurrent ? '   <- current state' : ''}${s.missingOn.length ? '   MISSING' : ''}`);
+    }
+  }
+  for (const d of l.unsupported) lines.push(`note: disk ${d.diskId} is ${d.format} and cannot hold snapshots; ${d.hint}`);
+  for (const n of l.notes) lines.push(`note: ${n}`);
+  return lines.join('\n');
+}
+
+/** Runs one snapshot/clone/export/import command; returns the exit code, throws VmdeskError on failure. */
+export async function runSnapshotCli(core: Core, verb: 'snapshot' | 'clone' | 'export' | 'import', args: string[], io: SnapshotCliIo): Promise<number> {
+  const snaps = new SnapshotManager(core);
+  const out = (value: unknown, text: string) => io.stdout.write(io.json ? JSON.stringify(value, null, 2) + '\n' : text.endsWith('\n') ? text : text + '\n');
+  // Progress goes to stderr as lines (scripts read stdout); percentages only when they move.
+  let lastLine = '';
+  const progress = (phase: string, fraction?: number) => {
+    if (io.json) return;
+    const line = fraction === undefined ? phase : `${phase}: ${Math.floor(fraction * 100)}%`;
+    if (line !== lastLine) io.stderr.write(line + '\n');
+    lastLine = line;
+  };
+  if (args.includes('--help') || args.includes('-h')) {
+    io.stdout.write(SNAPSHOT_USAGE);
+    return 0;
+  }
+
+  if (verb === 'clone') {
+    const { values, pos } = parse(args, { snapshot: { type: 'string' }, linked: { type: 'boolean' } }, 2, 2, ['NAME', 'NEWNAME']);
+    const info = await cloneVm(core, snaps, pos[0]!, { name: pos[1]!, snapshot: values.snapshot as string | undefined, mode: values.linked ? 'linked' : 'full', onProgress: progress });
+    out(info, `cloned "${pos[0]}" to "${info.name}" (${info.id})${values.linked ? ', linked' : ''}`);
+    return 0;
+  }
+  if (verb === 'export') {
+    const { values, pos } = parse(args, { 'with-snapshots': { type: 'boolean' } }, 2, 2, ['NAME', 'FILE']);
+    const r = await exportVm(core, pos[0]!, pos[1]!, { includeSnapshots: !!values['with-snapshots'], onProgress: progress });
+    out(r, `exported "${pos[0]}" to ${r.file} (${bytes(r.bytes)}${r.manifest.includesSnapshots ? ', with snapshots' : ''})`);
+    return 0;
+  }
+  if (verb === 'import') {
+    const { values, pos } = parse(args, { name: { type: 'string' }, cpus: { type: 'string' }, memory: { type: 'string' } }, 1, 1, ['FILE']);
+    const file = path.resolve(pos[0]!);
+    const name = values.name as string | undefined;
+    const kind = importKind(file);
+    if (kind === 'archive') {
+      const info = await importArchive(core, file, { name, onProgress: progress });
+      out(info, `imported "${info.name}" (${info.id})`);
+    } else if (kind === 'appliance') {
+      const r = await importAppliance(core, file, { name, onProgress: progress });
+      for (const w of r.warnings) io.stderr.write(`warning: ${w}\n`);
+      out(r.info, `imported "${r.info.name}" (${r.info.id}): ${r.info.config?.cpus} CPU, ${r.info.config?.memoryMiB} MiB, ${r.info.config?.disks.length} disk(s)`);
+    } else {
+      const info = await importDiskImage(core, file, { name, cpus: intOption(values.cpus, '--cpus'), memoryMiB: intOption(values.memory, '--memory'), onProgress: progress });
+      out(info, `imported "${info.name}" (${info.id}) from ${path.basename(file)}`);
+    }
+    return 0;
+  }
+
+  const [sub, ...rest] = args;
+  switch (sub) {
+    case 'take': {
+      const { values, pos } = parse(rest, { description: { type: 'string' } }, 2, 2, ['NAME', 'SNAP']);
+      const n = await snaps.take(pos[0]!, { name: pos[1]!, description: values.description as string | undefined, onProgress: progress });
+      out(n, `took ${n.kind} snapshot "${n.name}" (${n.id}) of "${pos[0]}"`);
+      return 0;
+    }
+    case 'list': {
+      const { values, pos } = parse(rest, { tree: { type: 'boolean' } }, 1, 1, ['NAME']);
+      const l = await snaps.list(pos[0]!);
+      out(l, formatListing(l, !!values.tree));
+      return 0;
+    }
+    case 'info': {
+      const { pos } = parse(rest, {}, 2, 2, ['NAME', 'SNAP']);
+      const d = await snaps.info(pos[0]!, pos[1]!);
+      const lines = [
+        `name:        ${d.name}`,
+        `id:          ${d.id}`,
+        `kind:        ${d.kind}`,
+        `taken:       ${shortTime(d.time)}`,
+        `parent:      ${d.parent ?? '-'}`,
+        `children:    ${d.children.join(', ') || '-'}`,
+        `current:     ${d.isCurrent ? 'yes (the current state descends from it)' : 'no'}`,
+        `RAM state:   ${bytes(d.vmStateBytes)}`,
+        `disks:       ${d.disks.join(', ')}${d.missingOn.length ? `  (MISSING on ${d.missingOn.join(', ')})` : ''}`,
+        `thumbnail:   ${d.thumbnailPath ?? '-'}`,
+        `description: ${d.description || '-'}`,
+      ];
+      if (d.linkedClones.length) lines.push(`linked clones: ${d.linkedClones.join(', ')}`);
+      lines.push(d.configDiff.length ? 'settings at the snapshot vs now:' : 'settings: same as now');
+      for (const c of d.configDiff) lines.push(`  ${c.field}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)}`);
+      out(d, lines.join('\n'));
+      return 0;
+    }
+    case 'restore': {
+      const { values, pos } = parse(rest, { 'no-save-current': { type: 'boolean' } }, 2, 2, ['NAME', 'SNAP']);
+      const r = await snaps.restore(pos[0]!, pos[1]!, { snapshotCurrent: !values['no-save-current'], onProgress: progress });
+      for (const w of r.warnings) io.stderr.write(`warning: ${w}\n`);
+      out(r, `restored "${r.restored.name}"; "${r.info.name}" is ${r.info.state}${r.safety ? ` (the previous state was saved as "${r.safety.name}")` : ''}`);
+      return 0;
+    }
+    case 'delete': {
+      const { values, pos } = parse(rest, { branch: { type: 'boolean' } }, 2, 2, ['NAME', 'SNAP']);
+      const r = await snaps.delete(pos[0]!, pos[1]!, { branch: !!values.branch, onProgress: progress });
+      out(r, `deleted ${r.deleted.length} snapshot${r.deleted.length === 1 ? '' : 's'}`);
+      return 0;
+    }
+    case 'rename': {
+      const { pos } = parse(rest, {}, 3, 3, ['NAME', 'SNAP', 'NEWNAME']);
+      const n = await snaps.rename(pos[0]!, pos[1]!, pos[2]!);
+      out(n, `renamed snapshot to "${n.name}"`);
+      return 0;
+    }
+    case 'describe': {
+      const { pos } = parse(rest, {}, 3, 3, ['NAME', 'SNAP', 'TEXT']);
+      const n = await snaps.describe(pos[0]!, pos[1]!, pos[2]!);
+      out(n, `updated the description of "${n.name}"`);
+      return 0;
+    }
+    case 'thumbnail': {
+      const { pos } = parse(rest, {}, 3, 3, ['NAME', 'SNAP', 'FILE']);
+      const png = await snaps.thumbnail(pos[0]!, pos[1]!);
+      if (!png) throw new VmdeskError(ErrorCode.notFound, `snapshot "${pos[1]}" has no thumbnail (only live snapshots do)`);
+      await fs.writeFile(path.resolve(pos[2]!), png);
+      out({ file: path.resolve(pos[2]!), bytes: png.length }, `wrote ${path.resolve(pos[2]!)}`);
+      return 0;
+    }
+    case 'convert-disk': {
+      const { pos } = parse(rest, {}, 2, 2, ['NAME', 'DISK']);
+      const info = await snaps.convertDisk(pos[0]!, pos[1]!, progress);
+      out(info, `converted disk ${pos[1]} of "${info.name}" to qcow2`);
+      return 0;
+    }
+    case undefined:
+      throw new VmdeskError(ErrorCode.invalid, `missing snapshot command\n${SNAPSHOT_USAGE}`);
+    default:
+      throw new VmdeskError(ErrorCode.invalid, `unknown snapshot command "${sub}" (take, list, info, restore, delete, rename, describe, thumbnail, convert-disk)`);
+  }
+}
