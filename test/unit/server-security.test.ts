@@ -1,0 +1,144 @@
+// The GUI server refuses strangers: token on every request and upgrade, Host/Origin checks, CSP, no path traversal.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import http from 'node:http';
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, symlinkSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import WebSocket from 'ws';
+import { Core } from '../../main/core/core.js';
+import { startServer, type RunningServer } from '../../main/server/server.js';
+import { resolveStaticPath } from '../../main/server/static-files.js';
+
+let tmp: string;
+let core: Core;
+let server: RunningServer;
+let base: string;
+
+beforeAll(async () => {
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'vmdesk-server-'));
+  const staticDir = path.join(tmp, 'static');
+  mkdirSync(path.join(staticDir, 'assets'), { recursive: true });
+  writeFileSync(path.join(staticDir, 'index.html'), '<!doctype html><title>VMDesk</title>');
+  writeFileSync(path.join(staticDir, 'assets', 'app.js'), 'console.log(1)');
+  writeFileSync(path.join(tmp, 'secret.txt'), 'TOP-SECRET');
+  symlinkSync(path.join(tmp, 'secret.txt'), path.join(staticDir, 'assets', 'link.txt'));
+  core = new Core({ home: path.join(tmp, 'home') });
+  await core.boot();
+  server = await startServer({ core, staticDir });
+  base = `http://127.0.0.1:${server.port}`;
+});
+
+afterAll(async () => {
+  await server.close();
+  await core.shutdown();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+function get(p: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: server.port, path: p, headers }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const auth = () => ({ 'x-vmdesk-token': server.token });
+
+function upgrade(p: string, headers: Record<string, string>): Promise<{ status?: number; ws?: WebSocket }> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${server.port}${p}`, { headers });
+    ws.on('open', () => resolve({ ws }));
+    ws.on('unexpected-response', (_req, res) => resolve({ status: res.statusCode }));
+    ws.on('error', () => resolve({}));
+  });
+}
+
+describe('HTTP', () => {
+  it('refuses requests without the token with 401', async () => {
+    for (const p of ['/', '/index.html', '/assets/app.js', '/console/x']) {
+      const r = await get(p);
+      expect(r.status, p).toBe(401);
+      expect(r.body).not.toContain('<title>');
+    }
+    expect((await get('/', { 'x-vmdesk-token': 'wrong' })).status).toBe(401);
+    expect((await get('/?token=wrong')).status).toBe(401);
+  });
+
+  it('trades a token in the URL for an HttpOnly SameSite=Strict cookie and strips it from the address', async () => {
+    const r = await get(`/?token=${server.token}`);
+    expect(r.status).toBe(303);
+    expect(r.headers.location).toBe('/');
+    const cookie = String(r.headers['set-cookie']);
+    expect(cookie).toMatch(/HttpOnly/);
+    expect(cookie).toMatch(/SameSite=Strict/);
+    const withCookie = await get('/', { cookie: cookie.split(';')[0]! });
+    expect(withCookie.status).toBe(200);
+    expect(withCookie.body).toContain('<title>VMDesk</title>');
+  });
+
+  it('sends a strict CSP and nosniff on every response, refusals included', async () => {
+    for (const r of [await get('/', auth()), await get('/')]) {
+      const csp = String(r.headers['content-security-policy']);
+      expect(csp).toContain("default-src 'self'");
+      expect(csp).toContain("script-src 'self'");
+      expect(csp).not.toContain('unsafe-inline');
+      expect(csp).not.toContain('unsafe-eval');
+      expect(csp).toContain("img-src 'self' data: blob:");
+      expect(csp).toMatch(/connect-src 'self' ws:\/\/127\.0\.0\.1:\d+/);
+      expect(r.headers['x-content-type-options']).toBe('nosniff');
+    }
+  });
+
+  it('refuses a foreign Host header (DNS rebinding)', async () => {
+    const r = await get('/', { ...auth(), host: `evil.example:${server.port}` });
+    expect(r.status).toBe(403);
+  });
+
+  it('never serves files outside the renderer directory', async () => {
+    const attempts = ['/../secret.txt', '/%2e%2e/secret.txt', '/assets/..%2f..%2fsecret.txt', '/assets/%2e%2e%2f%2e%2e%2fsecret.txt', '/..%5csecret.txt', '/assets/link.txt', '/%00index.html', '/%E0%A4%A'];
+    for (const p of attempts) {
+      const r = await get(p, auth());
+      expect(r.body, p).not.toContain('TOP-SECRET');
+      expect([400, 404], p).toContain(r.status);
+    }
+    expect(resolveStaticPath('/srv/r', '/../etc/passwd')).toBeNull();
+    expect(resolveStaticPath('/srv/r', '/a/%2e%2e/%2e%2e/etc/passwd')).toBeNull();
+    expect(resolveStaticPath('/srv/r', '/assets/app.js')).toBe('/srv/r/assets/app.js');
+  });
+
+  it('answers only GET and HEAD', async () => {
+    const status = await new Promise<number>((resolve) => {
+      const req = http.request({ host: '127.0.0.1', port: server.port, path: '/', method: 'POST', headers: auth() }, (res) => resolve(res.statusCode ?? 0));
+      req.end();
+    });
+    expect(status).toBe(405);
+  });
+});
+
+describe('WebSocket upgrades', () => {
+  it('refuses an upgrade without the token with 401', async () => {
+    expect((await upgrade('/ws', {})).status).toBe(401);
+    expect((await upgrade('/vnc/some-vm', {})).status).toBe(401);
+    expect((await upgrade('/ws', { 'x-vmdesk-token': 'nope' })).status).toBe(401);
+  });
+
+  it('refuses a cross-origin upgrade even with the token', async () => {
+    const r = await upgrade('/ws', { ...auth(), origin: 'http://evil.example' });
+    expect(r.status).toBe(403);
+  });
+
+  it('accepts the same origin with the cookie, as the browser sends it', async () => {
+    const r = await upgrade('/ws', { cookie: `vmdesk_token=${server.token}`, origin: `http://127.0.0.1:${server.port}` });
+    expect(r.ws).toBeDefined();
+    r.ws!.close();
+  });
+
+  it('refuses the VNC bridge for a VM that is not running', async () => {
+    const r = await upgrade('/vnc/no-such-vm', auth());
+    expect(r.status).toBe(409);
+  });
+});
