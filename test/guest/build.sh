@@ -114,7 +114,7 @@ done
 
 cat >"$R/etc/acpi/PWRF/00000080" <<'EOF'
 #!/bin/sh
-echo "vmdesk-guest: power button pressed, powering off"
+echo "vmdesk-guest: power button pressed, powering off" >/dev/console
 poweroff -f
 EOF
 chmod +x "$R/etc/acpi/PWRF/00000080"

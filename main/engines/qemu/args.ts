@@ -80,8 +80,9 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
     args.push('-blockdev', `driver=qcow2,file=uefi-vars-file,node-name=uefi-vars`);
   }
 
-  // Boot order: the install medium first, then the disks in their order.
-  let bootIndex = 0;
+  // Boot order: the install medium first, then the disks in their order. Index 0 is left free because
+  // -kernel's option ROM claims it.
+  let bootIndex = 1;
   if (config.cdrom) {
     const iso = optValue('ISO path', config.cdrom);
     args.push('-blockdev', `driver=file,filename=${iso},node-name=cdrom-file,read-only=on`);

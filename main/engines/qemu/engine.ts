@@ -1,0 +1,462 @@
+// The QEMU engine: checks the host, launches one detached supervisor per VM, and reattaches to running ones.
+import { execFile, spawn } from 'node:child_process';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createConnection, type Socket } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
+import type { AccelChoice, ExitRecord, VmState } from '../../api/schema.js';
+import { ErrorCode, VmdeskError } from '../../api/errors.js';
+import type { Duplex, Engine, EngineContext, StartResult, VmHandle } from '../engine.js';
+import { resolveAccel } from './accel.js';
+import { buildQemuArgs } from './args.js';
+import { EXIT_EVENT, STATE_EVENT, type ControlMessage, type ControlRequest, type LaunchSpec, type SupervisorInfo } from './control.js';
+import { findUefiFirmware, qemuCapabilities, qemuImgPath, requireQemuSystem, type FirmwarePaths, type QemuCapabilities } from './host.js';
+import { bundleFiles, runtimeFiles, SOCKET_PATH_MAX } from './layout.js';
+import { logTail } from './supervisor.js';
+
+const run = promisify(execFile);
+
+/** How long start() waits for QEMU to report running (TCG on a loaded host can be slow to initialise). */
+const START_TIMEOUT_MS = 90_000;
+const CONTROL_CONNECT_TIMEOUT_MS = 20_000;
+
+interface LaunchPlan {
+  qemuPath: string;
+  caps: QemuCapabilities;
+  accel: AccelChoice;
+  firmware: FirmwarePaths | undefined;
+}
+
+/** The command that runs the supervisor: compiled JS next to this module, or the TS source through a loader. */
+export function supervisorCommand(): string[] {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const js = join(here, 'supervisor-main.js');
+  if (existsSync(js)) return [js];
+  const ts = join(here, 'supervisor-main.ts');
+  if (existsSync(ts)) {
+    // Running from source (vitest): any TypeScript loader found in node_modules up the tree will do.
+    for (let dir = here; ; dir = dirname(dir)) {
+      for (const loader of ['tsx/dist/loader.mjs', 'jiti/lib/jiti-register.mjs']) {
+        const p = join(dir, 'node_modules', loader);
+        if (existsSync(p)) return ['--import', pathToFileURL(p).href, ts];
+      }
+      // The build output mirrors the source tree under dist/.
+      const mirrored = join(dir, 'dist', ...here.slice(dir.length + 1).split('/'), 'supervisor-main.js');
+      if (existsSync(join(dir, 'package.json')) && existsSync(mirrored)) return [mirrored];
+      if (dirname(dir) === dir) break;
+    }
+  }
+  throw new VmdeskError(ErrorCode.internal, `VM supervisor entry not found next to ${here} (run npm run build)`);
+}
+
+function checkSocketPaths(runtimeDir: string): void {
+  const files = runtimeFiles(runtimeDir);
+  for (const p of [files.control, files.qmp, files.serial, files.vnc]) {
+    if (Buffer.byteLength(p) >= SOCKET_PATH_MAX) {
+      throw new VmdeskError(ErrorCode.host, `runtime directory path is too long for unix sockets (${p} is ${Buffer.byteLength(p)} bytes, limit ${SOCKET_PATH_MAX})`);
+    }
+  }
+}
+
+function connectSocket(path: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(path);
+    sock.once('connect', () => {
+      sock.off('error', reject);
+      resolve(sock);
+    });
+    sock.once('error', reject);
+  });
+}
+
+async function readExitRecord(bundleDir: string): Promise<ExitRecord | undefined> {
+  try {
+    return JSON.parse(await readFile(bundleFiles(bundleDir).lastExit, 'utf8')) as ExitRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+export class QemuEngine implements Engine {
+  readonly kind = 'qemu' as const;
+
+  async check(ctx: EngineContext): Promise<AccelChoice> {
+    return (await this.plan(ctx)).accel;
+  }
+
+  private async plan(ctx: EngineContext): Promise<LaunchPlan> {
+    const qemuPath = requireQemuSystem();
+    const caps = await qemuCapabilities(qemuPath);
+    let accel = await resolveAccel(ctx.config.accel);
+    if (caps.accelerators.length && !caps.accelerators.includes(accel.used)) {
+      if (ctx.config.accel !== 'auto') {
+        throw new VmdeskError(ErrorCode.host, `this QEMU (${qemuPath}) was built without ${accel.used.toUpperCase()} support`);
+      }
+      accel = { requested: 'auto', used: 'tcg', reason: `this QEMU was built without ${accel.used.toUpperCase()}; using TCG (software emulation, slower)` };
+    }
+    const firmware = ctx.config.firmware === 'uefi' ? findUefiFirmware() : undefined;
+    if (ctx.config.firmware === 'uefi' && !firmware) {
+      throw new VmdeskError(ErrorCode.host, 'UEFI firmware (OVMF) is not installed; install it with: sudo apt install ovmf');
+    }
+    checkSocketPaths(ctx.runtimeDir);
+    // Building the command line validates every user string (control characters) without side effects.
+    buildQemuArgs(this.argsInput(ctx, { qemuPath, caps, accel, firmware }));
+    return { qemuPath, caps, accel, firmware };
+  }
+
+  private argsInput(ctx: EngineContext, plan: LaunchPlan) {
+    return {
+      config: ctx.config,
+      bundleDir: ctx.bundleDir,
+      runtimeDir: ctx.runtimeDir,
+      accel: plan.accel.used,
+      capabilities: { sandbox: plan.caps.sandbox },
+      ...(plan.firmware ? { uefi: { code: plan.firmware.code, vars: bundleFiles(ctx.bundleDir).uefiVars } } : {}),
+      // Always start stopped: the supervisor attaches serial and QMP first, so no boot output is lost.
+      paused: true,
+    };
+  }
+
+  async start(ctx: EngineContext, opts: { paused?: boolean } = {}): Promise<StartResult> {
+    const plan = await this.plan(ctx);
+    const existing = await this.attach(ctx);
+    if (existing) {
+      existing.close();
+      throw new VmdeskError(ErrorCode.state, `"${ctx.config.name}" is already running`);
+    }
+    const files = bundleFiles(ctx.bundleDir);
+    const rt = runtimeFiles(ctx.runtimeDir);
+    mkdirSync(ctx.runtimeDir, { recursive: true, mode: 0o700 });
+    chmodSync(ctx.runtimeDir, 0o700);
+    mkdirSync(files.logs, { recursive: true });
+    if (plan.firmware && !existsSync(files.uefiVars)) {
+      // The VM's own UEFI variable store, as qcow2 so snapshots include it.
+      await run(qemuImgPath(), ['convert', '-q', '-O', 'qcow2', plan.firmware.varsTemplate, files.uefiVars]);
+    }
+    const spec: LaunchSpec = {
+      vmId: ctx.config.id,
+      vmName: ctx.config.name,
+      qemuPath: plan.qemuPath,
+      args: buildQemuArgs(this.argsInput(ctx, plan)),
+      bundleDir: ctx.bundleDir,
+      runtimeDir: ctx.runtimeDir,
+      accel: plan.accel,
+      startPaused: opts.paused === true,
+    };
+    const specPath = join(ctx.runtimeDir, 'launch.json');
+    writeFileSync(specPath, JSON.stringify(spec, null, 2) + '\n', { mode: 0o600 });
+    for (const p of [rt.control, rt.supervisorRecord]) rmSync(p, { force: true });
+
+    const out = openSync(files.supervisorLog, 'a');
+    const env = { ...process.env };
+    delete env.NODE_OPTIONS; // the caller's loaders/inspectors are not the supervisor's business
+    const child = spawn(process.execPath, [...supervisorCommand(), specPath], {
+      detached: true,
+      stdio: ['ignore', out, out],
+      cwd: ctx.bundleDir,
+      env,
+    });
+    closeSync(out);
+    let supervisorExit: string | undefined;
+    child.on('exit', (code, signal) => (supervisorExit = signal ? `signal ${signal}` : `exit code ${code}`));
+    child.on('error', (e) => (supervisorExit = e.message));
+    child.unref();
+
+    const failure = (message: string, cause?: VmdeskError) =>
+      new VmdeskError(ErrorCode.engine, message, cause?.details.length ? cause.details : logTail(files.qemuLog).concat(logTail(files.supervisorLog, 5)));
+
+    // Wait for the control socket (or for the supervisor to give up).
+    const deadline = Date.now() + CONTROL_CONNECT_TIMEOUT_MS;
+    let sock: Socket | undefined;
+    while (!sock) {
+      if (supervisorExit !== undefined) {
+        const rec = await readExitRecord(ctx.bundleDir);
+        throw failure(`QEMU failed to start${rec?.detail ? `: ${rec.detail}` : ` (supervisor ${supervisorExit})`}`);
+      }
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw failure(`the VM supervisor did not come up within ${CONTROL_CONNECT_TIMEOUT_MS} ms`);
+      }
+      if (existsSync(rt.control)) sock = await connectSocket(rt.control).catch(() => undefined);
+      if (!sock) await new Promise((r) => setTimeout(r, 50));
+    }
+    const handle = new QemuVmHandle(sock, ctx.bundleDir, ctx.runtimeDir);
+    try {
+      await handle.request({ cmd: 'wait-started' }, START_TIMEOUT_MS);
+      await handle.loadInfo();
+    } catch (e) {
+      const err = e instanceof VmdeskError ? e : undefined;
+      if (err?.code === ErrorCode.timeout) await handle.kill().catch(() => undefined);
+      handle.close();
+      throw failure(`QEMU failed to start: ${(e as Error).message}`, err);
+    }
+    return { handle, accel: handle.accel };
+  }
+
+  async attach(ctx: EngineContext): Promise<VmHandle | null> {
+    const rt = runtimeFiles(ctx.runtimeDir);
+    if (!existsSync(rt.control)) return null;
+    let sock: Socket;
+    try {
+      sock = await connectSocket(rt.control);
+    } catch {
+      // Nobody listens: a supervisor that died without cleaning up. Its files only mislead.
+      for (const p of [rt.control, rt.supervisorRecord]) rmSync(p, { force: true });
+      return null;
+    }
+    const handle = new QemuVmHandle(sock, ctx.bundleDir, ctx.runtimeDir);
+    try {
+      const info = await handle.loadInfo();
+      if (info.vmId !== ctx.config.id) {
+        handle.close();
+        throw new VmdeskError(ErrorCode.busy, `runtime directory ${ctx.runtimeDir} belongs to another VM (${info.vmId})`);
+      }
+      if (info.state === 'stopped' || info.state === 'crashed') {
+        handle.close(); // QEMU has exited; the supervisor is finishing its replies
+        return null;
+      }
+      return handle;
+    } catch (e) {
+      handle.close();
+      if (e instanceof VmdeskError && e.code === ErrorCode.busy) throw e;
+      return null; // the supervisor is exiting
+    }
+  }
+}
+
+interface PendingRequest {
+  cmd: string;
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+type RequestBody = ControlRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+
+/** A VmHandle over the supervisor's control socket; several may exist for one VM (CLI, app, server). */
+export class QemuVmHandle implements VmHandle {
+  private info: SupervisorInfo | undefined;
+  private nextId = 1;
+  private buffer = '';
+  private readonly pending = new Map<number, PendingRequest>();
+  private readonly listeners = new Set<(name: string, data: unknown) => void>();
+  private closed = false;
+  private closedByUser = false;
+  private exitPromise: Promise<ExitRecord> | undefined;
+  private lastExit: ExitRecord | undefined;
+  readonly vncSocket: string;
+
+  constructor(
+    private readonly sock: Socket,
+    private readonly bundleDir: string,
+    private readonly runtimeDir: string,
+  ) {
+    this.vncSocket = runtimeFiles(runtimeDir).vnc;
+    sock.setEncoding('utf8');
+    sock.on('data', (chunk: string) => this.onData(chunk));
+    sock.on('error', () => {});
+    sock.on('close', () => this.onClose());
+  }
+
+  /** QEMU's process id. */
+  get pid(): number {
+    return this.requireInfo().qemuPid;
+  }
+
+  get supervisorPid(): number {
+    return this.requireInfo().pid;
+  }
+
+  get accel(): AccelChoice {
+    return this.requireInfo().accel;
+  }
+
+  get startedAt(): string {
+    return this.requireInfo().startedAt;
+  }
+
+  private requireInfo(): SupervisorInfo {
+    if (!this.info) throw new VmdeskError(ErrorCode.internal, 'VM handle used before it was connected');
+    return this.info;
+  }
+
+  async loadInfo(): Promise<SupervisorInfo> {
+    this.info = (await this.request({ cmd: 'info' }, 10_000)) as SupervisorInfo;
+    return this.info;
+  }
+
+  request(body: RequestBody, timeoutMs: number | undefined = 30_000): Promise<unknown> {
+    if (this.closed) return Promise.reject(new VmdeskError(ErrorCode.state, 'the VM is not running (its supervisor connection is closed)'));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              this.pending.delete(id);
+              reject(new VmdeskError(ErrorCode.timeout, `${body.cmd} timed out after ${timeoutMs} ms`));
+            }, timeoutMs);
+      this.pending.set(id, { cmd: body.cmd, resolve, reject, timer });
+      this.sock.write(JSON.stringify({ ...body, id }) + '\n');
+    });
+  }
+
+  private onData(chunk: string): void {
+    this.buffer += chunk;
+    let nl: number;
+    while ((nl = this.buffer.indexOf('\n')) >= 0) {
+      const line = this.buffer.slice(0, nl);
+      this.buffer = this.buffer.slice(nl + 1);
+      let msg: ControlMessage;
+      try {
+        msg = JSON.parse(line) as ControlMessage;
+      } catch {
+        continue;
+      }
+      if ('id' in msg) {
+        const p = this.pending.get(msg.id);
+        if (!p) continue;
+        this.pending.delete(msg.id);
+        if (p.timer) clearTimeout(p.timer);
+        if (msg.ok) p.resolve(msg.result);
+        else p.reject(new VmdeskError((msg.error.code as VmdeskError['code']) ?? ErrorCode.engine, msg.error.message, msg.error.details ?? []));
+      } else if ('event' in msg) {
+        this.emit(msg.event, msg.data);
+      } else if ('state' in msg) {
+        this.emit(STATE_EVENT, { state: msg.state });
+      } else if ('exit' in msg) {
+        this.lastExit = msg.exit;
+        this.emit(EXIT_EVENT, msg.exit);
+      }
+    }
+  }
+
+  private emit(name: string, data: unknown): void {
+    for (const fn of this.listeners) {
+      try {
+        fn(name, data);
+      } catch {
+        // a listener's bug must not break the connection
+      }
+    }
+  }
+
+  private onClose(): void {
+    this.closed = true;
+    for (const [id, p] of this.pending) {
+      this.pending.delete(id);
+      if (p.timer) clearTimeout(p.timer);
+      // Requests that wait for the exit are answered by the record the supervisor wrote before leaving.
+      if (this.closedByUser) {
+        p.reject(new VmdeskError(ErrorCode.cancelled, `${p.cmd}: the VM handle was closed`));
+      } else if (p.cmd === 'wait-exit' || p.cmd === 'shutdown' || p.cmd === 'kill') {
+        void this.exitFromDisk().then(p.resolve, p.reject);
+      } else {
+        p.reject(new VmdeskError(ErrorCode.state, `${p.cmd}: the VM's supervisor went away (the VM has stopped)`));
+      }
+    }
+  }
+
+  private async exitFromDisk(): Promise<ExitRecord> {
+    if (this.lastExit) return this.lastExit;
+    const rec = await readExitRecord(this.bundleDir);
+    if (rec) return rec;
+    return { at: new Date().toISOString(), reason: 'unknown', detail: 'the supervisor exited without an exit record', logTail: logTail(bundleFiles(this.bundleDir).qemuLog) };
+  }
+
+  async state(): Promise<VmState> {
+    if (this.closed) {
+      const rec = await this.exitFromDisk();
+      return rec.reason === 'crashed' ? 'crashed' : 'stopped';
+    }
+    const r = (await this.request({ cmd: 'state' }, 10_000)) as { state: VmState };
+    return r.state;
+  }
+
+  async pause(): Promise<void> {
+    await this.request({ cmd: 'pause' });
+  }
+
+  async resume(): Promise<void> {
+    await this.request({ cmd: 'resume' });
+  }
+
+  async reset(): Promise<void> {
+    await this.request({ cmd: 'reset' });
+  }
+
+  async shutdown(timeoutMs: number): Promise<ExitRecord> {
+    if (this.closed) return this.exitFromDisk();
+    return (await this.request({ cmd: 'shutdown', timeoutMs }, timeoutMs + 30_000)) as ExitRecord;
+  }
+
+  async kill(): Promise<ExitRecord> {
+    if (this.closed) return this.exitFromDisk();
+    return (await this.request({ cmd: 'kill' }, 30_000)) as ExitRecord;
+  }
+
+  exited(): Promise<ExitRecord> {
+    this.exitPromise ??= this.closed ? this.exitFromDisk() : (this.request({ cmd: 'wait-exit' }, undefined) as Promise<ExitRecord>);
+    return this.exitPromise;
+  }
+
+  /** A raw console stream; replay (default true) first sends the recent output (up to 64 KiB). */
+  async openSerial(opts: { replay?: boolean } = {}): Promise<Duplex> {
+    const sock = await connectSocket(runtimeFiles(this.runtimeDir).control).catch((e: Error) => {
+      throw new VmdeskError(ErrorCode.state, `serial console unavailable: ${e.message}`);
+    });
+    return new Promise((resolve, reject) => {
+      // Read the reply in paused mode ('readable' + read()) so no console byte is consumed before the caller
+      // attaches its own 'data' listener or pipe: whatever follows the reply line is unshifted back.
+      let head = Buffer.alloc(0);
+      const onReadable = () => {
+        let chunk: Buffer | null;
+        while ((chunk = sock.read() as Buffer | null) !== null) {
+          head = Buffer.concat([head, chunk]);
+          const nl = head.indexOf(0x0a);
+          if (nl < 0) continue;
+          sock.off('readable', onReadable);
+          sock.off('close', onClose);
+          const rest = head.subarray(nl + 1);
+          let reply: { ok?: boolean; error?: { message: string } } = {};
+          try {
+            reply = JSON.parse(head.subarray(0, nl).toString('utf8'));
+          } catch {
+            // handled below
+          }
+          if (!reply.ok) {
+            sock.destroy();
+            reject(new VmdeskError(ErrorCode.engine, `serial console refused: ${reply.error?.message ?? 'bad reply'}`));
+            return;
+          }
+          if (rest.length) sock.unshift(rest);
+          resolve(sock);
+          return;
+        }
+      };
+      const onClose = () => reject(new VmdeskError(ErrorCode.state, 'serial console closed (the VM has stopped)'));
+      sock.on('readable', onReadable);
+      sock.once('close', onClose);
+      sock.write(JSON.stringify({ id: 1, cmd: 'serial', replay: opts.replay !== false }) + '\n');
+    });
+  }
+
+  command(execute: string, args?: Record<string, unknown>, timeoutMs = 30_000): Promise<unknown> {
+    return this.request({ cmd: 'qmp', execute, ...(args ? { arguments: args } : {}), timeoutMs }, timeoutMs + 5_000);
+  }
+
+  onEvent(fn: (name: string, data: unknown) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closedByUser = true;
+    this.sock.destroy();
+    this.onClose();
+  }
+}
+
