@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <cstdio>
 #include "kvm/kvm.h"
+#include "kvm/kvm_compat.h"
 #include "snapshot/snapshot.h"
 
 namespace vmdesk {
@@ -16,6 +17,7 @@ namespace vmdesk {
 namespace {
 
 thread_local kvm_run* tlsRun = nullptr;
+thread_local int tlsVcpuId = -1;  // which vCPU a device callback runs on
 
 int kickSignal() { return SIGRTMIN + 2; }  // Node uses SIGUSR1 for its inspector; RT signals are free
 
@@ -56,33 +58,48 @@ std::string fmtRegs(const kvm_regs& r, const kvm_sregs& s) {
 
 std::vector<kvm_cpuid_entry2> supportedCpuid(int kvm) {
   for (uint32_t n = 128; n <= 4096; n *= 2) {
-    std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
-    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
+    std::vector<uint8_t> buf(sizeof(KvmCpuid2Header) + n * sizeof(kvm_cpuid_entry2));
+    auto* c = reinterpret_cast<KvmCpuid2Header*>(buf.data());
+    auto* entries = reinterpret_cast<kvm_cpuid_entry2*>(c + 1);
     c->nent = n;
-    if (ioctl(kvm, KVM_GET_SUPPORTED_CPUID, c) == 0) return std::vector<kvm_cpuid_entry2>(c->entries, c->entries + c->nent);
+    if (ioctl(kvm, kKvmGetSupportedCpuid, c) == 0) return std::vector<kvm_cpuid_entry2>(entries, entries + c->nent);
     if (errno != E2BIG) throw sysError("KVM_GET_SUPPORTED_CPUID");
   }
   throw engineError("KVM_GET_SUPPORTED_CPUID: too many entries");
 }
 
 void setCpuid(int vcpu, const std::vector<kvm_cpuid_entry2>& entries) {
-  std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2));
-  auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
+  std::vector<uint8_t> buf(sizeof(KvmCpuid2Header) + entries.size() * sizeof(kvm_cpuid_entry2));
+  auto* c = reinterpret_cast<KvmCpuid2Header*>(buf.data());
   c->nent = uint32_t(entries.size());
-  std::memcpy(c->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
-  xioctl(vcpu, KVM_SET_CPUID2, c, "KVM_SET_CPUID2");
+  std::memcpy(c + 1, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
+  xioctl(vcpu, kKvmSetCpuid2, c, "KVM_SET_CPUID2");
 }
 
 // MSRs KVM reports as saveable. Some of them fail to read on some hosts; get/set below skip those.
 std::vector<kvm_msr_entry> msrIndexList(int kvm) {
-  std::vector<uint8_t> buf(sizeof(kvm_msr_list) + 1024 * 4);
-  auto* l = reinterpret_cast<kvm_msr_list*>(buf.data());
-  l->nmsrs = 1024;
-  if (ioctl(kvm, KVM_GET_MSR_INDEX_LIST, l) < 0) throw sysError("KVM_GET_MSR_INDEX_LIST");
+  KvmMsrListHeader probe{};
+  probe.nmsrs = 0;
   std::vector<kvm_msr_entry> out;
-  for (uint32_t i = 0; i < l->nmsrs; i++) {
+  std::vector<uint32_t> indices;
+  // The list's size comes back with E2BIG; some KVM flavours (kvm_pvm) refuse the call outright, and then
+  // the architectural MSRs a 64-bit guest depends on are saved instead.
+  if (ioctl(kvm, kKvmGetMsrIndexList, &probe) < 0 && errno == E2BIG && probe.nmsrs > 0) {
+    std::vector<uint8_t> buf(sizeof(KvmMsrListHeader) + probe.nmsrs * 4);
+    auto* l = reinterpret_cast<KvmMsrListHeader*>(buf.data());
+    l->nmsrs = probe.nmsrs;
+    auto* idx = reinterpret_cast<uint32_t*>(l + 1);
+    if (ioctl(kvm, kKvmGetMsrIndexList, l) == 0) indices.assign(idx, idx + l->nmsrs);
+  }
+  if (indices.empty()) {
+    indices = {0x10 /* TSC */, 0x174, 0x175, 0x176 /* SYSENTER */, 0x1a0 /* MISC_ENABLE */, 0x277 /* PAT */,
+               0xc0000081, 0xc0000082, 0xc0000083, 0xc0000084 /* STAR LSTAR CSTAR SFMASK */,
+               0xc0000102 /* KERNEL_GS_BASE */, 0xc0000103 /* TSC_AUX */, 0x4b564d00, 0x4b564d01 /* kvmclock */,
+               0x4b564d02, 0x4b564d03, 0x4b564d04 /* async pf, steal time, pv eoi */, 0x6e0 /* TSC_DEADLINE */};
+  }
+  for (uint32_t i = 0; i < indices.size(); i++) {
     kvm_msr_entry e{};
-    e.index = l->indices[i];
+    e.index = indices[i];
     out.push_back(e);
   }
   return out;
@@ -94,13 +111,14 @@ std::vector<kvm_msr_entry> msrTransfer(int vcpu, std::vector<kvm_msr_entry> list
   size_t pos = 0;
   while (pos < list.size()) {
     size_t n = list.size() - pos;
-    std::vector<uint8_t> buf(sizeof(kvm_msrs) + n * sizeof(kvm_msr_entry));
-    auto* m = reinterpret_cast<kvm_msrs*>(buf.data());
+    std::vector<uint8_t> buf(sizeof(KvmMsrsHeader) + n * sizeof(kvm_msr_entry));
+    auto* m = reinterpret_cast<KvmMsrsHeader*>(buf.data());
+    auto* entries = reinterpret_cast<kvm_msr_entry*>(m + 1);
     m->nmsrs = uint32_t(n);
-    std::memcpy(m->entries, list.data() + pos, n * sizeof(kvm_msr_entry));
-    int r = ioctl(vcpu, set ? KVM_SET_MSRS : KVM_GET_MSRS, m);
+    std::memcpy(entries, list.data() + pos, n * sizeof(kvm_msr_entry));
+    int r = ioctl(vcpu, set ? kKvmSetMsrs : kKvmGetMsrs, m);
     if (r < 0) throw sysError(set ? "KVM_SET_MSRS" : "KVM_GET_MSRS");
-    for (int i = 0; i < r; i++) done.push_back(m->entries[i]);
+    for (int i = 0; i < r; i++) done.push_back(entries[i]);
     pos += size_t(r) + 1;  // skip the one that failed
   }
   return done;
@@ -169,6 +187,7 @@ void Vm::createDevices(const std::vector<DiskConfig>& disks) {
     ExitInfo e;
     e.reason = "guest-poweroff";
     e.detail = "the guest reset the CPU through the i8042 controller (a micro-VM powers off on reset)";
+    e.vcpu = tlsVcpuId;
     requestExit(e);
   });
   if (disks.size() > 8) throw invalid("at most 8 disks");
@@ -315,6 +334,7 @@ void Vm::vcpuLoop(Vcpu& v) {
   sigaddset(&set, kickSignal());
   pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
   tlsRun = v.run;
+  tlsVcpuId = v.id;
   char name[16];
   snprintf(name, sizeof name, "vmdesk-vcpu%d", v.id);
   pthread_setname_np(pthread_self(), name);
@@ -495,8 +515,8 @@ void Vm::captureState(StateBlob& b) {
     int fd = v->fd.get();
     kvm_regs regs; xioctl(fd, KVM_GET_REGS, &regs, "KVM_GET_REGS"); b.putPod(p + "regs", regs);
     kvm_sregs sregs; xioctl(fd, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS"); b.putPod(p + "sregs", sregs);
-    kvm_xsave xs{};
-    if (ioctl(fd, KVM_GET_XSAVE, &xs) == 0) b.putPod(p + "xsave", xs);
+    KvmXsave xs{};
+    if (ioctl(fd, kKvmGetXsave, &xs) == 0) b.putPod(p + "xsave", xs);
     else { kvm_fpu fpu; xioctl(fd, KVM_GET_FPU, &fpu, "KVM_GET_FPU"); b.putPod(p + "fpu", fpu); }
     kvm_xcrs xcrs{};
     if (ioctl(fd, KVM_GET_XCRS, &xcrs) == 0) b.putPod(p + "xcrs", xcrs);
@@ -554,7 +574,7 @@ void Vm::applyState(const StateBlob& b) {
     auto mp = b.getPod<kvm_mp_state>(p + "mpstate"); xioctl(fd, KVM_SET_MP_STATE, &mp, "KVM_SET_MP_STATE");
     auto regs = b.getPod<kvm_regs>(p + "regs"); xioctl(fd, KVM_SET_REGS, &regs, "KVM_SET_REGS");
     auto sregs = b.getPod<kvm_sregs>(p + "sregs"); xioctl(fd, KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
-    if (b.has(p + "xsave")) { auto xs = b.getPod<kvm_xsave>(p + "xsave"); xioctl(fd, KVM_SET_XSAVE, &xs, "KVM_SET_XSAVE"); }
+    if (b.has(p + "xsave")) { auto xs = b.getPod<KvmXsave>(p + "xsave"); xioctl(fd, kKvmSetXsave, &xs, "KVM_SET_XSAVE"); }
     else { auto fpu = b.getPod<kvm_fpu>(p + "fpu"); xioctl(fd, KVM_SET_FPU, &fpu, "KVM_SET_FPU"); }
     if (b.has(p + "xcrs")) { auto x = b.getPod<kvm_xcrs>(p + "xcrs"); ioctl(fd, KVM_SET_XCRS, &x); }
     if (b.has(p + "debugregs")) { auto d = b.getPod<kvm_debugregs>(p + "debugregs"); ioctl(fd, KVM_SET_DEBUGREGS, &d); }
