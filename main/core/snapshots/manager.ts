@@ -142,6 +142,24 @@ export class SnapshotManager {
       .map((d) => ({ diskId: d.id, format: d.format, hint: `convert it to qcow2 with: vmdesk snapshot convert-disk "${config.name}" ${d.id}` }));
   }
 
+  /**
+   * Forced power-off that tolerates the race where the core's own exit watcher closes the handle while the
+   * kill request is in flight ("handle was closed"): what matters is that the VM is stopped afterwards.
+   */
+  private async powerOff(vmId: string): Promise<void> {
+    try {
+      await this.core.kill(vmId);
+    } catch (e) {
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const st = (await this.core.get(vmId)).state;
+        if (st === 'stopped' || st === 'crashed') return;
+        if (Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
   private emitUpdated(info: VmInfo): void {
     this.core.emit('event', { type: 'vm-updated', id: info.id, info });
   }
@@ -458,7 +476,7 @@ export class SnapshotManager {
         if (running) {
           // The guest's current state is being replaced (and was saved above unless the caller declined).
           progress('powering off', 0);
-          await this.core.kill(fresh.id);
+          await this.powerOff(fresh.id);
         }
         const config = node.config ? this.configForRestore(fresh, node.config, warnings) : fresh.config;
         await this.core.library.withVmLock(fresh.id, fresh.config.name, async () => {
@@ -482,7 +500,7 @@ export class SnapshotManager {
             await runJob(this.qmp(fresh.id), 'snapshot-load', { 'job-id': `vmdesk-load-${node.id}`, tag: node.tag, vmstate: nodes[0]!, devices: nodes }, { onProgress: (f) => progress('loading memory and disks', 0.4 + f * 0.5) });
           } catch (e) {
             // A half-loaded guest must not run: stop it, leave the disks to the next restore attempt.
-            await this.core.kill(fresh.id).catch(() => {});
+            await this.powerOff(fresh.id).catch(() => {});
             throw e;
           }
           await this.core.resume(fresh.id);
