@@ -152,6 +152,13 @@ describe('QemuEngine with the test guest', () => {
     expect(await con.run('echo $((6*7))')).toBe('42');
   }, 120_000);
 
+  it('serves VNC on a unix socket and takes screenshots', async () => {
+    expect(existsSync(handle.vncSocket!)).toBe(true);
+    const png = join(root, 'screen.png');
+    await handle.command('screendump', { filename: png, format: 'png' });
+    expect(readFileSync(png).subarray(1, 4).toString()).toBe('PNG');
+  });
+
   it('sees the virtio disk at its size and the disk is locked while running', async () => {
     expect(await con.run('cat /sys/block/vda/size')).toBe(String((64 * MiB) / 512));
     await expect(checkInUse(join(bundleDir, 'disks', 'disk0.qcow2'))).rejects.toMatchObject({ code: 'EBUSY' });
@@ -219,8 +226,9 @@ describe('QemuEngine with the test guest', () => {
     expect(record.reason).toBe('guest-poweroff');
   }, 120_000);
 
-  it('kills', async () => {
-    const { handle: h } = await engineStart();
+  it('starts paused when asked, then kills', async () => {
+    const { handle: h } = await engineStart({ paused: true });
+    expect(await h.state()).toBe('paused');
     const record = await h.kill();
     expect(record.reason).toBe('killed');
     expect(lastExit().reason).toBe('killed');
@@ -232,8 +240,31 @@ describe('QemuEngine with the test guest', () => {
     const record = await h.exited();
     expect(record.reason).toBe('crashed');
     expect(record.signal).toBe('SIGSEGV');
-    expect(record.logTail.length).toBeGreaterThan(0);
+    expect(record.logTail.at(-1)).toMatch(/QEMU exited \(signal SIGSEGV\): crashed/);
     expect(lastExit()).toMatchObject({ reason: 'crashed', signal: 'SIGSEGV' });
+  }, 120_000);
+
+  it('takes QEMU down with a killed supervisor and records it on the next attach', async () => {
+    const { handle: h } = await engineStart();
+    const sup = JSON.parse(readFileSync(runtimeFiles(runtimeDir).supervisorRecord, 'utf8')) as { pid: number; qemuPid: number };
+    process.kill(sup.pid, 'SIGKILL');
+    const gone = async (pid: number) => {
+      for (let i = 0; i < 50; i++) {
+        try {
+          process.kill(pid, 0);
+        } catch {
+          return true;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return false;
+    };
+    expect(await gone(sup.qemuPid)).toBe(true);
+    expect(await new QemuEngine().attach(ctx)).toBeNull();
+    expect(lastExit().reason).toBe('crashed');
+    expect(lastExit().detail).toMatch(/supervisor .* died/);
+    expect(existsSync(runtimeFiles(runtimeDir).supervisorRecord)).toBe(false);
+    expect(await h.state()).toBe('crashed');
   }, 120_000);
 
   it('fails to start with EENGINE carrying QEMU\'s complaint', async () => {
@@ -263,8 +294,8 @@ describe('QemuEngine with the test guest', () => {
   });
 });
 
-async function engineStart(): Promise<{ handle: VmHandle }> {
-  const { handle } = await new QemuEngine().start(ctx);
+async function engineStart(opts: { paused?: boolean } = {}): Promise<{ handle: VmHandle }> {
+  const { handle } = await new QemuEngine().start(ctx, opts);
   handles.push(handle);
   return { handle };
 }

@@ -1,6 +1,6 @@
 // The QEMU engine: checks the host, launches one detached supervisor per VM, and reattaches to running ones.
 import { execFile, spawn } from 'node:child_process';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -11,10 +11,10 @@ import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import type { Duplex, Engine, EngineContext, StartResult, VmHandle } from '../engine.js';
 import { resolveAccel } from './accel.js';
 import { buildQemuArgs } from './args.js';
-import { EXIT_EVENT, STATE_EVENT, type ControlMessage, type ControlRequest, type LaunchSpec, type SupervisorInfo } from './control.js';
+import { EXIT_EVENT, STATE_EVENT, type ControlMessage, type ControlRequest, type LaunchSpec, type SupervisorInfo, type SupervisorRecord } from './control.js';
 import { findUefiFirmware, qemuCapabilities, qemuImgPath, requireQemuSystem, type FirmwarePaths, type QemuCapabilities } from './host.js';
 import { bundleFiles, runtimeFiles, SOCKET_PATH_MAX } from './layout.js';
-import { logTail } from './supervisor.js';
+import { logTail, writeFileAtomic } from './supervisor.js';
 
 const run = promisify(execFile);
 
@@ -79,6 +79,60 @@ async function readExitRecord(bundleDir: string): Promise<ExitRecord | undefined
   }
 }
 
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * A supervisor.json without a live supervisor means it was killed before it could write the exit record
+ * (QEMU died with it through pdeathsig). Record that once and clear the leftovers so they do not mislead.
+ */
+async function recordDeadSupervisor(ctx: EngineContext): Promise<void> {
+  const rt = runtimeFiles(ctx.runtimeDir);
+  let rec: SupervisorRecord | undefined;
+  try {
+    rec = JSON.parse(await readFile(rt.supervisorRecord, 'utf8')) as SupervisorRecord;
+  } catch {
+    rec = undefined;
+  }
+  if (rec && (pidAlive(rec.pid) || rec.vmId !== ctx.config.id)) return;
+  if (rec) {
+    const files = bundleFiles(ctx.bundleDir);
+    const record: ExitRecord = {
+      at: new Date().toISOString(),
+      reason: 'crashed',
+      detail: `the VM supervisor (pid ${rec.pid}) died unexpectedly; QEMU (pid ${rec.qemuPid}) stopped with it`,
+      exitCode: null,
+      signal: null,
+      logTail: logTail(files.supervisorLog, 10),
+    };
+    if (pidAlive(rec.qemuPid)) {
+      // Without setpriv (non-Linux) QEMU outlives its supervisor; nobody can reach it any more.
+      try {
+        process.kill(rec.qemuPid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
+    writeFileAtomic(files.lastExit, JSON.stringify(record, null, 2) + '\n');
+  }
+  for (const p of [rt.control, rt.qmp, rt.serial, rt.vnc, rt.supervisorRecord]) rmSync(p, { force: true });
+}
+
+/** Keeps logs from growing forever: one previous generation is kept as <name>.1. */
+function rotateLog(path: string, maxBytes = 2 * 1024 * 1024): void {
+  try {
+    if (statSync(path).size > maxBytes) renameSync(path, `${path}.1`);
+  } catch {
+    // absent: nothing to rotate
+  }
+}
+
 export class QemuEngine implements Engine {
   readonly kind = 'qemu' as const;
 
@@ -131,6 +185,7 @@ export class QemuEngine implements Engine {
     mkdirSync(ctx.runtimeDir, { recursive: true, mode: 0o700 });
     chmodSync(ctx.runtimeDir, 0o700);
     mkdirSync(files.logs, { recursive: true });
+    for (const log of [files.qemuLog, files.serialLog, files.supervisorLog]) rotateLog(log);
     if (plan.firmware && !existsSync(files.uefiVars)) {
       // The VM's own UEFI variable store, as qcow2 so snapshots include it.
       await run(qemuImgPath(), ['convert', '-q', '-O', 'qcow2', plan.firmware.varsTemplate, files.uefiVars]);
@@ -152,6 +207,8 @@ export class QemuEngine implements Engine {
     const out = openSync(files.supervisorLog, 'a');
     const env = { ...process.env };
     delete env.NODE_OPTIONS; // the caller's loaders/inspectors are not the supervisor's business
+    // Inside Electron, execPath is the app binary: make it behave as plain Node for the supervisor.
+    if (process.versions.electron) env.ELECTRON_RUN_AS_NODE = '1';
     const child = spawn(process.execPath, [...supervisorCommand(), specPath], {
       detached: true,
       stdio: ['ignore', out, out],
@@ -165,7 +222,7 @@ export class QemuEngine implements Engine {
     child.unref();
 
     const failure = (message: string, cause?: VmdeskError) =>
-      new VmdeskError(ErrorCode.engine, message, cause?.details.length ? cause.details : logTail(files.qemuLog).concat(logTail(files.supervisorLog, 5)));
+      new VmdeskError(ErrorCode.engine, message, cause?.details.length ? cause.details : logTail(files.qemuLog, 20, true).concat(logTail(files.supervisorLog, 5)));
 
     // Wait for the control socket (or for the supervisor to give up).
     const deadline = Date.now() + CONTROL_CONNECT_TIMEOUT_MS;
@@ -197,13 +254,16 @@ export class QemuEngine implements Engine {
 
   async attach(ctx: EngineContext): Promise<VmHandle | null> {
     const rt = runtimeFiles(ctx.runtimeDir);
-    if (!existsSync(rt.control)) return null;
+    if (!existsSync(rt.control)) {
+      await recordDeadSupervisor(ctx);
+      return null;
+    }
     let sock: Socket;
     try {
       sock = await connectSocket(rt.control);
     } catch {
-      // Nobody listens: a supervisor that died without cleaning up. Its files only mislead.
-      for (const p of [rt.control, rt.supervisorRecord]) rmSync(p, { force: true });
+      // Nobody listens: a supervisor that died without cleaning up.
+      await recordDeadSupervisor(ctx);
       return null;
     }
     const handle = new QemuVmHandle(sock, ctx.bundleDir, ctx.runtimeDir);

@@ -1,10 +1,11 @@
 // The per-VM supervisor: owns QEMU, its QMP and serial sockets, and serves the control socket to any client.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { appendFileSync, chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import type { ExitRecord, VmState } from '../../api/schema.js';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import type { ControlError, ControlMessage, ControlRequest, LaunchSpec, SupervisorInfo, SupervisorRecord } from './control.js';
+import { findOnPath } from './host.js';
 import { bundleFiles, runtimeFiles } from './layout.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
 
@@ -15,8 +16,11 @@ function log(message: string): void {
   process.stderr.write(`${new Date().toISOString()} supervisor[${process.pid}]: ${message}\n`);
 }
 
-/** The last lines of a log file (reads at most its final 64 KiB). */
-export function logTail(path: string, lines = LOG_TAIL_LINES): string[] {
+/** Opens each run's section of qemu.log; the tail of a run starts after the last one. */
+export const RUN_HEADER = '=== ';
+
+/** The last lines of a log file (reads at most its final 64 KiB); sinceHeader keeps only the latest run's lines. */
+export function logTail(path: string, lines = LOG_TAIL_LINES, sinceHeader = false): string[] {
   try {
     const size = statSync(path).size;
     const fd = openSync(path, 'r');
@@ -24,7 +28,13 @@ export function logTail(path: string, lines = LOG_TAIL_LINES): string[] {
       const length = Math.min(size, 64 * 1024);
       const buf = Buffer.alloc(length);
       readSync(fd, buf, 0, length, size - length);
-      return buf.toString('utf8').split('\n').map((l) => l.trimEnd()).filter(Boolean).slice(-lines);
+      let all = buf.toString('utf8').split('\n').map((l) => l.trimEnd()).filter(Boolean);
+      if (sinceHeader) {
+        let start = all.length - 1;
+        while (start >= 0 && !(all[start]!.startsWith(RUN_HEADER) && all[start]!.includes(' starting '))) start--;
+        if (start >= 0) all = all.slice(start + 1);
+      }
+      return all.slice(-lines);
     } finally {
       closeSync(fd);
     }
@@ -139,8 +149,14 @@ class Supervisor {
 
   private spawnQemu(): void {
     const logFd = openSync(this.files.qemuLog, 'a');
-    writeSync(logFd, `\n=== ${new Date().toISOString()} starting ${this.spec.qemuPath} ${this.spec.args.map((a) => JSON.stringify(a)).join(' ')}\n`);
-    const child = spawn(this.spec.qemuPath, this.spec.args, { stdio: ['ignore', logFd, logFd], cwd: this.spec.bundleDir });
+    writeSync(logFd, `${RUN_HEADER}${new Date().toISOString()} starting ${this.spec.qemuPath} ${this.spec.args.map((a) => JSON.stringify(a)).join(' ')}\n`);
+    // setpriv --pdeathsig makes the kernel kill QEMU if this supervisor dies, so no guest is left running
+    // that nobody can reach; exec keeps the pid, so child.pid is QEMU's.
+    const setpriv = process.platform === 'linux' ? findOnPath('setpriv') : undefined;
+    const [command, args] = setpriv
+      ? [setpriv, ['--pdeathsig', 'KILL', '--', this.spec.qemuPath, ...this.spec.args]]
+      : [this.spec.qemuPath, this.spec.args];
+    const child = spawn(command, args, { stdio: ['ignore', logFd, logFd], cwd: this.spec.bundleDir });
     closeSync(logFd);
     this.child = child;
     child.on('error', (e) => {
@@ -365,7 +381,7 @@ class Supervisor {
     if (spawnError) return { reason: 'crashed', detail: `QEMU could not be started: ${spawnError}` };
     if (this.startupError && !this.stopIntent) {
       // QEMU's own complaint ("qemu-system-x86_64: -device ...: reason") says more than our socket error.
-      const complaint = logTail(this.files.qemuLog)
+      const complaint = logTail(this.files.qemuLog, LOG_TAIL_LINES, true)
         .filter((l) => /qemu-system[^:]*: /.test(l))
         .at(-1)
         ?.replace(/^\S+Z qemu-system[^:]*: /, '')
@@ -388,14 +404,13 @@ class Supervisor {
   private onExit(code: number | null, signal: NodeJS.Signals | null, spawnError?: string): void {
     if (this.exitRecord) return;
     const { reason, detail } = this.classify(code, signal, spawnError);
-    const record: ExitRecord = {
-      at: new Date().toISOString(),
-      reason,
-      detail,
-      exitCode: code,
-      signal,
-      logTail: logTail(this.files.qemuLog),
-    };
+    const at = new Date().toISOString();
+    try {
+      appendFileSync(this.files.qemuLog, `${RUN_HEADER}${at} QEMU exited (${signal ? `signal ${signal}` : `exit code ${code}`}): ${reason}: ${detail}\n`);
+    } catch {
+      // the log is a courtesy; the record below is what counts
+    }
+    const record: ExitRecord = { at, reason, detail, exitCode: code, signal, logTail: logTail(this.files.qemuLog, LOG_TAIL_LINES, true) };
     this.exitRecord = record;
     log(`QEMU exited: ${reason} (${detail})`);
     // Stop accepting clients and remove the runtime files at once, so a new start of this VM never meets
