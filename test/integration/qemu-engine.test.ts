@@ -205,6 +205,13 @@ describe('QemuEngine with the test guest', () => {
     await expect(new QemuEngine().start(ctx)).rejects.toMatchObject({ code: 'ESTATE' });
   });
 
+  it('resets the guest, which boots again', async () => {
+    const from = con.text.length;
+    await handle.reset();
+    await con.waitFor(new RegExp(GUEST_READY_MARKER), from, 90_000);
+    expect(await handle.state()).toBe('running');
+  }, 120_000);
+
   it('shuts down gracefully through ACPI and records it', async () => {
     const other = handles[handles.length - 1]!;
     const exited = handle.exited();
