@@ -14,7 +14,7 @@ import { buildQemuArgs } from './args.js';
 import { EXIT_EVENT, STATE_EVENT, type ControlMessage, type ControlRequest, type LaunchSpec, type SupervisorInfo, type SupervisorRecord } from './control.js';
 import { findUefiFirmware, qemuCapabilities, qemuImgPath, requireQemuSystem, type FirmwarePaths, type QemuCapabilities } from './host.js';
 import { bundleFiles, runtimeFiles, SOCKET_PATH_MAX } from './layout.js';
-import { logTail, writeFileAtomic } from './supervisor.js';
+import { logTail, readExitRecord, writeFileAtomic } from './records.js';
 
 const run = promisify(execFile);
 
@@ -69,14 +69,6 @@ function connectSocket(path: string): Promise<Socket> {
     });
     sock.once('error', reject);
   });
-}
-
-async function readExitRecord(bundleDir: string): Promise<ExitRecord | undefined> {
-  try {
-    return JSON.parse(await readFile(bundleFiles(bundleDir).lastExit, 'utf8')) as ExitRecord;
-  } catch {
-    return undefined;
-  }
 }
 
 function pidAlive(pid: number): boolean {

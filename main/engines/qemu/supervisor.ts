@@ -1,6 +1,6 @@
 // The per-VM supervisor: owns QEMU, its QMP and serial sockets, and serves the control socket to any client.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { appendFileSync, chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import type { ExitRecord, VmState } from '../../api/schema.js';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
@@ -8,52 +8,13 @@ import type { ControlError, ControlMessage, ControlRequest, LaunchSpec, Supervis
 import { findOnPath } from './host.js';
 import { bundleFiles, runtimeFiles } from './layout.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
+import { logTail, RUN_HEADER, writeFileAtomic } from './records.js';
 
 const SERIAL_REPLAY_BYTES = 64 * 1024;
 const LOG_TAIL_LINES = 20;
 
 function log(message: string): void {
   process.stderr.write(`${new Date().toISOString()} supervisor[${process.pid}]: ${message}\n`);
-}
-
-/** Opens each run's section of qemu.log; the tail of a run starts after the last one. */
-export const RUN_HEADER = '=== ';
-
-/** The last lines of a log file (reads at most its final 64 KiB); sinceHeader keeps only the latest run's lines. */
-export function logTail(path: string, lines = LOG_TAIL_LINES, sinceHeader = false): string[] {
-  try {
-    const size = statSync(path).size;
-    const fd = openSync(path, 'r');
-    try {
-      const length = Math.min(size, 64 * 1024);
-      const buf = Buffer.alloc(length);
-      readSync(fd, buf, 0, length, size - length);
-      let all = buf.toString('utf8').split('\n').map((l) => l.trimEnd()).filter(Boolean);
-      if (sinceHeader) {
-        let start = all.length - 1;
-        while (start >= 0 && !(all[start]!.startsWith(RUN_HEADER) && all[start]!.includes(' starting '))) start--;
-        if (start >= 0) all = all.slice(start + 1);
-      }
-      return all.slice(-lines);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    return [];
-  }
-}
-
-/** Writes a file so readers see either the old or the new content, never a torn one. */
-export function writeFileAtomic(path: string, text: string): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fd = openSync(tmp, 'w', 0o644);
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
 }
 
 interface Deferred<T> {
