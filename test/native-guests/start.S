@@ -4,9 +4,54 @@
     .section .head, "ax"
     .code32
     .globl startup_32
+/* 32-bit boot protocol entry (what firmware such as QEMU's linuxboot uses): flat protected mode, paging
+ * off, %esi = zero page. Builds identity page tables for the first 4 GiB and enters long mode. */
 startup_32:
-1:  hlt                     /* a loader that jumps here is wrong: stop visibly */
-    jmp 1b
+    cli
+    mov %esi, %ebp
+    mov $boot_pgt, %edi
+    mov $(6 * 4096 / 4), %ecx
+    xor %eax, %eax
+    rep stosl
+    movl $(boot_pgt + 0x1000 + 3), boot_pgt          /* PML4[0] -> PDPT */
+    mov $(boot_pgt + 0x1000), %edi
+    mov $(boot_pgt + 0x2000 + 3), %eax
+    mov $4, %ecx
+1:  mov %eax, (%edi)                                 /* PDPT[i] -> PD i */
+    add $0x1000, %eax
+    add $8, %edi
+    loop 1b
+    mov $(boot_pgt + 0x2000), %edi
+    mov $0x83, %eax                                  /* 2 MiB page, writable, present */
+    mov $2048, %ecx
+2:  mov %eax, (%edi)
+    add $0x200000, %eax
+    add $8, %edi
+    loop 2b
+    lgdt boot_gdt_ptr
+    mov %cr4, %eax
+    or $0x20, %eax
+    mov %eax, %cr4
+    mov $boot_pgt, %eax
+    mov %eax, %cr3
+    mov $0xC0000080, %ecx
+    rdmsr
+    or $0x100, %eax
+    wrmsr
+    mov %cr0, %eax
+    or $0x80000001, %eax
+    mov %eax, %cr0
+    mov %ebp, %esi
+    ljmp $0x10, $startup_64
+    .balign 8
+boot_gdt:
+    .quad 0
+    .quad 0
+    .quad 0x00af9b000000ffff
+    .quad 0x00cf93000000ffff
+boot_gdt_ptr:
+    .word 31
+    .long boot_gdt
 
     .org 0x200
     .code64
@@ -71,6 +116,12 @@ tramp_gdt_ptr:
     .word 31
     .long 0x6000 + tramp_gdt - ap_tramp_start
 ap_tramp_end:
+
+    /* Outside .bss: startup_64 clears .bss while these tables are live. */
+    .section .pgt, "aw", @nobits
+    .balign 4096
+boot_pgt:
+    .space 6 * 4096
 
     .section .bss
     .balign 16
