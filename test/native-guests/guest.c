@@ -1,6 +1,6 @@
 /* Freestanding test guest for the micro-VMM. Reads the boot parameters exactly as Linux does (cmdline from
  * cmd_line_ptr/ext_cmd_line_ptr, e820 table from the zero page), prints them on COM1, then runs the mode
- * named by "mode=" on the command line: echo, compute, blk, smp. Ends by resetting through the i8042,
+ * named by "mode=" on the command line: echo, compute, blk, smp, fill. Ends by resetting through the i8042,
  * which the micro-VMM reports as guest-poweroff. */
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -207,6 +207,21 @@ static void mode_smp(const char *cl) {
   poweroff();
 }
 
+/* ---- fill: dirty every page of usable RAM below 4 GiB (above the image), then echo ---- */
+static void mode_fill(const u8 *zp) {
+  u64 pages = 0;
+  for (u8 i = 0; i < zp[0x1e8]; i++) {
+    const u8 *e = zp + 0x2d0 + i * 20;
+    u64 addr = *(const u64 *)e, end = addr + *(const u64 *)(e + 8);
+    if (*(const u32 *)(e + 16) != 1) continue;
+    if (addr < 0x400000) addr = 0x400000;
+    if (end > 0x100000000ull) end = 0x100000000ull;
+    for (u64 a = addr; a + 8 <= end; a += 4096, pages++) *(volatile u64 *)a = a ^ 0x5a5a5a5a5a5a5a5aull;
+  }
+  puts_("FILLED pages="); putdec(pages); putc_('\n');
+  mode_echo();
+}
+
 static void print_e820(const u8 *zp) {
   u8 n = zp[0x1e8];
   for (u8 i = 0; i < n; i++) {
@@ -235,6 +250,7 @@ void guest_main(const u8 *zp) {
   if (streq(mode, "compute")) mode_compute(cl);
   if (streq(mode, "blk")) mode_blk();
   if (streq(mode, "smp")) mode_smp(cl);
+  if (streq(mode, "fill")) mode_fill(zp);
   puts_("GUEST-DONE\n");
   poweroff();
 }
