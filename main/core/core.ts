@@ -116,10 +116,10 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
   private track(id: string, h: VmHandle): void {
     this.handles.set(id, h);
     h.onEvent(() => void this.refresh(id));
+    // The handle closes itself when the supervisor leaves; closing it here would cut off replies in flight.
     h.exited().then(
       () => {
         if (this.handles.get(id) === h) this.handles.delete(id);
-        h.close();
         void this.refresh(id);
       },
       () => {},
@@ -471,6 +471,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
         if (fresh.config.directKernel.initrd) await checkReadableFile(fresh.config.directKernel.initrd, 'initrd');
       }
       const engine = await this.engine(fresh.config.engine);
+      this.library.ensureRuntimeDir(fresh.id);
       const { handle, accel } = await engine.start(this.ctx(fresh), opts);
       this.track(fresh.id, handle);
       const out = await this.infoOf(fresh);
@@ -571,7 +572,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
   async screenshot(ref: string): Promise<Buffer> {
     const { entry, handle } = await this.runningHandle(ref);
     if (entry.config.engine !== 'qemu') throw new VmdeskError(ErrorCode.state, `"${entry.config.name}" has no graphical display`);
-    const file = path.join(this.library.runtimeDir(entry.id), `screen-${process.pid}.png`);
+    const file = path.join(this.library.ensureRuntimeDir(entry.id), `screen-${process.pid}-${Date.now()}.png`);
     await handle.command('screendump', { filename: file, format: 'png' }, 10_000);
     try {
       return await fs.readFile(file);

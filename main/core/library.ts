@@ -42,10 +42,15 @@ export class VmLibrary {
     return path.join(this.vmsDir, id);
   }
 
+  /** Where a VM's sockets live; created (0700) only when the VM starts, so listing VMs writes nothing. */
   runtimeDir(id: string): string {
+    return path.join(this.runtimeRoot, id.slice(0, 13));
+  }
+
+  ensureRuntimeDir(id: string): string {
     ensurePrivateDir(path.dirname(this.runtimeRoot));
     ensurePrivateDir(this.runtimeRoot);
-    return ensurePrivateDir(path.join(this.runtimeRoot, id.slice(0, 13)));
+    return ensurePrivateDir(this.runtimeDir(id));
   }
 
   async list(): Promise<BundleEntry[]> {

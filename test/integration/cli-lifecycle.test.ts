@@ -97,10 +97,29 @@ describe('a VM through the CLI', () => {
 
     const stop = await vmdeskJson(home, ['stop', 'web', '--timeout', '60']);
     expect(stop.state).toBe('stopped');
-    expect(stop.lastExit.reason).toBe('guest-poweroff');
+    // ACPI power button honoured by the guest (acpid runs poweroff), not forced off after the timeout.
+    expect(stop.lastExit.reason).toBe('shutdown');
+    expect(stop.lastExit.detail).toMatch(/ACPI power-down; guest shut down/);
     const after = await vmdeskJson(home, ['info', 'web']);
     expect(after.state).toBe('stopped');
-    expect(after.lastExit.reason).toBe('guest-poweroff');
+    expect(after.lastExit.reason).toBe('shutdown');
+  });
+
+  it('notices a guest that powers itself off', async () => {
+    await vmdeskJson(home, ['start', 'web']);
+    const con = new ConsoleSession(home, 'web');
+    try {
+      await con.waitFor(new RegExp(GUEST_READY_MARKER), 90_000);
+      con.send('poweroff -f\n');
+    } finally {
+      await con.close();
+    }
+    const off = await retry(async () => {
+      const i = await vmdeskJson(home, ['info', 'web']);
+      if (i.state !== 'stopped') throw new Error(`state ${i.state}`);
+      return i;
+    }, 30_000);
+    expect(off.lastExit.reason).toBe('guest-poweroff');
   });
 
   it('records a crashed QEMU with its log tail', async () => {
@@ -118,5 +137,6 @@ describe('a VM through the CLI', () => {
     }, 20_000);
     expect(crashed.lastExit.reason).toBe('crashed');
     expect(crashed.lastExit.signal ?? crashed.lastExit.detail).toMatch(/SEGV|signal/i);
+    expect(Array.isArray(crashed.lastExit.logTail)).toBe(true);
   });
 });
