@@ -80,6 +80,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
     if (!e) {
       if (kind === 'qemu') {
         const { QemuEngine } = await import('../engines/qemu/engine.js');
+        await installKvmSelfTest();
         e = new QemuEngine();
       } else {
         const { MicrovmEngine } = await import('../engines/microvm/engine.js');
@@ -585,6 +586,21 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
   async command(ref: string, execute: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<unknown> {
     const { handle } = await this.runningHandle(ref);
     return handle.command(execute, args, timeoutMs);
+  }
+}
+
+/**
+ * Accel "auto" asks the native self-test (a tiny guest timed on /dev/kvm) whether KVM is really
+ * hardware-backed, where the addon is built; without it the QEMU engine's own checks decide alone.
+ */
+async function installKvmSelfTest(): Promise<void> {
+  try {
+    const native = await import('../engines/microvm/native.js');
+    if (!native.nativeAvailable()) return;
+    const { setKvmProbe } = await import('../engines/qemu/accel.js');
+    setKvmProbe(() => native.kvmReport());
+  } catch {
+    /* the addon is optional */
   }
 }
 

@@ -142,9 +142,25 @@ class Supervisor {
 
   private alive = () => this.exitRecord === undefined && this.child?.exitCode === null && this.child.signalCode === null;
 
+  /**
+   * QEMU binds the socket file a moment before it listens: a connect in that window is refused, so retry
+   * (seen under load: two guests booting on two cores) until QEMU dies or the deadline passes.
+   */
+  private async connectQmp(deadline: number): Promise<QmpClient> {
+    for (;;) {
+      try {
+        return await QmpClient.connect(this.run.qmp, { timeoutMs: Math.max(1000, deadline - Date.now()) });
+      } catch (e) {
+        const refused = /ECONNREFUSED|ENOENT/.test((e as Error).message);
+        if (!refused || !this.alive() || Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+
   private async boot(): Promise<void> {
     await waitForPath(this.run.qmp, this.alive, 30_000);
-    const qmp = await QmpClient.connect(this.run.qmp, { timeoutMs: 30_000 });
+    const qmp = await this.connectQmp(Date.now() + 30_000);
     this.qmp = qmp;
     qmp.on('event', (ev: QmpEvent) => this.onQmpEvent(ev));
     qmp.on('protocol-error', (line: string) => log(`QMP sent a line that is not JSON: ${line.slice(0, 200)}`));
