@@ -93,7 +93,7 @@ export function toCreateRequest(form: VmForm): RpcParams<'vm.create'> {
   };
   const gib = Number(form.diskGiB);
   if (typeof form.diskGiB !== 'number' || Number.isNaN(gib)) req.diskBytes = form.diskGiB as unknown as number;
-  else if (gib > 0) req.diskBytes = Math.round(gib * 1024 ** 3);
+  else if (gib !== 0) req.diskBytes = Math.round(gib * 1024 ** 3); // negative sizes reach the schema and are refused there
   if (form.media === 'iso') req.iso = form.iso.trim();
   if (form.media === 'disk') req.attachDisks = [form.diskImage.trim()];
   if (form.media === 'kernel') req.directKernel = directKernelOf(form);
