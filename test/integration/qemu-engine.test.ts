@@ -1,6 +1,7 @@
 // Boots the real test guest under QEMU through QemuEngine: console, disk, NAT forward, pause, reattach, stop paths.
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -62,12 +63,12 @@ class Console {
     for (;;) {
       const m = pattern.exec(this.text.slice(from));
       if (m) return m;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}; console tail:\n${this.text.slice(-800)}`);
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}; console tail:\n${JSON.stringify(this.text.slice(-1500))}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }
   /** Runs a shell command and returns the output lines between two unique markers. */
-  async run(command: string, timeoutMs = 30_000): Promise<string> {
+  async run(command: string, timeoutMs = 60_000): Promise<string> {
     const tag = `M${Math.random().toString(36).slice(2, 8)}`;
     const from = this.text.length;
     // The markers are built by the shell so the echoed command line itself never matches.
@@ -159,7 +160,7 @@ describe('QemuEngine with the test guest', () => {
     expect(readFileSync(png).subarray(1, 4).toString()).toBe('PNG');
   });
 
-  it('sees the virtio disk at its size and the disk is locked while running', async () => {
+  it('sees the virtio disk at its size and the disk is locked while running', { timeout: 90_000 }, async () => {
     expect(await con.run('cat /sys/block/vda/size')).toBe(String((64 * MiB) / 512));
     await expect(checkInUse(join(bundleDir, 'disks', 'disk0.qcow2'))).rejects.toMatchObject({ code: 'EBUSY' });
   });
@@ -273,6 +274,34 @@ describe('QemuEngine with the test guest', () => {
     expect(existsSync(runtimeFiles(runtimeDir).supervisorRecord)).toBe(false);
     expect(await h.state()).toBe('crashed');
   }, 120_000);
+
+  it('keeps the guest running after the process that started it has exited', async () => {
+    // A separate Node process (like a CLI invocation) starts the VM and exits at once.
+    const script = join(root, 'start-and-exit.mjs');
+    const engineUrl = new URL('../../main/engines/qemu/engine.ts', import.meta.url).href;
+    writeFileSync(
+      script,
+      `const mod = await import(${JSON.stringify(engineUrl)});\n` +
+        // jiti may hand the TS module back wrapped as a default export.
+        `const QemuEngine = mod.QemuEngine ?? mod.default.QemuEngine;\n` +
+        `const ctx = JSON.parse(process.argv[2]);\n` +
+        `const { handle } = await new QemuEngine().start(ctx);\n` +
+        `console.log(JSON.stringify({ pid: handle.pid }));\n` +
+        `handle.close();\n`,
+    );
+    const jiti = new URL('../../node_modules/jiti/lib/jiti-register.mjs', import.meta.url).href;
+    const out = execFileSync(process.execPath, ['--import', jiti, script, JSON.stringify(ctx)], { encoding: 'utf8', timeout: 60_000 });
+    const { pid } = JSON.parse(out.trim().split('\n').at(-1)!) as { pid: number };
+    const h = await new QemuEngine().attach(ctx);
+    expect(h).not.toBeNull();
+    handles.push(h!);
+    expect(h!.pid).toBe(pid);
+    const c = new Console(await h!.openSerial());
+    await c.waitFor(new RegExp(GUEST_READY_MARKER), 0, 90_000);
+    expect(await c.run('echo $((7*6))')).toBe('42');
+    c.close();
+    expect((await h!.kill()).reason).toBe('killed');
+  }, 150_000);
 
   it('fails to start with EENGINE carrying QEMU\'s complaint', async () => {
     const bad = makeConfig({ directKernel: { kernel: join(root, 'no-such-kernel'), cmdline: 'console=ttyS0' } });
