@@ -56,9 +56,18 @@ describe.skipIf(!!skip)('micro-VM guests on KVM', () => {
 
   it('runs two vCPUs: the BSP starts the AP with INIT/SIPI and both print', async () => {
     const r = await runGuest({ cpus: 2, memoryMiB: 32, kernel: ensureTestGuest(), cmdline: 'mode=smp cpus=2' });
+    // The MP table (what a kernel without ACPI uses to find CPUs) lists both, with the IOAPIC and ISA IRQs.
+    expect(r.out).toContain('MPTABLE cpus=2 ioapic=0xfec00000 irqs=16');
     expect(r.out).toContain('BSP-RUNNING apic=0');
     expect(r.out).toContain('AP-RUNNING apic=1');
     expect(r.out).toContain('SMP-OK cpus=2');
+  });
+
+  it('runs four vCPUs', async () => {
+    const r = await runGuest({ cpus: 4, memoryMiB: 32, kernel: ensureTestGuest(), cmdline: 'mode=smp cpus=4' });
+    expect(r.out).toContain('MPTABLE cpus=4');
+    for (const id of [1, 2, 3]) expect(r.out).toContain(`AP-RUNNING apic=${id}`);
+    expect(r.out).toContain('SMP-OK cpus=4');
   });
 
   it('reads and writes sectors of a raw image over virtio-blk', async () => {

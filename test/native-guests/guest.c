@@ -188,8 +188,31 @@ static void icr(u32 dest, u32 low) {
   while (mmio_read(LAPIC + 0x300) & (1u << 12)) {}
 }
 
+/* The MP table as Linux's mpparse finds it: "_MP_" floating pointer in the EBDA, checksummed "PCMP" table. */
+static void print_mptable(void) {
+  const u8 *fp = (const u8 *)0x9fc00;
+  u8 sum = 0;
+  for (int i = 0; i < 16; i++) sum = (u8)(sum + fp[i]);
+  if (fp[0] != '_' || fp[1] != 'M' || fp[2] != 'P' || fp[3] != '_' || sum) { puts_("MPTABLE missing\n"); return; }
+  const u8 *t = (const u8 *)(u64)*(const u32 *)(fp + 4);
+  u16 len = *(const u16 *)(t + 4), count = *(const u16 *)(t + 34);
+  sum = 0;
+  for (u16 i = 0; i < len; i++) sum = (u8)(sum + t[i]);
+  if (t[0] != 'P' || t[1] != 'C' || t[2] != 'M' || t[3] != 'P' || sum) { puts_("MPTABLE bad-checksum\n"); return; }
+  int cpus = 0, irqs = 0; u32 ioapic = 0;
+  const u8 *e = t + 44;
+  for (u16 i = 0; i < count; i++) {
+    if (e[0] == 0) { cpus += e[3] & 1; e += 20; continue; }
+    if (e[0] == 2) ioapic = *(const u32 *)(e + 4);
+    if (e[0] == 3) irqs++;
+    e += 8;
+  }
+  puts_("MPTABLE cpus="); putdec((u64)cpus); puts_(" ioapic=0x"); puthex(ioapic, 8); puts_(" irqs="); putdec((u64)irqs); putc_('\n');
+}
+
 static void mode_smp(const char *cl) {
   u64 cpus = cmdline_num(cl, "cpus", 2);
+  print_mptable();
   memcpy((void *)0x6000, ap_tramp_start, (unsigned long)(ap_tramp_end - ap_tramp_start));
   lock();
   puts_("BSP-RUNNING apic="); putdec(apic_id()); putc_('\n');

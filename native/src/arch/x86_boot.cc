@@ -178,6 +178,65 @@ void writeLongModeTables(GuestMemory& mem) {
   gdt[4] = 0x008f8b000000ffffull;  // busy TSS (only loaded, never used)
 }
 
+namespace {
+uint8_t checksum(const uint8_t* p, size_t n) {
+  uint8_t sum = 0;
+  for (size_t i = 0; i < n; i++) sum = uint8_t(sum + p[i]);
+  return uint8_t(-sum);
+}
+}  // namespace
+
+void writeMpTable(GuestMemory& mem, uint32_t cpus) {
+  // Configuration table: 44-byte header, a processor entry per vCPU, the ISA bus, the IOAPIC, the 16 ISA
+  // interrupts routed to IOAPIC pins and the two local interrupt lines.
+  const uint32_t kIrqs = 16;
+  const uint8_t ioapicId = uint8_t(cpus < 254 ? cpus + 1 : 255);
+  std::vector<uint8_t> t(44, 0);
+  auto put = [&](std::initializer_list<uint8_t> bytes) { t.insert(t.end(), bytes); };
+  uint16_t entries = 0;
+  for (uint32_t i = 0; i < cpus; i++, entries++) {
+    uint8_t e[20] = {0, uint8_t(i), 0x14, uint8_t(1 | (i == 0 ? 2 : 0))};  // processor, enabled (+BSP)
+    uint32_t signature = 0x600, features = 0x201;  // family 6; FPU + APIC
+    std::memcpy(e + 4, &signature, 4);
+    std::memcpy(e + 8, &features, 4);
+    t.insert(t.end(), e, e + 20);
+  }
+  put({1, 0, 'I', 'S', 'A', ' ', ' ', ' '});  // bus 0 is ISA
+  entries++;
+  {
+    uint8_t e[8] = {2, ioapicId, 0x11, 1};
+    std::memcpy(e + 4, &kIoapicAddr, 4);
+    t.insert(t.end(), e, e + 8);
+    entries++;
+  }
+  for (uint8_t irq = 0; irq < kIrqs; irq++, entries++) put({3, 0, 0, 0, 0, irq, ioapicId, irq});  // ISA irq -> IOAPIC pin
+  put({4, 3, 0, 0, 0, 0, 0xff, 0});  // ExtINT -> LINT0 of all local APICs
+  put({4, 1, 0, 0, 0, 0, 0xff, 1});  // NMI -> LINT1
+  entries += 2;
+
+  uint8_t* h = t.data();
+  std::memcpy(h, "PCMP", 4);
+  uint16_t len = uint16_t(t.size());
+  std::memcpy(h + 4, &len, 2);
+  h[6] = 4;  // spec revision 1.4
+  std::memcpy(h + 8, "VMDESK  ", 8);
+  std::memcpy(h + 16, "MICROVM     ", 12);
+  std::memcpy(h + 34, &entries, 2);
+  uint32_t lapic = 0xfee00000;
+  std::memcpy(h + 36, &lapic, 4);
+  h[7] = checksum(h, t.size());
+
+  uint8_t fp[16] = {'_', 'M', 'P', '_'};
+  uint32_t tableAddr = uint32_t(kMpConfigAddr);
+  std::memcpy(fp + 4, &tableAddr, 4);
+  fp[8] = 1;  // length in 16-byte units
+  fp[9] = 4;
+  fp[10] = checksum(fp, 16);
+  if (t.size() > 0x10000) throw invalid("too many vCPUs for the MP table (" + std::to_string(cpus) + ")");
+  std::memcpy(mem.ptr(kMpTableAddr, 16), fp, 16);
+  std::memcpy(mem.ptr(kMpConfigAddr, t.size()), t.data(), t.size());
+}
+
 static kvm_segment segment(uint16_t sel, uint8_t type, bool code64, bool s) {
   kvm_segment seg{};
   seg.base = 0;

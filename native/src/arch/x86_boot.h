@@ -45,6 +45,12 @@ struct BootParams {
 KernelInfo loadLinux(GuestMemory& mem, const BootParams& p);
 // Identity-mapped page tables and GDT in guest memory (the CPU state below points at them).
 void writeLongModeTables(GuestMemory& mem);
+// Intel MP table (spec 1.4): how a kernel without ACPI finds the other CPUs and the IOAPIC. The floating
+// pointer sits at the EBDA, where Linux scans; the configuration table in the (reserved) BIOS area.
+constexpr uint64_t kMpTableAddr = 0x9fc00;
+constexpr uint64_t kMpConfigAddr = 0xf0000;
+constexpr uint32_t kIoapicAddr = 0xfec00000;
+void writeMpTable(GuestMemory& mem, uint32_t cpus);
 void longModeSregs(kvm_sregs& s);
 void bootRegs(kvm_regs& r, uint64_t entry);
 

@@ -140,6 +140,7 @@ std::unique_ptr<Vm> Vm::boot(const VmOptions& o, VmCallbacks cb) {
   for (auto& d : vm->disks_) bp.cmdline += (bp.cmdline.empty() ? "" : " ") + d->cmdlineArg();
   vm->kernel_ = x86::loadLinux(vm->mem_, bp);
   x86::writeLongModeTables(vm->mem_);
+  x86::writeMpTable(vm->mem_, o.cpus);
   for (uint32_t i = 0; i < o.cpus; i++) vm->createVcpu(i, o.cpus);
   vm->setupBootVcpu(*vm->vcpus_[0], vm->kernel_.entry64);
   return vm;
