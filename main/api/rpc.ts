@@ -94,3 +94,73 @@ export const WS_PATH = '/ws';
 export const VNC_PATH_PREFIX = '/vnc/';
 export const TOKEN_COOKIE = 'vmdesk_token';
 export const TOKEN_HEADER = 'x-vmdesk-token';
+
+// ---- snapshots, clones, export/import ---------------------------------------------------------------
+// Owned by the snapshot module (main/core/snapshots, main/core/backup); handlers in main/server/snapshot-rpc.ts.
+// Kept in their own map so the server's handler table stays complete until it spreads both in.
+
+const SnapRef = z.string().min(1, 'a snapshot name or id is required').max(128);
+const AbsPath = z.string().min(1).max(4096).refine((p) => p.startsWith('/'), 'path must be absolute');
+
+export const SnapshotViewSchema = z.object({
+  id: z.string(),
+  tag: z.string(),
+  name: z.string(),
+  description: z.string(),
+  time: z.string(),
+  parent: z.string().nullable(),
+  kind: z.enum(['live', 'disk-only']),
+  config: VmInfo.shape.config,
+  thumbnail: z.boolean(),
+  vmStateBytes: z.number(),
+  disks: z.array(z.string()),
+  adopted: z.boolean(),
+  linkedClones: z.array(z.string()),
+  isCurrent: z.boolean(),
+  missingOn: z.array(z.string()),
+  children: z.array(z.string()),
+});
+export type SnapshotViewWire = z.infer<typeof SnapshotViewSchema>;
+
+export const SnapshotListingSchema = z.object({
+  vmId: z.string(),
+  vmName: z.string(),
+  state: VmState,
+  current: z.string().nullable(),
+  snapshots: z.array(SnapshotViewSchema),
+  notes: z.array(z.string()),
+  unsupported: z.array(z.object({ diskId: z.string(), format: z.string(), hint: z.string() })),
+});
+export type SnapshotListingWire = z.infer<typeof SnapshotListingSchema>;
+
+const SnapshotNodeWire = SnapshotViewSchema.omit({ isCurrent: true, missingOn: true, children: true });
+
+export const SnapshotRpcMethods = {
+  'snapshot.list': { params: ById, result: SnapshotListingSchema },
+  'snapshot.info': {
+    params: z.object({ id: VmRef, snapshot: SnapRef }).strict(),
+    result: SnapshotViewSchema.extend({ configDiff: z.array(z.object({ field: z.string(), from: z.unknown(), to: z.unknown() })), thumbnailPath: z.string().nullable() }),
+  },
+  'snapshot.thumbnail': { params: z.object({ id: VmRef, snapshot: SnapRef }).strict(), result: z.object({ png: Base64.nullable() }) },
+  'snapshot.take': { params: z.object({ id: VmRef, name: z.string().max(256), description: z.string().max(4096).optional() }).strict(), result: SnapshotNodeWire },
+  'snapshot.restore': {
+    params: z.object({ id: VmRef, snapshot: SnapRef, saveCurrent: z.boolean().optional() }).strict(),
+    result: z.object({ restored: SnapshotNodeWire, safety: SnapshotNodeWire.optional(), info: VmInfo, warnings: z.array(z.string()) }),
+  },
+  'snapshot.delete': { params: z.object({ id: VmRef, snapshot: SnapRef, branch: z.boolean().optional() }).strict(), result: z.object({ deleted: z.array(z.string()) }) },
+  'snapshot.rename': { params: z.object({ id: VmRef, snapshot: SnapRef, name: z.string().max(256) }).strict(), result: SnapshotNodeWire },
+  'snapshot.describe': { params: z.object({ id: VmRef, snapshot: SnapRef, description: z.string().max(4096) }).strict(), result: SnapshotNodeWire },
+  'snapshot.clone': {
+    params: z.object({ id: VmRef, name: VmName, snapshot: SnapRef.optional(), linked: z.boolean().optional() }).strict(),
+    result: VmInfo,
+  },
+  'vm.export': { params: z.object({ id: VmRef, file: AbsPath, includeSnapshots: z.boolean().optional() }).strict(), result: z.object({ file: z.string(), bytes: z.number() }) },
+  'vm.import': { params: z.object({ file: AbsPath, name: VmName.optional() }).strict(), result: VmInfo },
+} as const;
+
+export type SnapshotRpcMethod = keyof typeof SnapshotRpcMethods;
+export type SnapshotRpcParams<M extends SnapshotRpcMethod> = z.input<(typeof SnapshotRpcMethods)[M]['params']>;
+export type SnapshotRpcResult<M extends SnapshotRpcMethod> = z.output<(typeof SnapshotRpcMethods)[M]['result']>;
+
+/** Snapshot methods that take seconds and report progress events. */
+export const SNAPSHOT_LONG_METHODS: readonly SnapshotRpcMethod[] = ['snapshot.take', 'snapshot.restore', 'snapshot.delete', 'snapshot.clone', 'vm.export', 'vm.import'];

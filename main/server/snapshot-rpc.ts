@@ -1,0 +1,43 @@
+// RPC handlers for snapshots, clones, export and import: maps SnapshotRpcMethods onto the snapshot modules.
+import type { z } from 'zod';
+import type { Core } from '../core/core.js';
+import type { SnapshotRpcMethods, SnapshotRpcMethod } from '../api/rpc.js';
+import { SnapshotManager } from '../core/snapshots/manager.js';
+import { cloneVm } from '../core/snapshots/clone.js';
+import { exportVm, importArchive } from '../core/backup/archive.js';
+import { importAppliance, importDiskImage, importKind } from '../core/backup/ovf.js';
+
+type Parsed<M extends SnapshotRpcMethod> = z.output<(typeof SnapshotRpcMethods)[M]['params']>;
+type Result<M extends SnapshotRpcMethod> = z.input<(typeof SnapshotRpcMethods)[M]['result']>;
+type Progress = (phase: string, fraction?: number) => void;
+export type SnapshotHandlers = { [M in SnapshotRpcMethod]: (core: Core, p: Parsed<M>, progress: Progress) => Promise<Result<M>> };
+
+// One manager per core: it holds no state beyond the core, so this only saves allocations.
+const managers = new WeakMap<Core, SnapshotManager>();
+function snaps(core: Core): SnapshotManager {
+  let m = managers.get(core);
+  if (!m) managers.set(core, (m = new SnapshotManager(core)));
+  return m;
+}
+
+export const snapshotHandlers: SnapshotHandlers = {
+  'snapshot.list': (core, p) => snaps(core).list(p.id),
+  'snapshot.info': (core, p) => snaps(core).info(p.id, p.snapshot),
+  'snapshot.thumbnail': async (core, p) => ({ png: (await snaps(core).thumbnail(p.id, p.snapshot))?.toString('base64') ?? null }),
+  'snapshot.take': (core, p, progress) => snaps(core).take(p.id, { name: p.name, description: p.description, onProgress: progress }),
+  'snapshot.restore': (core, p, progress) => snaps(core).restore(p.id, p.snapshot, { snapshotCurrent: p.saveCurrent, onProgress: progress }),
+  'snapshot.delete': (core, p, progress) => snaps(core).delete(p.id, p.snapshot, { branch: p.branch, onProgress: progress }),
+  'snapshot.rename': (core, p) => snaps(core).rename(p.id, p.snapshot, p.name),
+  'snapshot.describe': (core, p) => snaps(core).describe(p.id, p.snapshot, p.description),
+  'snapshot.clone': (core, p, progress) => cloneVm(core, snaps(core), p.id, { name: p.name, snapshot: p.snapshot, mode: p.linked ? 'linked' : 'full', onProgress: progress }),
+  'vm.export': async (core, p, progress) => {
+    const r = await exportVm(core, p.id, p.file, { includeSnapshots: p.includeSnapshots, onProgress: progress });
+    return { file: r.file, bytes: r.bytes };
+  },
+  'vm.import': async (core, p, progress) => {
+    const kind = importKind(p.file);
+    if (kind === 'archive') return importArchive(core, p.file, { name: p.name, onProgress: progress });
+    if (kind === 'appliance') return (await importAppliance(core, p.file, { name: p.name, onProgress: progress })).info;
+    return importDiskImage(core, p.file, { name: p.name, onProgress: progress });
+  },
+};
