@@ -252,6 +252,13 @@ describe('QemuEngine with the test guest', () => {
     expect(lastExit()).toMatchObject({ reason: 'crashed', signal: 'SIGSEGV' });
   }, 120_000);
 
+  it('records QEMU stopped by a host signal', async () => {
+    const { handle: h } = await engineStart();
+    process.kill(h.pid, 'SIGTERM');
+    const record = await h.exited();
+    expect(record.reason).toBe('host-signal');
+  }, 120_000);
+
   it('takes QEMU down with a killed supervisor and records it on the next attach', async () => {
     const { handle: h } = await engineStart();
     const sup = JSON.parse(readFileSync(runtimeFiles(runtimeDir).supervisorRecord, 'utf8')) as { pid: number; qemuPid: number };

@@ -1,7 +1,7 @@
 // Finds the QEMU binaries on this host and learns what they support (version, -sandbox), once per binary.
 import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
 
@@ -51,14 +51,16 @@ export function qemuSystemPath(): string | undefined {
   return findOnPath('qemu-system-x86_64');
 }
 
-/** qemu-img next to the chosen qemu-system binary when there is one, else from PATH. */
+/** qemu-img: $VMDESK_QEMU_IMG, else the one next to the chosen qemu-system binary, else PATH. */
 export function qemuImgPath(): string {
   const override = process.env.VMDESK_QEMU_IMG;
   if (override) {
     const found = findOnPath(override);
     if (found) return found;
   }
-  const found = findOnPath('qemu-img');
+  const system = qemuSystemPath();
+  const sibling = system ? findOnPath(join(dirname(system), 'qemu-img')) : undefined;
+  const found = sibling ?? findOnPath('qemu-img');
   if (!found) throw new VmdeskError(ErrorCode.host, 'qemu-img is not installed; install it with: sudo apt install qemu-utils');
   return found;
 }
