@@ -1,6 +1,6 @@
 /* Freestanding test guest for the micro-VMM. Reads the boot parameters exactly as Linux does (cmdline from
  * cmd_line_ptr/ext_cmd_line_ptr, e820 table from the zero page), prints them on COM1, then runs the mode
- * named by "mode=" on the command line: echo, compute, blk, smp, fill. Ends by resetting through the i8042,
+ * named by "mode=" on the command line: echo, compute, blk, smp, fill, irq. Ends by resetting through the i8042,
  * which the micro-VMM reports as guest-poweroff. */
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -245,6 +245,67 @@ static void mode_fill(const u8 *zp) {
   mode_echo();
 }
 
+/* ---- irq: interrupt-driven serial input through the in-kernel PIC, PIT ticks as the clock ---- */
+struct idt_entry { u16 off0, sel; u8 ist, type; u16 off1; u32 off2, zero; } __attribute__((packed));
+static struct idt_entry idt[256] __attribute__((aligned(16)));
+static struct { u16 limit; u64 base; } __attribute__((packed)) idtr;
+struct interrupt_frame;
+static volatile u64 ticks;
+static volatile u8 rx_buf[64];
+static volatile u32 rx_head, rx_tail;
+
+__attribute__((interrupt)) static void irq_timer(struct interrupt_frame *f) {
+  (void)f;
+  ticks++;
+  outb(0x20, 0x20);
+}
+__attribute__((interrupt)) static void irq_serial(struct interrupt_frame *f) {
+  (void)f;
+  while (inb(COM1 + 5) & 1) rx_buf[rx_head++ % 64] = inb(COM1);
+  outb(0x20, 0x20);
+}
+__attribute__((interrupt)) static void irq_spurious(struct interrupt_frame *f) { (void)f; }
+
+static void set_gate(int v, void (*h)(struct interrupt_frame *)) {
+  u64 a = (u64)h;
+  idt[v] = (struct idt_entry){(u16)a, 0x10, 0, 0x8e, (u16)(a >> 16), (u32)(a >> 32), 0};
+}
+
+static void mode_irq(void) {
+  for (int v = 0x20; v < 0x30; v++) set_gate(v, irq_spurious);
+  set_gate(0xff, irq_spurious);
+  set_gate(0x20, irq_timer);
+  set_gate(0x24, irq_serial);
+  idtr.limit = sizeof idt - 1;
+  idtr.base = (u64)idt;
+  __asm__ volatile("lidt %0" ::"m"(idtr));
+  /* 8259 PIC: vectors 0x20-0x2f, only IRQ0 (PIT) and IRQ4 (COM1) unmasked. */
+  outb(0x20, 0x11); outb(0xa0, 0x11);
+  outb(0x21, 0x20); outb(0xa1, 0x28);
+  outb(0x21, 4); outb(0xa1, 2);
+  outb(0x21, 1); outb(0xa1, 1);
+  outb(0x21, 0xee); outb(0xa1, 0xff);
+  /* PIT channel 0, rate generator, ~100 Hz. */
+  outb(0x43, 0x34); outb(0x40, 11932 & 0xff); outb(0x40, 11932 >> 8);
+  outb(COM1 + 4, 0x0b);  /* DTR | RTS | OUT2 (the PC's IRQ enable) */
+  outb(COM1 + 1, 0x01);  /* interrupt on received data */
+  puts_("IRQ-READY\n");
+  __asm__ volatile("sti");
+  u64 last = 0;
+  for (;;) {
+    __asm__ volatile("hlt");
+    while (rx_tail != rx_head) {
+      u8 c = rx_buf[rx_tail++ % 64];
+      u64 t = ticks;
+      __asm__ volatile("cli");
+      puts_("IRQ-RX "); putc_((char)c); puts_(" ticks="); putdec(t); puts_(t >= last ? " monotonic\n" : " BACKWARDS\n");
+      last = t;
+      if (c == 'q') { puts_("PIT-TICKS "); putdec(ticks); putc_('\n'); poweroff(); }
+      __asm__ volatile("sti");
+    }
+  }
+}
+
 static void print_e820(const u8 *zp) {
   u8 n = zp[0x1e8];
   for (u8 i = 0; i < n; i++) {
@@ -274,6 +335,7 @@ void guest_main(const u8 *zp) {
   if (streq(mode, "blk")) mode_blk();
   if (streq(mode, "smp")) mode_smp(cl);
   if (streq(mode, "fill")) mode_fill(zp);
+  if (streq(mode, "irq")) mode_irq();
   puts_("GUEST-DONE\n");
   poweroff();
 }

@@ -74,6 +74,7 @@ export async function runGuest(
   opts: Omit<NativeVmOptions, 'onSerial' | 'onExit'>,
   onOutput?: (out: string, vm: NativeVm) => void,
   timeoutMs = 30_000,
+  onStarted?: (vm: NativeVm) => void,
 ): Promise<GuestRun> {
   const native = await addon();
   return new Promise<GuestRun>((resolve, reject) => {
@@ -96,6 +97,7 @@ export async function runGuest(
       },
     });
     vm.start();
+    onStarted?.(vm);
   });
 }
 

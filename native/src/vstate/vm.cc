@@ -216,17 +216,14 @@ void Vm::createVcpu(uint32_t id, uint32_t count) {
     if (e.function == 0xb || e.function == 0x1f) e.edx = id;  // x2APIC id
   }
   setCpuid(v->fd.get(), v->cpuid);
-  // LINT0 = ExtINT (legacy PIC through the BSP), LINT1 = NMI, as firmware would program them.
+  // As firmware leaves it ("virtual wire" mode): APIC software-enabled, LINT0 = ExtINT so the legacy PIC
+  // reaches the CPU, LINT1 = NMI. Kernels reprogram this; simple guests can use the PIC straight away.
   kvm_lapic_state lapic;
   xioctl(v->fd.get(), KVM_GET_LAPIC, &lapic, "KVM_GET_LAPIC");
-  auto lvt = [&](size_t off, uint32_t mode) {
-    uint32_t val;
-    std::memcpy(&val, lapic.regs + off, 4);
-    val = (val & ~0x700u) | (mode << 8);
-    std::memcpy(lapic.regs + off, &val, 4);
-  };
-  lvt(0x350, 7);
-  lvt(0x360, 4);
+  auto setReg = [&](size_t off, uint32_t val) { std::memcpy(lapic.regs + off, &val, 4); };
+  setReg(0xf0, 0x1ff);   // spurious vector 0xff, APIC enabled
+  setReg(0x350, 0x700);  // LVT LINT0: ExtINT, unmasked
+  setReg(0x360, 0x400);  // LVT LINT1: NMI, unmasked
   xioctl(v->fd.get(), KVM_SET_LAPIC, &lapic, "KVM_SET_LAPIC");
   std::vector<kvm_msr_entry> msrs(1);
   msrs[0].index = kMsrIa32MiscEnable;
