@@ -252,6 +252,14 @@ describe('QemuEngine with the test guest', () => {
     expect(lastExit()).toMatchObject({ reason: 'crashed', signal: 'SIGSEGV' });
   }, 120_000);
 
+  it('forces the guest off when it ignores the power button past the timeout', async () => {
+    const { handle: h } = await engineStart();
+    // Just started: the kernel has not even loaded its ACPI button driver.
+    const record = await h.shutdown(300);
+    expect(record.reason).toBe('killed');
+    expect(record.detail).toMatch(/did not power off within 300 ms/);
+  }, 120_000);
+
   it('records QEMU stopped by a host signal', async () => {
     const { handle: h } = await engineStart();
     process.kill(h.pid, 'SIGTERM');
