@@ -1,13 +1,15 @@
 // The micro-VM engine end to end: a detached host process per guest, its control socket, serial fan-out,
 // pause/resume, snapshots through command(), reattach, and the exit records it leaves in the bundle.
+import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ExitRecord, VmConfig } from '../../main/api/schema.js';
 import type { Duplex, EngineContext, VmHandle } from '../../main/engines/engine.js';
-import { ensureTestGuest, kvmSkipReason } from '../native-guests/harness.js';
+import { ensureTestGuest, kvmSkipReason, repoRoot } from '../native-guests/harness.js';
 
 const skip = kvmSkipReason();
 if (skip) console.log(`[microvm-engine] skipped: ${skip}`);
@@ -99,6 +101,37 @@ describe.skipIf(!!skip)('MicrovmEngine', () => {
     expect(events).toContain('exit');
     for (let i = 0; i < 40 && existsSync(join(ctx.runtimeDir, 'microvm-host.json')); i++) await new Promise((r) => setTimeout(r, 50));
     expect(await engine.attach(ctx)).toBeNull();
+  });
+
+  it('keeps the guest running after the process that started it exits', async () => {
+    const { MicrovmEngine } = await import('../../main/engines/microvm/engine.js');
+    const ctx = context('detached-vm', 'mode=echo');
+    const script = join(work, 'starter.mjs');
+    const engineUrl = pathToFileURL(join(repoRoot, 'main', 'engines', 'microvm', 'engine.ts')).href;
+    writeFileSync(script, [
+      `const mod = await import(${JSON.stringify(engineUrl)});`,
+      'const MicrovmEngine = mod.MicrovmEngine ?? mod.default.MicrovmEngine;',
+      'const { handle } = await new MicrovmEngine().start(JSON.parse(process.argv[2]));',
+      'console.log(JSON.stringify({ pid: handle.pid }));',
+      'handle.close();',
+      'process.exit(0);',
+    ].join('\n'));
+    const loader = pathToFileURL(join(repoRoot, 'node_modules', 'jiti', 'lib', 'jiti-register.mjs')).href;
+    const r = spawnSync(process.execPath, ['--import', loader, script, JSON.stringify(ctx)], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const { pid } = JSON.parse(r.stdout.trim().split('\n').pop()!) as { pid: number };
+    const handle = await new MicrovmEngine().attach(ctx);
+    expect(handle).not.toBeNull();
+    handles.push(handle!);
+    expect(handle!.pid).toBe(pid);
+    expect(await handle!.state()).toBe('running');
+    // reset boots the kernel afresh inside the same host process.
+    const serial = await handle!.openSerial();
+    const banner = readUntil(serial, 'ECHO-READY');
+    await handle!.reset();
+    await banner;
+    expect(handle!.pid).toBe(pid);
+    expect((await handle!.kill()).reason).toBe('killed');
   });
 
   it('records guest-poweroff with the serial tail when the guest powers itself off', async () => {
