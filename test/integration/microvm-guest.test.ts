@@ -198,7 +198,7 @@ describe.skipIf(!!skip)('micro-VM guests on KVM', () => {
     const snap = join(work, 'compute.snap');
     const data = readFileSync(snap);
     const flipped = Buffer.from(data.subarray(0, 8192));
-    flipped[4096 + 10] ^= 0xff; // inside the state records
+    flipped[4096 + 10] = flipped[4096 + 10]! ^ 0xff; // inside the state records
     writeFileSync(bad, Buffer.concat([flipped, data.subarray(8192)]));
     expect(() => new native.Vm({ restoreFrom: bad, onSerial: () => {}, onExit: () => {} })).toThrow(/checksum mismatch/);
     writeFileSync(bad, data.subarray(0, 20000));
