@@ -31,17 +31,8 @@ export const RpcMethods = {
   'host.info': { params: z.object({}).strict(), result: HostInfo },
 } as const;
 
-export type RpcMethod = keyof typeof RpcMethods;
-/** What a caller passes (defaults not yet applied). */
-export type RpcParams<M extends RpcMethod> = z.input<(typeof RpcMethods)[M]['params']>;
-export type RpcResult<M extends RpcMethod> = z.output<(typeof RpcMethods)[M]['result']>;
-
-export function isRpcMethod(name: string): name is RpcMethod {
-  return Object.prototype.hasOwnProperty.call(RpcMethods, name);
-}
-
-/** Methods that may take seconds: the server reports their progress as VmEvent 'progress' under the call's opId. */
-export const LONG_METHODS: readonly RpcMethod[] = ['vm.create', 'vm.start', 'vm.stop', 'vm.delete'];
+/** The VM methods' names; `RpcMethod` (below) also covers the snapshot module's. */
+export type VmRpcMethod = keyof typeof RpcMethods;
 
 export const RpcError = z.object({ code: z.string(), message: z.string(), details: z.array(z.string()).default([]) });
 export type RpcError = z.infer<typeof RpcError>;
@@ -164,3 +155,20 @@ export type SnapshotRpcResult<M extends SnapshotRpcMethod> = z.output<(typeof Sn
 
 /** Snapshot methods that take seconds and report progress events. */
 export const SNAPSHOT_LONG_METHODS: readonly SnapshotRpcMethod[] = ['snapshot.take', 'snapshot.restore', 'snapshot.delete', 'snapshot.clone', 'vm.export', 'vm.import'];
+
+// ---- the whole contract ------------------------------------------------------------------------------
+
+/** Every method the server answers: the VM methods above plus the snapshot module's. */
+export const AllRpcMethods = { ...RpcMethods, ...SnapshotRpcMethods } as const;
+
+export type RpcMethod = keyof typeof AllRpcMethods;
+/** What a caller passes (defaults not yet applied). */
+export type RpcParams<M extends RpcMethod> = z.input<(typeof AllRpcMethods)[M]['params']>;
+export type RpcResult<M extends RpcMethod> = z.output<(typeof AllRpcMethods)[M]['result']>;
+
+export function isRpcMethod(name: string): name is RpcMethod {
+  return Object.prototype.hasOwnProperty.call(AllRpcMethods, name);
+}
+
+/** Methods that may take seconds: the server reports their progress as VmEvent 'progress' under the call's opId. */
+export const LONG_METHODS: readonly RpcMethod[] = ['vm.create', 'vm.start', 'vm.stop', 'vm.delete', ...SNAPSHOT_LONG_METHODS];

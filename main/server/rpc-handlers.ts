@@ -2,16 +2,17 @@
 import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import type { Core } from '../core/core.js';
-import { RpcMethods, isRpcMethod, LONG_METHODS, type RpcMethod, type RpcError } from '../api/rpc.js';
+import { AllRpcMethods, RpcMethods, isRpcMethod, LONG_METHODS, type VmRpcMethod, type RpcError } from '../api/rpc.js';
 import { VmdeskError, ErrorCode, isVmdeskError } from '../api/errors.js';
 import type { VmEvent } from '../api/events.js';
+import { snapshotHandlers } from './snapshot-rpc.js';
 
-type Parsed<M extends RpcMethod> = z.output<(typeof RpcMethods)[M]['params']>;
-type Result<M extends RpcMethod> = z.input<(typeof RpcMethods)[M]['result']>;
+type Parsed<M extends VmRpcMethod> = z.output<(typeof RpcMethods)[M]['params']>;
+type Result<M extends VmRpcMethod> = z.input<(typeof RpcMethods)[M]['result']>;
 type Progress = (phase: string, fraction?: number) => void;
-type Handlers = { [M in RpcMethod]: (core: Core, p: Parsed<M>, progress: Progress) => Promise<Result<M>> };
+type VmHandlers = { [M in VmRpcMethod]: (core: Core, p: Parsed<M>, progress: Progress) => Promise<Result<M>> };
 
-const handlers: Handlers = {
+const vmHandlers: VmHandlers = {
   'vm.list': (core) => core.list(),
   'vm.get': (core, p) => core.get(p.id),
   'vm.create': (core, p, progress) => core.create(p, progress),
@@ -38,6 +39,9 @@ const handlers: Handlers = {
   'host.info': (core) => core.host(),
 };
 
+/** One handler per contract method; both tables are complete by their types, so no method goes unanswered. */
+const handlers = { ...vmHandlers, ...snapshotHandlers };
+
 export function toRpcError(e: unknown): RpcError {
   if (isVmdeskError(e)) return { code: e.code, message: e.message, details: [...e.details] };
   const err = e instanceof Error ? e : new Error(String(e));
@@ -47,7 +51,7 @@ export function toRpcError(e: unknown): RpcError {
 /** Validates params against the contract, refuses unknown methods, and reports progress of long calls. */
 export async function dispatch(core: Core, method: string, params: unknown, opts: { opId?: string; emit: (ev: VmEvent) => void }): Promise<unknown> {
   if (!isRpcMethod(method)) throw new VmdeskError(ErrorCode.invalid, `unknown method "${method}"`);
-  const spec = RpcMethods[method];
+  const spec = AllRpcMethods[method];
   const parsed = spec.params.safeParse(params ?? {});
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `${i.path.length ? i.path.join('.') + ': ' : ''}${i.message}`);

@@ -106,6 +106,15 @@ describe('RPC', () => {
     c.ws.close();
   });
 
+  it('answers the snapshot module\'s methods through the same dispatcher', async () => {
+    const c = await connect();
+    const r = await c.call('snapshot.list', { id: 'rpc-vm' });
+    expect(r).toMatchObject({ t: 'result', result: { vmName: 'rpc-vm', snapshots: [] } });
+    const bad = await c.call('snapshot.take', { id: 'rpc-vm' });
+    expect(bad).toMatchObject({ t: 'error', error: { code: 'EINVAL' } });
+    c.ws.close();
+  });
+
   it('refuses unknown methods', async () => {
     const c = await connect();
     for (const m of ['vm.format', 'constructor', '__proto__', 'core.command', 'toString']) {
