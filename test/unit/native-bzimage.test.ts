@@ -1,8 +1,8 @@
 // The boot-protocol loader rejects malformed or unfitting images with messages naming the problem.
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { addon, ensureTestGuest, kvmSkipReason, testGuestDir, writeBrokenGuest } from '../native-guests/harness.js';
+import { addon, ensureTestGuest, kvmSkipReason, repoRoot, testGuestDir, writeBrokenGuest } from '../native-guests/harness.js';
 
 const skip = kvmSkipReason();
 if (skip) console.log(`[native-bzimage] skipped: ${skip}`);
@@ -40,6 +40,17 @@ describe.skipIf(!!skip)('bzImage validation', () => {
     const err = await bootError({ kernel: writeBrokenGuest(kind) });
     expect(err.message).toMatch(message);
     expect(err.code).toBe('EINVAL');
+  });
+
+  const realKernel = join(repoRoot, '.cache', 'guest', 'vmlinuz');
+  it.skipIf(!existsSync(realKernel))('accounts for where a relocatable Linux kernel decompresses (pref_address + init_size)', async () => {
+    // Debian's kernel decompresses at 16 MiB and needs ~52 MiB from there: 64 MiB is too little.
+    const err = await bootError({ kernel: realKernel, memoryMiB: 64 });
+    expect(err.message).toMatch(/needs 6\d MiB of memory to load and decompress, the VM has 64 MiB/);
+    const native = await addon();
+    const vm = new native.Vm({ cpus: 1, memoryMiB: 128, kernel: realKernel, onSerial: () => {}, onExit: () => {} });
+    expect(vm.info().bootProtocol).toBeGreaterThanOrEqual(0x020c);
+    vm.close();
   });
 
   it('rejects a missing kernel file', async () => {

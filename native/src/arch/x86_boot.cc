@@ -30,6 +30,8 @@ constexpr size_t kHdrKernelAlignment = 0x230;
 constexpr size_t kHdrXloadflags = 0x236;
 constexpr size_t kHdrCmdlineSize = 0x238;
 constexpr size_t kHdrInitSize = 0x260;
+constexpr size_t kHdrRelocatable = 0x234;
+constexpr size_t kHdrPrefAddress = 0x258;
 constexpr size_t kBpExtRamdiskImage = 0x0c0;
 constexpr size_t kBpExtRamdiskSize = 0x0c4;
 constexpr size_t kBpExtCmdLinePtr = 0x0c8;
@@ -101,8 +103,16 @@ KernelInfo loadLinux(GuestMemory& mem, const BootParams& p) {
   k.initSize = std::max<uint64_t>(rd<uint32_t>(img, kHdrInitSize), k.kernelBytes);
   k.loadAddr = kKernelLoadAddr;
   k.entry64 = k.loadAddr + 0x200;
-  if (k.loadAddr + k.initSize > mem.lowEnd()) {
-    throw invalid(name + " needs " + mib(k.loadAddr + k.initSize) + " of memory to load and decompress, the VM has " + mib(mem.total()));
+  // Where the kernel decompresses itself: a relocatable kernel rounds the load address up to its
+  // alignment but never goes below pref_address (LOAD_PHYSICAL_ADDR); a fixed one uses pref_address.
+  uint64_t align = rd<uint32_t>(img, kHdrKernelAlignment);
+  if (align == 0 || (align & (align - 1))) align = 0x200000;
+  uint64_t pref = rd<uint64_t>(img, kHdrPrefAddress);
+  if (pref == 0) pref = k.loadAddr;
+  uint64_t target = img[kHdrRelocatable] ? std::max((k.loadAddr + align - 1) & ~(align - 1), pref) : pref;
+  k.runEnd = std::max(k.loadAddr + k.kernelBytes, target + k.initSize);
+  if (k.runEnd > mem.lowEnd()) {
+    throw invalid(name + " needs " + mib(k.runEnd) + " of memory to load and decompress, the VM has " + mib(mem.total()));
   }
   std::memcpy(mem.ptr(k.loadAddr, k.kernelBytes), img.data() + setupBytes, k.kernelBytes);
 
@@ -112,7 +122,6 @@ KernelInfo loadLinux(GuestMemory& mem, const BootParams& p) {
   size_t hdrEnd = std::min<size_t>(0x202 + img[0x201], 0x280);
   std::memcpy(zp + kHdrSetupSects, img.data() + kHdrSetupSects, hdrEnd - kHdrSetupSects);
   (void)kHdrJump;
-  (void)kHdrKernelAlignment;
   wr<uint16_t>(zp, kHdrVidMode, 0xffff);
   zp[kHdrTypeOfLoader] = 0xff;  // "undefined" boot loader id
   zp[kHdrLoadflags] = loadflags | kCanUseHeap;
@@ -132,7 +141,7 @@ KernelInfo loadLinux(GuestMemory& mem, const BootParams& p) {
     std::vector<uint8_t> initrd = readFile(p.initrdPath, "initrd");
     uint64_t maxAddr = rd<uint32_t>(img, kHdrInitrdAddrMax);
     uint64_t top = std::min<uint64_t>(mem.lowEnd(), maxAddr + 1);
-    uint64_t kernelEnd = k.loadAddr + k.initSize;
+    uint64_t kernelEnd = k.runEnd;
     if (initrd.size() > top || ((top - initrd.size()) & ~0xfffull) < kernelEnd) {
       throw invalid("initrd " + p.initrdPath + " (" + mib(initrd.size()) + ") does not fit in guest memory above the kernel (" +
                     mib(mem.total()) + " total): give the VM more memory");

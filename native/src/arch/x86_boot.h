@@ -29,7 +29,8 @@ struct KernelInfo {
   uint64_t loadAddr = 0;
   uint64_t entry64 = 0;       // loadAddr + 0x200
   uint64_t kernelBytes = 0;   // protected-mode image size
-  uint64_t initSize = 0;      // memory the kernel needs from loadAddr while decompressing
+  uint64_t initSize = 0;      // memory the kernel needs from its decompression address
+  uint64_t runEnd = 0;        // end of the memory the kernel occupies while decompressing
   uint64_t initrdAddr = 0;
   uint64_t initrdBytes = 0;
 };
