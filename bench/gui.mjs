@@ -59,6 +59,7 @@ async function benchListLoad() {
   const server = await startServer({ core });
   const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
   const times = [];
+  const phases = [];
   const listRpc = [];
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 820 } });
@@ -72,6 +73,13 @@ async function benchListLoad() {
       await page.locator('[data-testid="vm-item"]').nth(VM_COUNT - 1).click();
       await page.locator('[data-testid="details-name"]', { hasText: `bench-vm-${String(VM_COUNT - 1).padStart(4, '0')}` }).waitFor();
       times.push(performance.now() - t0);
+      phases.push(
+        await page.evaluate(() => {
+          const at = (n) => performance.getEntriesByName(n).at(-1)?.startTime ?? NaN;
+          const nav = performance.getEntriesByType('navigation')[0];
+          return { scriptReady: at('vmdesk:vm-list-requested'), server: at('vmdesk:vm-list-received') - at('vmdesk:vm-list-requested'), render: at('vmdesk:vm-list-rendered') - at('vmdesk:vm-list-received'), dcl: nav.domContentLoadedEventEnd };
+        }),
+      );
     }
     for (let i = 0; i < 3; i++) {
       const t0 = performance.now();
@@ -85,7 +93,7 @@ async function benchListLoad() {
     await core.shutdown();
     rmSync(home, { recursive: true, force: true });
   }
-  return { times, listRpc };
+  return { times, listRpc, phases };
 }
 
 async function benchSerialLatency() {
@@ -172,7 +180,8 @@ console.log(`renderer bundle: ${(size.raw / 1024).toFixed(1)} KiB raw, ${(size.g
 
 const list = await benchListLoad();
 console.log(`open page → interactive list of ${VM_COUNT} VMs: median ${ms(median(list.times))}, min ${ms(Math.min(...list.times))}, max ${ms(Math.max(...list.times))} over ${RUNS} loads`);
-console.log(`  (core.list() of ${VM_COUNT} bundles alone: median ${ms(median(list.listRpc))})`);
+const phase = (k) => median(list.phases.map((p) => p[k]));
+console.log(`  phases (median): page script ready ${ms(phase('scriptReady'))}, vm.list round trip ${ms(phase('server'))}, render ${ms(phase('render'))}; core.list() alone ${ms(median(list.listRpc))}`);
 
 const serial = await benchSerialLatency();
 if (serial.skipped) console.log(`serial latency: skipped, ${serial.skipped}`);
