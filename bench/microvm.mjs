@@ -3,6 +3,7 @@
 // qemu-system-x86_64 -machine microvm in the same run, as a ratio. Usage: node bench/microvm.mjs [--json]
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -83,6 +84,32 @@ async function snapshotCycle(memoryMiB, fill) {
   return { memoryMiB, memory: fill ? 'dirtied' : 'idle', saveMs, writtenMiB: saved.bytes / 2 ** 20, fileOnDiskMiB: diskBytes / 2 ** 20, restoreMs, restoreToEchoMs, echoAfterStartMs: echoMs };
 }
 
+/** Through the engine (detached host process, as the CLI runs it): start() until serial.log has a byte. */
+async function engineFirstByte(runs = 5) {
+  const enginePath = join(root, 'dist', 'main', 'engines', 'microvm', 'engine.js');
+  if (!existsSync(enginePath)) return undefined;
+  const { MicrovmEngine } = await import(enginePath);
+  const engine = new MicrovmEngine();
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const stamp = new Date().toISOString();
+    const dir = join(work, `engine-${i}`);
+    const ctx = {
+      config: { schemaVersion: 1, id: randomUUID(), name: `bench-${i}`, osType: 'linux', engine: 'microvm', accel: 'auto', firmware: 'bios', cpus: 1, memoryMiB: 64, disks: [], network: [], directKernel: { kernel, cmdline: 'mode=echo' }, createdAt: stamp, modifiedAt: stamp },
+      bundleDir: join(dir, 'b'),
+      runtimeDir: join(dir, 'r'),
+    };
+    if (i === 0) await engine.check(ctx); // the KVM self-test result is cached per process: keep it out of the timing
+    const t0 = now();
+    const { handle } = await engine.start(ctx);
+    const log = join(ctx.bundleDir, 'logs', 'serial.log');
+    while (!(existsSync(log) && statSync(log).size > 0)) await new Promise((r) => setTimeout(r, 2));
+    times.push(ms(now() - t0));
+    await handle.kill();
+  }
+  return { medianMs: median(times), minMs: Math.min(...times), runs };
+}
+
 /** Time from spawning QEMU to the first serial byte on its stdout; accel kvm first, tcg if that fails. */
 async function qemuFirstByte(accel) {
   return new Promise((resolve) => {
@@ -117,10 +144,14 @@ const selfTest = await native.selfTest();
 const probe = native.probe();
 const results = { accelerator: { class: selfTest.class, loopsPerSecond: selfTest.loopsPerSecond, module: probe.module, reason: selfTest.reason } };
 results.firstSerialByte = await firstByte();
+results.engineFirstSerialByte = await engineFirstByte();
 results.snapshots = [];
 for (const mem of [64, 512]) for (const fill of [false, true]) results.snapshots.push(await snapshotCycle(mem, fill));
 results.qemuMicrovm = await qemu();
-if (results.qemuMicrovm) results.qemuOverVmdeskFirstByte = results.qemuMicrovm.medianMs / results.firstSerialByte.medianMs;
+if (results.qemuMicrovm) {
+  results.qemuOverVmdeskFirstByte = results.qemuMicrovm.medianMs / results.firstSerialByte.medianMs;
+  if (results.engineFirstSerialByte) results.qemuOverEngineFirstByte = results.qemuMicrovm.medianMs / results.engineFirstSerialByte.medianMs;
+}
 rmSync(work, { recursive: true, force: true });
 
 if (process.argv.includes('--json')) {
@@ -129,12 +160,19 @@ if (process.argv.includes('--json')) {
   const f = (v) => v.toFixed(1);
   console.log(`accelerator class: ${results.accelerator.class} (${results.accelerator.module}, ${results.accelerator.loopsPerSecond.toExponential(2)} loops/s)`);
   console.log(`start -> first serial byte (in-process, 64 MiB): median ${f(results.firstSerialByte.medianMs)} ms, min ${f(results.firstSerialByte.minMs)} ms over ${results.firstSerialByte.runs} runs`);
+  if (results.engineFirstSerialByte) {
+    const e = results.engineFirstSerialByte;
+    console.log(`start -> first serial byte (engine: detached host process, 64 MiB): median ${f(e.medianMs)} ms, min ${f(e.minMs)} ms over ${e.runs} runs`);
+  } else {
+    console.log('engine path not measured: run npm run build:main first (needs dist/)');
+  }
   for (const s of results.snapshots) {
     console.log(`snapshot ${s.memoryMiB} MiB (${s.memory}): save ${f(s.saveMs)} ms (${f(s.writtenMiB)} MiB written, ${f(s.fileOnDiskMiB)} MiB on disk); restore ${f(s.restoreMs)} ms; restore -> echo ${f(s.restoreToEchoMs)} ms`);
   }
   if (results.qemuMicrovm) {
     console.log(`qemu -machine microvm -accel ${results.qemuMicrovm.accel}: spawn -> first serial byte median ${f(results.qemuMicrovm.medianMs)} ms (${results.qemuMicrovm.runs} runs)`);
-    console.log(`ratio qemu / vmdesk micro-VMM (first serial byte): ${results.qemuOverVmdeskFirstByte.toFixed(1)}x`);
+    console.log(`ratio qemu / vmdesk micro-VMM (first serial byte): ${results.qemuOverVmdeskFirstByte.toFixed(1)}x in-process` +
+      (results.qemuOverEngineFirstByte ? `, ${results.qemuOverEngineFirstByte.toFixed(1)}x via the engine's host process` : ''));
   } else {
     console.log('qemu comparison: qemu-system-x86_64 did not produce output with kvm or tcg');
   }
