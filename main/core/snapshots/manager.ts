@@ -117,8 +117,29 @@ export class SnapshotManager {
     return e as BundleEntry & { config: VmConfig };
   }
 
+  /**
+   * Raw QMP to the VM. QEMU's monitor stalls while it writes a snapshot, and the core may then drop its
+   * connection to the supervisor (rejecting in-flight calls with ECANCELED); the next call reattaches.
+   * Queries are retried for that reason; starting a job is made safe to retry by its unique job-id.
+   */
   private qmp(vmId: string): QmpFn {
-    return (execute, args, timeoutMs) => this.core.command(vmId, execute, args, timeoutMs);
+    return async (execute, args, timeoutMs) => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await this.core.command(vmId, execute, args, timeoutMs);
+        } catch (e) {
+          const dropped = e instanceof VmdeskError && e.code === ErrorCode.cancelled;
+          if (!dropped || attempt >= 5) throw e;
+          const jobId = (args as { 'job-id'?: string } | undefined)?.['job-id'];
+          if (jobId) {
+            // Did the job start before the connection dropped? Then it is running: do not start it twice.
+            const jobs = (await this.qmp(vmId)('query-jobs')) as { id: string }[];
+            if (jobs.some((j) => j.id === jobId)) return {};
+          }
+          await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
+        }
+      }
+    };
   }
 
   /** Files that carry the VM's snapshots; throws EINVAL naming any writable disk that cannot. */
@@ -191,6 +212,24 @@ export class SnapshotManager {
       notes: result.notes,
       unsupported: this.unsupported(entry.config),
     };
+  }
+
+  /**
+   * Reconciles every VM's snapshots (for start-up): finishes or drops interrupted takes, adopts snapshots
+   * found only on the disks, and returns what it found per VM. A VM it cannot read is reported, not fatal.
+   */
+  async reconcileAll(): Promise<{ vm: string; notes: string[] }[]> {
+    const out: { vm: string; notes: string[] }[] = [];
+    for (const e of await this.core.library.list()) {
+      if (!e.config) continue;
+      try {
+        const l = await this.list(e.id);
+        if (l.notes.length) out.push({ vm: l.vmName, notes: l.notes });
+      } catch (err) {
+        out.push({ vm: e.config.name, notes: [`snapshots could not be checked: ${(err as Error).message}`] });
+      }
+    }
+    return out;
   }
 
   async info(ref: string, snapRef: string): Promise<SnapshotDetails> {
@@ -442,20 +481,19 @@ export class SnapshotManager {
       const tree0 = await readTree(fresh.dir);
       const node = findNode(tree0, snapRef);
       const targets = this.targets(fresh);
-      // Every target must hold the snapshot, or the guest would come back with a mix of old and new disks.
-      const live0 = RUNNING.includes((await this.core.get(fresh.id)).state);
-      for (const t of targets) {
-        const snaps = (await img.imgInfo(t.file, { shared: live0, format: 'qcow2' })).snapshots;
-        if (!snaps.some((s) => s.tag === node.tag)) {
-          const expected = node.disks.length ? node.disks.includes(t.id) : true;
-          if (expected) throw new VmdeskError(ErrorCode.broken, `snapshot "${node.name}" is missing from disk ${t.id}; it cannot be restored`);
-          throw new VmdeskError(ErrorCode.invalid, `disk ${t.id} was added after snapshot "${node.name}"; detach it before restoring`);
-        }
-      }
-      const warnings: string[] = [];
-      let safety: SnapshotNode | undefined;
       const info = await this.core.get(fresh.id);
       if (BUSY.includes(info.state)) throw new VmdeskError(ErrorCode.state, `"${fresh.config.name}" is ${info.state}; wait until it has finished`);
+      // Every target must hold the snapshot, or the guest would come back with a mix of old and new disks.
+      const live0 = RUNNING.includes(info.state);
+      const holders = await Promise.all(targets.map(async (t) => (await img.imgInfo(t.file, { shared: live0, format: 'qcow2' })).snapshots.some((s) => s.tag === node.tag)));
+      targets.forEach((t, i) => {
+        if (holders[i]) return;
+        const expected = node.disks.length ? node.disks.includes(t.id) : true;
+        if (expected) throw new VmdeskError(ErrorCode.broken, `snapshot "${node.name}" is missing from disk ${t.id}; it cannot be restored`);
+        throw new VmdeskError(ErrorCode.invalid, `disk ${t.id} was added after snapshot "${node.name}"; detach it before restoring`);
+      });
+      const warnings: string[] = [];
+      let safety: SnapshotNode | undefined;
       if (opts.snapshotCurrent !== false) {
         progress('saving the current state', 0);
         const base = opts.currentName ?? `Before restoring ${node.name}`;
@@ -464,14 +502,17 @@ export class SnapshotManager {
         safety = await this.takeLocked(fresh, { name, description: `Taken automatically before restoring "${node.name}".`, onProgress: (p, f) => progress(`saving the current state: ${p}`, f) });
       }
 
-      const running = RUNNING.includes((await this.core.get(fresh.id)).state);
+      // Taking the safety snapshot does not change the run state; only ask again when it happened.
+      const running = safety ? RUNNING.includes((await this.core.get(fresh.id)).state) : live0;
       const sameConfig = node.config === null || diffConfigs(node.config, fresh.config).length === 0;
       if (node.kind === 'live' && running && sameConfig) {
         // Fast path: the running QEMU loads the snapshot in place.
         progress('loading memory and disks', 0);
         const nodes = await this.liveNodes(fresh, targets);
         await runJob(this.qmp(fresh.id), 'snapshot-load', { 'job-id': `vmdesk-load-${node.id}`, tag: node.tag, vmstate: nodes[0]!, devices: nodes }, { onProgress: (f) => progress('loading memory and disks', f) });
-        if ((await this.core.get(fresh.id)).state === 'paused') await this.core.resume(fresh.id);
+        // snapshot-load resumes a guest that was running; one that was paused stays paused: resume it.
+        const status = (await this.qmp(fresh.id)('query-status')) as { running?: boolean };
+        if (status.running === false) await this.core.resume(fresh.id);
       } else {
         if (running) {
           // The guest's current state is being replaced (and was saved above unless the caller declined).
