@@ -113,6 +113,7 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
       InstanceMethod("resume", &VmWrap::Resume),
       InstanceMethod("stop", &VmWrap::Stop),
       InstanceMethod("writeSerial", &VmWrap::WriteSerial),
+      InstanceMethod("sendCtrlAltDel", &VmWrap::SendCtrlAltDel),
       InstanceMethod("snapshot", &VmWrap::Snapshot),
       InstanceMethod("state", &VmWrap::State),
       InstanceMethod("regs", &VmWrap::Regs),
@@ -248,6 +249,10 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
     if (!info[0].IsBuffer()) throw Napi::TypeError::New(info.Env(), "writeSerial(buffer)");
     auto b = info[0].As<Napi::Buffer<uint8_t>>();
     GUARD(info.Env(), vm(info.Env()).serialInput(b.Data(), b.Length());)
+    return info.Env().Undefined();
+  }
+  Napi::Value SendCtrlAltDel(const Napi::CallbackInfo& info) {
+    GUARD(info.Env(), vm(info.Env()).sendCtrlAltDel();)
     return info.Env().Undefined();
   }
   Napi::Value State(const Napi::CallbackInfo& info) {

@@ -146,6 +146,28 @@ describe.skipIf(!!skip)('MicrovmEngine', () => {
     expect(ExitRecord.parse(JSON.parse(readFileSync(join(ctx.bundleDir, 'logs', 'last-exit.json'), 'utf8'))).reason).toBe('guest-poweroff');
   });
 
+  it('shuts down gracefully with Ctrl-Alt-Del, and forces off a guest that ignores it', async () => {
+    const { MicrovmEngine } = await import('../../main/engines/microvm/engine.js');
+    const engine = new MicrovmEngine();
+    // The irq guest handles keyboard interrupts and powers off on Ctrl-Alt-Del, as Linux with reboot=k does.
+    const ctx = context('graceful-vm', 'mode=irq');
+    const { handle } = await engine.start(ctx);
+    handles.push(handle);
+    for (let i = 0; i < 200 && !readFileSync(join(ctx.bundleDir, 'logs', 'serial.log'), 'utf8').includes('IRQ-READY'); i++) await new Promise((r) => setTimeout(r, 25));
+    const graceful = await handle.shutdown(10_000);
+    expect(graceful.reason).toBe('shutdown');
+    expect(graceful.detail).toMatch(/powered off after a Ctrl-Alt-Del/);
+    expect(graceful.logTail).toContain('CTRL-ALT-DEL');
+
+    // The echo guest never looks at the keyboard.
+    const stubborn = context('stubborn-vm', 'mode=echo');
+    const h2 = (await engine.start(stubborn)).handle;
+    handles.push(h2);
+    const forced = await h2.shutdown(300);
+    expect(forced.reason).toBe('shutdown');
+    expect(forced.detail).toMatch(/did not power off within 300 ms.*forced off/);
+  });
+
   it('starts paused when asked', async () => {
     const { MicrovmEngine } = await import('../../main/engines/microvm/engine.js');
     const ctx = context('paused-vm', 'mode=echo');

@@ -264,6 +264,13 @@ __attribute__((interrupt)) static void irq_serial(struct interrupt_frame *f) {
   while (inb(COM1 + 5) & 1) rx_buf[rx_head++ % 64] = inb(COM1);
   outb(0x20, 0x20);
 }
+static volatile u8 kbd_buf[64];
+static volatile u32 kbd_head, kbd_tail;
+__attribute__((interrupt)) static void irq_keyboard(struct interrupt_frame *f) {
+  (void)f;
+  while (inb(0x64) & 1) kbd_buf[kbd_head++ % 64] = inb(0x60);
+  outb(0x20, 0x20);
+}
 __attribute__((interrupt)) static void irq_spurious(struct interrupt_frame *f) { (void)f; }
 
 static void set_gate(int v, void (*h)(struct interrupt_frame *)) {
@@ -275,16 +282,17 @@ static void mode_irq(void) {
   for (int v = 0x20; v < 0x30; v++) set_gate(v, irq_spurious);
   set_gate(0xff, irq_spurious);
   set_gate(0x20, irq_timer);
+  set_gate(0x21, irq_keyboard);
   set_gate(0x24, irq_serial);
   idtr.limit = sizeof idt - 1;
   idtr.base = (u64)idt;
   __asm__ volatile("lidt %0" ::"m"(idtr));
-  /* 8259 PIC: vectors 0x20-0x2f, only IRQ0 (PIT) and IRQ4 (COM1) unmasked. */
+  /* 8259 PIC: vectors 0x20-0x2f, only IRQ0 (PIT), IRQ1 (keyboard) and IRQ4 (COM1) unmasked. */
   outb(0x20, 0x11); outb(0xa0, 0x11);
   outb(0x21, 0x20); outb(0xa1, 0x28);
   outb(0x21, 4); outb(0xa1, 2);
   outb(0x21, 1); outb(0xa1, 1);
-  outb(0x21, 0xee); outb(0xa1, 0xff);
+  outb(0x21, 0xec); outb(0xa1, 0xff);
   /* PIT channel 0, rate generator, ~100 Hz. */
   outb(0x43, 0x34); outb(0x40, 11932 & 0xff); outb(0x40, 11932 >> 8);
   outb(COM1 + 4, 0x0b);  /* DTR | RTS | OUT2 (the PC's IRQ enable) */
@@ -292,8 +300,21 @@ static void mode_irq(void) {
   puts_("IRQ-READY\n");
   __asm__ volatile("sti");
   u64 last = 0;
+  int ctrl = 0, alt = 0, e0 = 0;
   for (;;) {
     __asm__ volatile("hlt");
+    while (kbd_tail != kbd_head) {
+      u8 sc = kbd_buf[kbd_tail++ % 64];
+      if (sc == 0xe0) { e0 = 1; continue; }
+      if (sc == 0x1d || sc == 0x9d) ctrl = sc == 0x1d;
+      if (sc == 0x38 || sc == 0xb8) alt = sc == 0x38;
+      if (e0 && sc == 0x53 && ctrl && alt) {
+        __asm__ volatile("cli");
+        puts_("CTRL-ALT-DEL\n");
+        poweroff();
+      }
+      e0 = 0;
+    }
     while (rx_tail != rx_head) {
       u8 c = rx_buf[rx_tail++ % 64];
       u64 t = ticks;

@@ -4,8 +4,10 @@
 // Snapshots: handle.command('snapshot-save', { path }) writes a full snapshot (vCPU + device state and
 // sparse guest memory) and keeps the guest running; handle.command('snapshot-load', { path, paused? })
 // replaces the running guest with the snapshot's (memory mapped copy-on-write). Both take absolute paths.
-// Other commands: 'info', 'state'. A micro-VM has no ACPI: shutdown() stops the guest at once, and a
-// guest-initiated reboot (i8042 reset, Linux reboot=k) powers it off (reason guest-poweroff).
+// Other commands: 'info', 'state'. A micro-VM has no ACPI: shutdown(timeoutMs) presses Ctrl-Alt-Del on the
+// i8042 keyboard and forces the guest off after timeoutMs (reason "shutdown" either way, the detail says
+// which); a guest-initiated reboot (i8042 reset, Linux reboot=k) powers it off (reason guest-poweroff).
+// reset() boots the kernel afresh inside the same host process.
 import { spawn } from 'node:child_process';
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -181,7 +183,7 @@ class MicrovmHandle implements VmHandle {
   }
 
   async shutdown(timeoutMs: number): Promise<ExitRecord> {
-    await this.command('shutdown', {}, timeoutMs).catch((e) => {
+    await this.command('shutdown', { timeoutMs }, 10_000).catch((e) => {
       if (!this.exitRecord) throw e;
     });
     return this.exited();

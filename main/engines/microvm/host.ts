@@ -38,6 +38,7 @@ export class MicrovmHost {
   private replacing = false;
   private exitReason: { reason: string; detail: string } | undefined;
   private finished = false;
+  private shutdownTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly spec: LaunchSpec) {
     this.rt = runtimePaths(spec.runtimeDir);
@@ -116,6 +117,7 @@ export class MicrovmHost {
   private onExit(vm: NativeVm, exit: NativeExit): void {
     if (vm !== this.vm) return; // a replaced guest
     if (this.replacing) return;
+    if (this.shutdownTimer) clearTimeout(this.shutdownTimer);
     const reason = this.exitReason ?? { reason: exit.reason === 'stopped' ? 'shutdown' : exit.reason, detail: exit.detail };
     const record = this.writeExit(reason);
     this.setState('stopped');
@@ -153,7 +155,8 @@ export class MicrovmHost {
 
   private stopGuest(reason: string, detail: string): void {
     if (!this.vm || this.state === 'stopped') return;
-    this.exitReason ??= { reason, detail };
+    if (this.shutdownTimer) clearTimeout(this.shutdownTimer);
+    this.exitReason = { reason, detail };
     this.setState('stopping');
     this.vm.stop(reason, detail);
   }
@@ -246,10 +249,24 @@ export class MicrovmHost {
         this.requireVm().resume();
         this.setState('running');
         return { state: this.state };
-      case 'shutdown':
+      case 'shutdown': {
+        // No ACPI in a micro-VM: Ctrl-Alt-Del is the request (Linux reboots on it; with reboot=k that resets
+        // through the i8042, which powers the micro-VM off). Forced off when the guest ignores it.
+        const vm = this.requireVm();
+        const timeoutMs = typeof args.timeoutMs === 'number' && args.timeoutMs >= 0 ? args.timeoutMs : 10_000;
+        if (this.shutdownTimer) return { state: this.state };
+        this.exitReason = { reason: 'shutdown', detail: 'the guest powered off after a Ctrl-Alt-Del shutdown request' };
+        vm.sendCtrlAltDel();
+        this.shutdownTimer = setTimeout(() => {
+          this.exitReason = { reason: 'shutdown', detail: `the guest did not power off within ${timeoutMs} ms of Ctrl-Alt-Del: forced off` };
+          this.setState('stopping');
+          vm.stop('shutdown', this.exitReason.detail);
+        }, timeoutMs);
+        return { state: this.state };
+      }
       case 'kill':
         this.requireVm();
-        this.stopGuest(req.cmd === 'kill' ? 'killed' : 'shutdown', req.cmd === 'kill' ? 'killed by the user' : 'shut down by the user (a micro-VM has no ACPI: stopped at once)');
+        this.stopGuest('killed', 'killed by the user');
         return { state: this.state };
       case 'snapshot-save': {
         const path = args.path;

@@ -86,6 +86,8 @@ export interface NativeVm {
   /** Asks the vCPUs to stop; onExit follows with this reason. */
   stop(reason?: string, detail?: string): void;
   writeSerial(data: Buffer): void;
+  /** Presses Ctrl+Alt+Del on the i8042 keyboard: the graceful shutdown request a micro-VM (no ACPI) has. */
+  sendCtrlAltDel(): void;
   /** Pauses, writes the snapshot (state + sparse memory) atomically, resumes if it was running. */
   snapshot(path: string): Promise<{ bytes: number; nanos: number }>;
   state(): 'created' | 'running' | 'pausing' | 'paused' | 'stopping' | 'stopped' | 'closed';

@@ -190,7 +190,7 @@ void Vm::createDevices(const std::vector<DiskConfig>& disks) {
     e.detail = "the guest reset the CPU through the i8042 controller (a micro-VM powers off on reset)";
     e.vcpu = tlsVcpuId;
     requestExit(e);
-  });
+  }, [this](uint32_t gsi) { pulseIrq(gsi); });
   if (disks.size() > 8) throw invalid("at most 8 disks");
   for (size_t i = 0; i < disks.size(); i++) {
     disks_.push_back(std::make_unique<VirtioBlk>(mem_, disks[i].path, disks[i].readOnly,
@@ -495,6 +495,7 @@ void Vm::captureState(StateBlob& b) {
     b.put(k + ".state", disks_[i]->saveState());
   }
   b.put("serial", serial_->saveState());
+  b.put("i8042", i8042_->saveState());
   b.putPod("kernel", kernel_);
   for (int chip = 0; chip < 3; chip++) {
     kvm_irqchip c{};
@@ -554,6 +555,7 @@ uint64_t Vm::saveSnapshot(const std::string& path) {
 
 void Vm::applyState(const StateBlob& b) {
   serial_->loadState(b.get("serial"));
+  if (b.has("i8042")) i8042_->loadState(b.get("i8042"));
   for (size_t i = 0; i < disks_.size(); i++) disks_[i]->loadState(b.get("disk" + std::to_string(i) + ".state"));
   for (int chip = 0; chip < 3; chip++) {
     auto c = b.getPod<kvm_irqchip>("irqchip" + std::to_string(chip));

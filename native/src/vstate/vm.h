@@ -59,6 +59,8 @@ class Vm {
   // Asks every vCPU to stop; the exit callback fires once all have.
   void requestExit(const ExitInfo& info);
   void serialInput(const uint8_t* data, size_t len) { serial_->input(data, len); }
+  // Graceful shutdown request for guests without ACPI: Linux reboots on it, and reboot ends a micro-VM.
+  void sendCtrlAltDel() { i8042_->sendCtrlAltDel(); }
   // Pauses if needed, writes the snapshot, then resumes if it was running. Returns the bytes written.
   uint64_t saveSnapshot(const std::string& path);
   std::string state() const;
