@@ -1,6 +1,9 @@
 // Live and offline snapshots of the real test guest (QEMU TCG): RAM and disk markers survive restore.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import type { Core } from '../../main/core/core.js';
 import { SnapshotManager, diskFile } from '../../main/core/snapshots/manager.js';
 import { killVm, bootGuest, createGuestVm, GuestConsole, makeCore, shell, readDiskMarker, readRamMarker, writeDiskMarker, writeRamMarker } from './snapshot-harness.js';
@@ -61,18 +64,33 @@ describe('live snapshots of a running guest', () => {
     expect(await readDiskMarker(con)).toBe('disk-one');
   });
 
-  it('refuses a second live snapshot while a QEMU job runs, and lists while one runs', async () => {
-    // Start a save directly in QEMU, then ask VMDesk for another one at once.
+  it('refuses a snapshot while another one or a QEMU job runs, changing nothing', async () => {
+    // Two at once through VMDesk: the second finds the snapshot lock held.
+    const [a, b] = await Promise.allSettled([snaps.take('live', { name: 'race-a' }), snaps.take('live', { name: 'race-b' })]);
+    const failed = [a, b].filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.reason).toMatchObject({ code: 'EBUSY', message: expect.stringMatching(/another snapshot operation is running/) });
+    await snaps.delete('live', [a, b].find((r) => r.status === 'fulfilled') === a ? 'race-a' : 'race-b');
+
+    // A block job QEMU is running (a throttled backup): VMDesk names it and leaves the disks alone.
+    const dir = mkdtempSync(path.join(tmpdir(), 'vmdesk-bk-'));
+    const target = path.join(dir, 'backup.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', target, '64M']);
+    await core.command('live', 'blockdev-add', { driver: 'qcow2', 'node-name': 'bk', file: { driver: 'file', filename: target } });
+    await core.command('live', 'blockdev-backup', { 'job-id': 'outside-backup', device: 'disk-disk0', target: 'bk', sync: 'full', speed: 4096 });
+    const treeBefore = JSON.stringify((await snaps.list('live')).snapshots.map((s) => s.id));
+    await expect(snaps.take('live', { name: 'while-busy' })).rejects.toMatchObject({ code: 'EBUSY', message: expect.stringMatching(/busy with QEMU job outside-backup/) });
+    expect(JSON.stringify((await snaps.list('live')).snapshots.map((s) => s.id))).toBe(treeBefore);
+    await core.command('live', 'job-cancel', { id: 'outside-backup' });
+    for (let i = 0; ((await core.command('live', 'query-jobs')) as unknown[]).length && i < 100; i++) await new Promise((r) => setTimeout(r, 50));
+    await core.command('live', 'blockdev-del', { 'node-name': 'bk' });
+    rmSync(dir, { recursive: true, force: true });
+
+    // A snapshot saved by a QMP client directly (job left undismissed) is adopted, and its job cleared.
     const nodes = ['disk-disk0'];
     await core.command('live', 'snapshot-save', { 'job-id': 'vmdesk-save-outside', tag: 'outside', vmstate: nodes[0], devices: nodes });
-    const e = await snaps.take('live', { name: 'while-busy' }).then(() => null, (x: unknown) => x as { code: string; message: string });
-    // Saving 256 MiB takes a few hundred ms under TCG: the job is still running when VMDesk checks.
-    expect(e?.code).toBe('EBUSY');
-    expect(e?.message).toMatch(/busy with QEMU job vmdesk-save-outside/);
-    // Let it finish; reconciliation dismisses the finished job and adopts the snapshot.
-    await new Promise((r) => setTimeout(r, 1500));
     const list = await snaps.list('live');
-    expect(list.snapshots.some((s) => s.name === 'outside' && s.adopted)).toBe(true);
+    expect(list.snapshots.some((s) => s.name === 'outside' && s.adopted && s.kind === 'live')).toBe(true);
     expect(((await core.command('live', 'query-jobs')) as unknown[]).length).toBe(0);
   });
 
