@@ -94,6 +94,44 @@ describe('live snapshots of a running guest', () => {
     expect(((await core.command('live', 'query-jobs')) as unknown[]).length).toBe(0);
   });
 
+  it('branches, keeps the tree shape, and still restores after a middle node is deleted', async () => {
+    const mark = async (v: string) => {
+      await writeRamMarker(con, `ram-${v}`);
+      await writeDiskMarker(con, `disk-${v}`);
+    };
+    await mark('a');
+    const a = await snaps.take('live', { name: 'A' });
+    await mark('b');
+    const b = await snaps.take('live', { name: 'B' });
+    await mark('c');
+    const c = await snaps.take('live', { name: 'C' });
+    await snaps.restore('live', 'A', { snapshotCurrent: false });
+    await mark('d');
+    const d = await snaps.take('live', { name: 'D' }); // a branch off A
+    let list = await snaps.list('live');
+    const byId = new Map(list.snapshots.map((s) => [s.id, s]));
+    expect(byId.get(b.id)!.parent).toBe(a.id);
+    expect(byId.get(c.id)!.parent).toBe(b.id);
+    expect(byId.get(d.id)!.parent).toBe(a.id);
+    expect(byId.get(a.id)!.children.sort()).toEqual([b.id, d.id].sort());
+    expect(list.current).toBe(d.id);
+
+    // Delete B, the middle of A → B → C: C moves up under A and still restores to its own state.
+    await snaps.delete('live', 'B');
+    list = await snaps.list('live');
+    expect(list.snapshots.find((s) => s.id === c.id)!.parent).toBe(a.id);
+    await snaps.restore('live', 'C', { snapshotCurrent: false });
+    expect(await readRamMarker(con)).toBe('ram-c');
+    expect(await readDiskMarker(con)).toBe('disk-c');
+    await snaps.restore('live', 'A', { snapshotCurrent: false });
+    expect(await readRamMarker(con)).toBe('ram-a');
+    expect(await readDiskMarker(con)).toBe('disk-a');
+    await snaps.restore('live', 'D', { snapshotCurrent: false });
+    expect(await readRamMarker(con)).toBe('ram-d');
+    // Clean up the branch for the next test.
+    await snaps.delete('live', 'A', { branch: true });
+  });
+
   it('deletes a live snapshot from the running VM', async () => {
     const before = await snaps.list('live');
     const victim = before.snapshots.find((s) => s.name === 'outside')!;
