@@ -55,4 +55,12 @@ describe('access token', () => {
     expect(outcome).toBe('refused');
     await stranger.close();
   });
+
+  it('tells the user when the connection to VMDesk drops', async () => {
+    await h.page.goto(h.server.url);
+    await h.page.getByTestId('empty-state').waitFor();
+    await h.server.close();
+    await h.page.getByTestId('connection-lost').waitFor({ timeout: 10_000 });
+    await h.shot('40-connection-lost');
+  });
 });
