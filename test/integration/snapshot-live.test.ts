@@ -160,4 +160,27 @@ describe('live snapshots of a running guest', () => {
     await snaps.restore('live', 'stopped-state', { snapshotCurrent: false });
     expect((await core.get('live')).state).toBe('stopped');
   });
+
+  it('restoring a live snapshot brings its settings back (restarting QEMU when they differ)', async () => {
+    con.close();
+    if ((await core.get('live')).state !== 'stopped') await killVm(core, 'live');
+    con = await bootGuest(core, 'live');
+    await writeRamMarker(con, 'ram-256');
+    const s = await snaps.take('live', { name: 'at 256 MiB' });
+    await killVm(core, 'live');
+    await core.update('live', { memoryMiB: 320, cpus: 1 });
+    con.close();
+    con = await bootGuest(core, 'live');
+    const d = await snaps.info('live', 'at 256 MiB');
+    expect(d.configDiff).toEqual([{ field: 'memoryMiB', from: 256, to: 320 }]);
+    const r = await snaps.restore('live', s.id);
+    expect(r.info.state).toBe('running');
+    expect(r.info.config!.memoryMiB).toBe(256);
+    con.close();
+    con = await shell(core, 'live');
+    expect(await readRamMarker(con)).toBe('ram-256');
+    // The safety snapshot kept the 320 MiB settings: restoring it changes them back.
+    const back = await snaps.restore('live', r.safety!.id, { snapshotCurrent: false });
+    expect(back.info.config!.memoryMiB).toBe(320);
+  });
 });
