@@ -68,8 +68,8 @@ describe('a VM through the CLI', () => {
       await con.waitFor(new RegExp(GUEST_READY_MARKER), 90_000);
       con.send('echo result=$((6*7))\n');
       await con.waitFor(/result=42/);
-      con.send('cat /sys/block/vda/size\n');
-      const m = await con.waitFor(/^(\d+)\s*$/m);
+      con.send('echo vda-sectors=$(cat /sys/block/vda/size)\n');
+      const m = await con.waitFor(/vda-sectors=(\d+)/);
       expect(Number(m[1]) * 512).toBe(64 * 1024 * 1024);
     } finally {
       await con.close();
