@@ -152,7 +152,7 @@ export class QemuEngine implements Engine {
     return { qemuPath, caps, accel, firmware };
   }
 
-  private argsInput(ctx: EngineContext, plan: LaunchPlan) {
+  private argsInput(ctx: EngineContext, plan: LaunchPlan, opts: { paused?: boolean } = {}) {
     return {
       config: ctx.config,
       bundleDir: ctx.bundleDir,
@@ -160,8 +160,9 @@ export class QemuEngine implements Engine {
       accel: plan.accel.used,
       capabilities: { sandbox: plan.caps.sandbox },
       ...(plan.firmware ? { uefi: { code: plan.firmware.code, vars: bundleFiles(ctx.bundleDir).uefiVars } } : {}),
-      // Always start stopped: the supervisor attaches serial and QMP first, so no boot output is lost.
-      paused: true,
+      // The guest runs from the first instant (no -S round trip through QMP): output printed before the
+      // supervisor attaches to the serial socket is still in serial.log, which QEMU itself writes.
+      paused: opts.paused === true,
     };
   }
 
@@ -186,7 +187,7 @@ export class QemuEngine implements Engine {
       vmId: ctx.config.id,
       vmName: ctx.config.name,
       qemuPath: plan.qemuPath,
-      args: buildQemuArgs(this.argsInput(ctx, plan)),
+      args: buildQemuArgs(this.argsInput(ctx, plan, opts)),
       bundleDir: ctx.bundleDir,
       runtimeDir: ctx.runtimeDir,
       accel: plan.accel,

@@ -1,11 +1,11 @@
 // The per-VM supervisor: owns QEMU, its QMP and serial sockets, and serves the control socket to any client.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { appendFileSync, chmodSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import type { ExitRecord, VmState } from '../../api/schema.js';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import type { ControlError, ControlMessage, ControlRequest, LaunchSpec, SupervisorInfo, SupervisorRecord } from './control.js';
-import { findOnPath } from './host.js';
+import type { LaunchedQemu } from './qemu-launch.js';
 import { bundleFiles, runtimeFiles } from './layout.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
 import { logTail, RUN_HEADER, writeFileAtomic } from './records.js';
@@ -59,6 +59,8 @@ class Supervisor {
   private serial: Socket | undefined;
   private serialHistory: Buffer[] = [];
   private serialHistoryBytes = 0;
+  /** Size of serial.log (appended across runs) when this run's QEMU started. */
+  private serialLogOffset = 0;
   private readonly serialClients = new Set<Socket>();
   private readonly jsonClients = new Set<Socket>();
   private server: Server | undefined;
@@ -81,11 +83,9 @@ class Supervisor {
     return this.state === 'starting' || this.state === 'stopping';
   }
 
-  async main(): Promise<void> {
-    mkdirSync(this.files.logs, { recursive: true });
-    for (const p of [this.run.control, this.run.qmp, this.run.serial, this.run.vnc]) rmSync(p, { force: true });
+  async main(launched: LaunchedQemu): Promise<void> {
+    this.adopt(launched);
     await this.listen();
-    this.spawnQemu();
     try {
       await this.boot();
       this.started.resolve();
@@ -108,18 +108,20 @@ class Supervisor {
     });
   }
 
-  private spawnQemu(): void {
-    const logFd = openSync(this.files.qemuLog, 'a');
-    writeSync(logFd, `${RUN_HEADER}${new Date().toISOString()} starting ${this.spec.qemuPath} ${this.spec.args.map((a) => JSON.stringify(a)).join(' ')}\n`);
-    // setpriv --pdeathsig makes the kernel kill QEMU if this supervisor dies, so no guest is left running
-    // that nobody can reach; exec keeps the pid, so child.pid is QEMU's.
-    const setpriv = process.platform === 'linux' ? findOnPath('setpriv') : undefined;
-    const [command, args] = setpriv
-      ? [setpriv, ['--pdeathsig', 'KILL', '--', this.spec.qemuPath, ...this.spec.args]]
-      : [this.spec.qemuPath, this.spec.args];
-    const child = spawn(command, args, { stdio: ['ignore', logFd, logFd], cwd: this.spec.bundleDir });
-    closeSync(logFd);
+  /** Takes over the QEMU child that supervisor-main started before this module loaded. */
+  private adopt(launched: LaunchedQemu): void {
+    const child = launched.child;
     this.child = child;
+    this.serialLogOffset = launched.serialLogOffset;
+    if (launched.early) {
+      const { code, signal, error } = launched.early;
+      if (error) {
+        log(`QEMU could not be started: ${error}`);
+        this.startupError ??= new Error(error);
+      }
+      this.onExit(code, signal, error);
+      return;
+    }
     child.on('error', (e) => {
       log(`QEMU could not be started: ${e.message}`);
       this.startupError ??= e;
@@ -159,13 +161,13 @@ class Supervisor {
   }
 
   private async boot(): Promise<void> {
+    await waitForPath(this.run.serial, this.alive, 30_000);
+    await this.connectSerial();
     await waitForPath(this.run.qmp, this.alive, 30_000);
     const qmp = await this.connectQmp(Date.now() + 30_000);
     this.qmp = qmp;
     qmp.on('event', (ev: QmpEvent) => this.onQmpEvent(ev));
     qmp.on('protocol-error', (line: string) => log(`QMP sent a line that is not JSON: ${line.slice(0, 200)}`));
-    await this.connectSerial();
-    if (!this.spec.startPaused) await qmp.execute('cont');
     if (!this.alive()) throw new VmdeskError(ErrorCode.engine, 'QEMU exited during start-up');
     this.setState(this.spec.startPaused ? 'paused' : 'running');
   }
@@ -175,6 +177,15 @@ class Supervisor {
       const sock = createConnection(this.run.serial);
       sock.once('connect', () => {
         this.serial = sock;
+        // What the guest printed before we connected went only to serial.log: seed the replay history
+        // with it, so late console clients still see the start of the boot.
+        try {
+          const early = readFileSync(this.files.serialLog);
+          const fresh = early.subarray(this.serialLogOffset);
+          if (fresh.length) this.onSerialOutput(fresh.subarray(Math.max(0, fresh.length - SERIAL_REPLAY_BYTES)));
+        } catch {
+          // no log yet: nothing was printed
+        }
         resolve();
       });
       sock.once('error', (e) => reject(new VmdeskError(ErrorCode.engine, `serial socket: ${e.message}`)));
@@ -426,8 +437,7 @@ class Supervisor {
 }
 
 /** Entry for supervisor-main: runs until QEMU has exited and the exit record is written. */
-export async function runSupervisor(specPath: string): Promise<void> {
-  const spec = JSON.parse(readFileSync(specPath, 'utf8')) as LaunchSpec;
+export async function runSupervisor(spec: LaunchSpec, launched: LaunchedQemu): Promise<void> {
   const sup = new Supervisor(spec);
   process.on('SIGTERM', () => sup.onSignal('SIGTERM'));
   process.on('SIGINT', () => sup.onSignal('SIGINT'));
@@ -436,5 +446,5 @@ export async function runSupervisor(specPath: string): Promise<void> {
     log(`internal error: ${e.stack ?? e.message}`);
     sup.onSignal('SIGTERM');
   });
-  await sup.main();
+  await sup.main(launched);
 }
