@@ -118,28 +118,31 @@ export class SnapshotManager {
   }
 
   /**
-   * Raw QMP to the VM. QEMU's monitor stalls while it writes a snapshot, and the core may then drop its
-   * connection to the supervisor (rejecting in-flight calls with ECANCELED); the next call reattaches.
-   * Queries are retried for that reason; starting a job is made safe to retry by its unique job-id.
+   * Raw QMP to the VM. QEMU's monitor does not answer while it writes or loads a snapshot (seconds for a
+   * big guest on a busy host); meanwhile the core may time out, drop its connection to the supervisor
+   * (rejecting in-flight calls with ECANCELED) and even report the VM as not running. Calls are therefore
+   * retried for up to a minute on those two errors; starting a job is safe to retry thanks to its job-id.
    */
   private qmp(vmId: string): QmpFn {
-    return async (execute, args, timeoutMs) => {
+    const call: QmpFn = async (execute, args, timeoutMs) => {
+      const deadline = Date.now() + 60_000;
       for (let attempt = 0; ; attempt++) {
         try {
           return await this.core.command(vmId, execute, args, timeoutMs);
         } catch (e) {
-          const dropped = e instanceof VmdeskError && e.code === ErrorCode.cancelled;
-          if (!dropped || attempt >= 5) throw e;
+          const transient = e instanceof VmdeskError && (e.code === ErrorCode.cancelled || (e.code === ErrorCode.state && /not running/.test(e.message)));
+          if (!transient || Date.now() > deadline) throw e;
+          await new Promise((r) => setTimeout(r, Math.min(1000, 50 * (attempt + 1))));
           const jobId = (args as { 'job-id'?: string } | undefined)?.['job-id'];
           if (jobId) {
             // Did the job start before the connection dropped? Then it is running: do not start it twice.
-            const jobs = (await this.qmp(vmId)('query-jobs')) as { id: string }[];
+            const jobs = (await call('query-jobs').catch(() => [])) as { id: string }[];
             if (jobs.some((j) => j.id === jobId)) return {};
           }
-          await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
         }
       }
     };
+    return call;
   }
 
   /** Files that carry the VM's snapshots; throws EINVAL naming any writable disk that cannot. */
@@ -442,7 +445,7 @@ export class SnapshotManager {
 
   /** The QEMU node names of the snapshot targets, checked against what QEMU actually has open. */
   private async liveNodes(entry: BundleEntry & { config: VmConfig }, targets: SnapshotTarget[]): Promise<string[]> {
-    const named = (await this.core.command(entry.id, 'query-named-block-nodes', { flat: true })) as { 'node-name': string; drv: string; ro: boolean; file: string }[];
+    const named = (await this.qmp(entry.id)('query-named-block-nodes', { flat: true })) as { 'node-name': string; drv: string; ro: boolean; file: string }[];
     const formatNodes = named.filter((n) => n.drv !== 'file' && n.drv !== 'host_device' && !n.ro);
     const out: string[] = [];
     for (const n of formatNodes) {
