@@ -86,11 +86,14 @@ export class Session {
     this.serials.set(sid, 'opening');
     try {
       // Open the live stream first and hold its bytes, so nothing printed while the log is read is lost.
-      const stream = await this.core.openSerial(vm);
+      const stream = await openSerialWithRetry(this.core, vm);
       const held: Buffer[] = [];
-      let live = false;
+      let dedupe: ReplayDeduper | undefined;
+      const forward = (bytes: Buffer) => {
+        if (bytes.length) this.send({ t: 'serial.data', sid, data: bytes.toString('base64') });
+      };
       stream.on('data', (chunk: Buffer) => {
-        if (live) this.send({ t: 'serial.data', sid, data: chunk.toString('base64') });
+        if (dedupe) forward(dedupe.push(chunk));
         else held.push(chunk);
       });
       stream.on('close', () => {
@@ -107,11 +110,10 @@ export class Session {
       this.serials.set(sid, stream);
       const log = await this.core.serialLog(vm);
       if (log.length) this.send({ t: 'serial.data', sid, data: log.toString('base64'), replay: true });
-      // Bytes held while the log was read may already be at its end: send only what the log did not show.
-      const heldBytes = Buffer.concat(held);
-      const fresh = heldBytes.subarray(overlapLength(log, heldBytes));
-      if (fresh.length) this.send({ t: 'serial.data', sid, data: fresh.toString('base64') });
-      live = true;
+      // The engine replays its recent output to every new console client too: drop what the log already showed.
+      dedupe = new ReplayDeduper(log);
+      for (const chunk of held) forward(dedupe.push(chunk));
+      setTimeout(() => forward(dedupe!.flush()), REPLAY_SETTLE_MS).unref();
     } catch (e) {
       this.serials.delete(sid);
       this.send({ t: 'serial.closed', sid, error: toRpcError(e) });
@@ -131,10 +133,73 @@ export class Session {
   }
 }
 
-/** Length of the longest suffix of `a` that is a prefix of `b`. */
-export function overlapLength(a: Buffer, b: Buffer): number {
-  for (let k = Math.min(a.length, b.length); k > 0; k--) {
-    if (a.subarray(a.length - k).equals(b.subarray(0, k))) return k;
+/** How long the start of a console stream may be held back while it is matched against the log. */
+const REPLAY_SETTLE_MS = 1000;
+
+/**
+ * Drops the part of a console stream that repeats the serial log already sent. The engine starts each new
+ * console client with its recent output, then live bytes; its replay and QEMU's log file are not always
+ * byte-identical in the middle, but both end with the newest output. So: once the stream contains the log's
+ * last bytes, everything up to them was already shown. A stream whose start is nowhere in the log is live and
+ * passes at once; anything still undecided after REPLAY_SETTLE_MS passes too.
+ */
+export class ReplayDeduper {
+  private pending = Buffer.alloc(0);
+  private done: boolean;
+  private readonly tail: Buffer;
+
+  constructor(private readonly log: Buffer) {
+    this.done = log.length === 0;
+    this.tail = log.subarray(Math.max(0, log.length - 32));
   }
-  return 0;
+
+  push(chunk: Buffer): Buffer {
+    if (this.done) return chunk;
+    this.pending = Buffer.concat([this.pending, chunk]);
+    const end = this.pending.indexOf(this.tail);
+    if (end >= 0) {
+      const out = this.pending.subarray(end + this.tail.length);
+      this.finish();
+      return out;
+    }
+    const probe = this.pending.subarray(0, Math.min(32, this.pending.length));
+    if (this.log.indexOf(probe) < 0 && !this.endsWithPrefixOf(probe)) return this.flush();
+    return Buffer.alloc(0); // looks like replay: wait for the log's end to come by
+  }
+
+  /** True when the log ends with the first bytes of b (the replay may start in the log's last few bytes). */
+  private endsWithPrefixOf(b: Buffer): boolean {
+    for (let k = Math.min(b.length, this.log.length); k > 0; k--) {
+      if (this.log.subarray(this.log.length - k).equals(b.subarray(0, k))) return true;
+    }
+    return false;
+  }
+
+  /** Gives up matching and returns whatever is held. */
+  flush(): Buffer {
+    const out = this.pending;
+    this.finish();
+    return out;
+  }
+
+  private finish(): void {
+    this.done = true;
+    this.pending = Buffer.alloc(0);
+  }
+}
+
+/**
+ * The engine's serial handshake can lose a race with a state broadcast on the same control socket and answer
+ * "bad reply"; a fresh connection succeeds, so try a few times before reporting the error.
+ */
+async function openSerialWithRetry(core: Core, vm: string, attempts = 3): Promise<Duplex> {
+  for (let i = 1; ; i++) {
+    try {
+      return await core.openSerial(vm);
+    } catch (e) {
+      const retryable = e instanceof Error && /bad reply/.test(e.message);
+      if (!retryable || i >= attempts) throw e;
+      await new Promise((r) => setTimeout(r, 50 * i));
+    }
+  }
 }

@@ -6,7 +6,7 @@ import path from 'node:path';
 import WebSocket from 'ws';
 import { Core } from '../../main/core/core.js';
 import { startServer, type RunningServer } from '../../main/server/server.js';
-import { overlapLength } from '../../main/server/session.js';
+import { ReplayDeduper } from '../../main/server/session.js';
 import type { ServerFrame } from '../../main/api/rpc.js';
 
 let tmp: string;
@@ -154,10 +154,30 @@ describe('RPC', () => {
   });
 });
 
-describe('serial replay overlap', () => {
-  it('skips live bytes the log already showed', () => {
-    expect(overlapLength(Buffer.from('hello wor'), Buffer.from('world'))).toBe(3);
-    expect(overlapLength(Buffer.from('abc'), Buffer.from('xyz'))).toBe(0);
-    expect(overlapLength(Buffer.from(''), Buffer.from('x'))).toBe(0);
+describe('serial replay dedupe', () => {
+  const b = (t: string) => Buffer.from(t);
+  const log = b('[0.1] Linux version 6.1\n[0.2] Memory: 256M\n[0.3] Run /init as init process\nVMDESK-GUEST-READY\n/ # ');
+  it('drops the engine\'s replay of what the log already showed, then passes live bytes', () => {
+    const d = new ReplayDeduper(log);
+    expect(d.push(b('[0.2] Memory: 256M\n[0.3] Run /init'))).toEqual(b(''));
+    expect(d.push(b(' as init process\nVMDESK-GUEST-READY\n/ # ls\r\n'))).toEqual(b('ls\r\n'));
+    expect(d.push(b('more'))).toEqual(b('more'));
+  });
+  it('tolerates a replay that differs from the log in the middle', () => {
+    const d = new ReplayDeduper(log);
+    expect(d.push(b('[0.1] Linux version 6.1\n[0.3] Run /init as init process\nVMDESK-GUEST-READY\n/ # '))).toEqual(b(''));
+    expect(d.push(b('x'))).toEqual(b('x'));
+  });
+  it('passes a stream that does not repeat the log at once', () => {
+    const d = new ReplayDeduper(log);
+    expect(d.push(b('brand new output'))).toEqual(b('brand new output'));
+  });
+  it('flushes what it held when the log\'s end never comes', () => {
+    const d = new ReplayDeduper(log);
+    expect(d.push(b('[0.2] Memory'))).toEqual(b(''));
+    expect(d.flush()).toEqual(b('[0.2] Memory'));
+  });
+  it('does nothing with an empty log', () => {
+    expect(new ReplayDeduper(b('')).push(b('x'))).toEqual(b('x'));
   });
 });

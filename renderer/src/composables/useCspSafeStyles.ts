@@ -19,6 +19,19 @@ export function makeRuntimeStylesInert(doc: Document = document): void {
   doc.createElement = function (this: Document, tag: string, options?: ElementCreationOptions) {
     return original.call(this, tag.toLowerCase() === 'style' ? INERT_TAG : tag, options);
   } as Document['createElement'];
+  // xterm also styles some cells with setAttribute('style', …) (search highlights, true colours): the CSP blocks
+  // style *attributes* but not the CSSOM, so route that one attribute through element.style.cssText.
+  const view = doc.defaultView;
+  if (view) {
+    const setAttribute = view.Element.prototype.setAttribute;
+    view.Element.prototype.setAttribute = function (this: Element, name: string, value: string) {
+      if (name.toLowerCase() === 'style' && 'style' in this) {
+        (this as HTMLElement).style.cssText = String(value);
+        return;
+      }
+      setAttribute.call(this, name, value);
+    };
+  }
 }
 export function mirrorInlineStyles(root: HTMLElement): () => void {
   const sheets = new Map<Element, CSSStyleSheet>();
