@@ -1,5 +1,5 @@
 // Crash-safe file writes for the VM library: write a temp file, fsync it, rename over, fsync the directory.
-import { promises as fs, constants } from 'node:fs';
+import { promises as fs, constants, closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -42,4 +42,27 @@ export async function writeJsonAtomic(file: string, value: unknown): Promise<voi
 export async function sweepTempFiles(dir: string): Promise<void> {
   const entries = await fs.readdir(dir).catch(() => [] as string[]);
   await Promise.all(entries.filter((n) => n.startsWith('.') && n.endsWith('.tmp')).map((n) => fs.rm(path.join(dir, n), { force: true })));
+}
+
+/** The same, synchronously: for process-exit paths (supervisors recording why a VM stopped). */
+export function writeFileAtomicSync(file: string, data: string | Uint8Array, mode = 0o644): void {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(4).toString('hex')}.tmp`);
+  const fd = openSync(tmp, 'wx', mode);
+  try {
+    writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+  closeSync(fd);
+  renameSync(tmp, file);
+  const dfd = openSync(dir, 'r');
+  try {
+    fsyncSync(dfd);
+  } finally {
+    closeSync(dfd);
+  }
 }

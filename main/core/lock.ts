@@ -2,17 +2,9 @@
 import { promises as fs, constants } from 'node:fs';
 import path from 'node:path';
 import { VmdeskError, ErrorCode } from '../api/errors.js';
+import { pidAlive } from './process.js';
 
 const LOCK_NAME = '.lock';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Takes the lock file in `dir` (O_EXCL create holding our pid). A lock whose owner died is stale and is
@@ -36,7 +28,7 @@ export async function acquireLock(dir: string, what: string, waitMs = 3000): Pro
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
     const owner = Number.parseInt(await fs.readFile(file, 'utf8').catch(() => ''), 10);
-    if (Number.isFinite(owner) && owner > 0 && !alive(owner)) {
+    if (Number.isFinite(owner) && owner > 0 && !pidAlive(owner)) {
       // Stale: rename first so that two processes racing to take it over cannot both win.
       const stale = `${file}.stale.${process.pid}`;
       await fs.rename(file, stale).then(() => fs.rm(stale, { force: true }), () => {});

@@ -11,7 +11,7 @@
 import { spawn } from 'node:child_process';
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { createConnection, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { AccelChoice, ExitRecord, VmState } from '../../api/schema.js';
@@ -19,7 +19,8 @@ import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import type { Duplex, Engine, EngineContext, StartResult, VmHandle } from '../engine.js';
 import { kvmReport } from './native.js';
 import { bundlePaths, runtimePaths, SOCKET_PATH_MAX, type ControlEvent, type ControlReply, type HostRecord, type HostState, type LaunchSpec } from './protocol.js';
-import { writeFileAtomic } from './host.js';
+import { writeFileAtomicSync as writeFileAtomic } from '../../core/atomic.js';
+import { connectUnixSocket, pidAlive } from '../../core/process.js';
 
 const START_TIMEOUT_MS = 30_000;
 const COMMAND_TIMEOUT_MS = 60_000;
@@ -45,26 +46,6 @@ export function hostCommand(): string[] {
 
 function toVmState(s: HostState): VmState {
   return s === 'starting' ? 'starting' : s === 'stopped' ? 'stopped' : s;
-}
-
-function connect(path: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const sock = createConnection(path);
-    sock.once('connect', () => {
-      sock.off('error', reject);
-      resolve(sock);
-    });
-    sock.once('error', reject);
-  });
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function readJson<T>(path: string): Promise<T | undefined> {
@@ -213,7 +194,7 @@ class MicrovmHandle implements VmHandle {
   }
 
   async openSerial(): Promise<Duplex> {
-    const sock = await connect(runtimePaths(this.ctx.runtimeDir).control);
+    const sock = await connectUnixSocket(runtimePaths(this.ctx.runtimeDir).control);
     return new Promise((resolve, reject) => {
       let head = Buffer.alloc(0);
       const onData = (d: Buffer) => {
@@ -312,7 +293,7 @@ export class MicrovmEngine implements Engine {
       }
       const rec = await readJson<HostRecord>(rt.record);
       if (rec && rec.pid === pid) {
-        const sock = await connect(rt.control).catch(() => undefined);
+        const sock = await connectUnixSocket(rt.control).catch(() => undefined);
         if (sock) return { handle: new MicrovmHandle(sock, pid, accel, ctx), accel };
       }
       if (exitedEarly !== undefined) {
@@ -333,7 +314,7 @@ export class MicrovmEngine implements Engine {
     const rt = runtimePaths(ctx.runtimeDir);
     const rec = await readJson<HostRecord>(rt.record);
     if (!rec || !pidAlive(rec.pid)) return null;
-    const sock = await connect(rt.control).catch(() => undefined);
+    const sock = await connectUnixSocket(rt.control).catch(() => undefined);
     if (!sock) return null;
     return new MicrovmHandle(sock, rec.pid, rec.accel, ctx);
   }

@@ -1,6 +1,7 @@
 // The micro-VM host process: owns one guest (the native VM and its vCPU threads), serves the control socket,
 // fans serial output out to clients and logs/serial.log, and records why the guest stopped in last-exit.json.
-import { appendFileSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { writeFileAtomicSync as writeFileAtomic } from '../../core/atomic.js';
+import { appendFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { isAbsolute, join } from 'node:path';
 import type { ExitRecord } from '../../api/schema.js';
@@ -11,19 +12,6 @@ import { bundlePaths, runtimePaths, type ControlEvent, type ControlReply, type C
 const LOG_TAIL_LINES = 20;
 /** Serial output kept in memory for the exit record's tail. */
 const TAIL_BYTES = 8192;
-
-/** tmp + fsync + rename, so readers never see a half-written record. */
-export function writeFileAtomic(path: string, text: string): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fd = openSync(tmp, 'w', 0o644);
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-}
 
 export class MicrovmHost {
   private vm: NativeVm | undefined;

@@ -2,7 +2,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { createConnection, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
@@ -14,7 +14,9 @@ import { buildQemuArgs } from './args.js';
 import { EXIT_EVENT, STATE_EVENT, type ControlMessage, type ControlRequest, type LaunchSpec, type SupervisorInfo, type SupervisorRecord } from './control.js';
 import { findUefiFirmware, qemuCapabilities, qemuImgPath, requireQemuSystem, type FirmwarePaths, type QemuCapabilities } from './host.js';
 import { bundleFiles, runtimeFiles, SOCKET_PATH_MAX } from './layout.js';
-import { logTail, readExitRecord, writeFileAtomic } from './records.js';
+import { logTail, readExitRecord } from './records.js';
+import { writeFileAtomicSync as writeFileAtomic } from '../../core/atomic.js';
+import { connectUnixSocket, pidAlive } from '../../core/process.js';
 
 const run = promisify(execFile);
 
@@ -57,26 +59,6 @@ function checkSocketPaths(runtimeDir: string): void {
     if (Buffer.byteLength(p) >= SOCKET_PATH_MAX) {
       throw new VmdeskError(ErrorCode.host, `runtime directory path is too long for unix sockets (${p} is ${Buffer.byteLength(p)} bytes, limit ${SOCKET_PATH_MAX})`);
     }
-  }
-}
-
-function connectSocket(path: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const sock = createConnection(path);
-    sock.once('connect', () => {
-      sock.off('error', reject);
-      resolve(sock);
-    });
-    sock.once('error', reject);
-  });
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -229,7 +211,7 @@ export class QemuEngine implements Engine {
         child.kill('SIGKILL');
         throw failure(`the VM supervisor did not come up within ${CONTROL_CONNECT_TIMEOUT_MS} ms`);
       }
-      if (existsSync(rt.control)) sock = await connectSocket(rt.control).catch(() => undefined);
+      if (existsSync(rt.control)) sock = await connectUnixSocket(rt.control).catch(() => undefined);
       if (!sock) await new Promise((r) => setTimeout(r, 50));
     }
     const handle = new QemuVmHandle(sock, ctx.bundleDir, ctx.runtimeDir);
@@ -253,7 +235,7 @@ export class QemuEngine implements Engine {
     }
     let sock: Socket;
     try {
-      sock = await connectSocket(rt.control);
+      sock = await connectUnixSocket(rt.control);
     } catch {
       // Nobody listens: a supervisor that died without cleaning up.
       await recordDeadSupervisor(ctx);
@@ -457,7 +439,7 @@ export class QemuVmHandle implements VmHandle {
 
   /** A raw console stream; replay (default true) first sends the recent output (up to 64 KiB). */
   async openSerial(opts: { replay?: boolean } = {}): Promise<Duplex> {
-    const sock = await connectSocket(runtimeFiles(this.runtimeDir).control).catch((e: Error) => {
+    const sock = await connectUnixSocket(runtimeFiles(this.runtimeDir).control).catch((e: Error) => {
       throw new VmdeskError(ErrorCode.state, `serial console unavailable: ${e.message}`);
     });
     return new Promise((resolve, reject) => {

@@ -1,5 +1,5 @@
 // The files a supervisor leaves for others to read: exit records (written atomically) and QEMU log tails.
-import { closeSync, fsyncSync, openSync, readSync, renameSync, statSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { ExitRecord } from '../../api/schema.js';
 import { bundleFiles } from './layout.js';
@@ -31,19 +31,6 @@ export function logTail(path: string, lines = LOG_TAIL_LINES, sinceHeader = fals
   } catch {
     return [];
   }
-}
-
-/** Writes a file so readers see either the old or the new content, never a torn one. */
-export function writeFileAtomic(path: string, text: string): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fd = openSync(tmp, 'w', 0o644);
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
 }
 
 /** The bundle's logs/last-exit.json, or undefined when there is none (or it is unreadable). */
