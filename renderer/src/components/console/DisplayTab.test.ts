@@ -1,0 +1,77 @@
+// @vitest-environment jsdom
+// The Display tab drives noVNC: connects to /vnc/<id>, scales or not, sends Ctrl+Alt+Del, and types pasted text as keys.
+import { describe, expect, it, vi } from 'vitest';
+import { flushPromises, mount } from '@vue/test-utils';
+
+const created: FakeRFB[] = [];
+class FakeRFB extends EventTarget {
+  scaleViewport = false;
+  clipViewport = true;
+  resizeSession = true;
+  background = '';
+  keys: [number, string | null, boolean | undefined][] = [];
+  cad = 0;
+  disconnected = false;
+  constructor(
+    readonly target: HTMLElement,
+    readonly url: string,
+  ) {
+    super();
+    created.push(this);
+  }
+  sendKey(keysym: number, code: string | null, down?: boolean) {
+    this.keys.push([keysym, code, down]);
+  }
+  sendCtrlAltDel() {
+    this.cad++;
+  }
+  focus() {}
+  disconnect() {
+    this.disconnected = true;
+  }
+  toBlob(cb: (b: Blob | null) => void) {
+    cb(new Blob(['png']));
+  }
+}
+vi.mock('@novnc/novnc', () => ({ default: FakeRFB }));
+
+const { default: DisplayTab } = await import('./DisplayTab.vue');
+
+describe('Display tab', () => {
+  it('connects to the VNC bridge and controls the session', async () => {
+    const w = mount(DisplayTab, { props: { vmId: 'vm 1', vmName: 'web', running: true, active: true }, attachTo: document.body });
+    await flushPromises();
+    const rfb = created.at(-1)!;
+    expect(rfb.url).toBe(`ws://${location.host}/vnc/vm%201`);
+    expect(rfb.scaleViewport).toBe(true);
+    rfb.dispatchEvent(new Event('connect'));
+    await flushPromises();
+    expect(w.find('[data-testid="display-status"]').text()).toBe('connected');
+
+    await w.find('[data-testid="display-1to1"]').setValue(true);
+    expect(rfb.scaleViewport).toBe(false);
+
+    await w.find('[data-testid="display-cad"]').trigger('click');
+    expect(rfb.cad).toBe(1);
+
+    await w.find('[data-testid="display-paste"]').trigger('click');
+    await w.find('[data-testid="display-paste-text"]').setValue('Hi\n');
+    await w.find('[data-testid="display-paste-send"]').trigger('click');
+    await new Promise((r) => setTimeout(r, 100));
+    const SHIFT = 0xffe1;
+    expect(rfb.keys).toEqual([
+      [SHIFT, 'ShiftLeft', true],
+      [0x48, null, true],
+      [0x48, null, false],
+      [SHIFT, 'ShiftLeft', false],
+      [0x69, null, true],
+      [0x69, null, false],
+      [0xff0d, null, true],
+      [0xff0d, null, false],
+    ]);
+
+    await w.setProps({ running: false });
+    expect(rfb.disconnected).toBe(true);
+    w.unmount();
+  });
+});
