@@ -74,6 +74,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const sessions = new Set<Session>();
   const sockets = new Set<WebSocket>();
   let hosts = new Set<string>();
+  let port = 0;
 
   const broadcast = (ev: VmEvent) => {
     for (const s of sessions) s.pushEvent(ev);
@@ -88,7 +89,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
 
   async function handleHttp(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    for (const [k, v] of Object.entries(securityHeaders(`ws://${req.headers.host ?? bindHost}`))) res.setHeader(k, v);
+    // The WebSocket origin in connect-src comes from the Host header only once that header is known to be ours.
+    const wsHost = hostAllowed(req, hosts) ? req.headers.host! : `127.0.0.1:${port}`;
+    for (const [k, v] of Object.entries(securityHeaders(`ws://${wsHost}`))) res.setHeader(k, v);
     if (!hostAllowed(req, hosts)) {
       send(res, 403, 'unknown Host header');
       return;
@@ -170,7 +173,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       resolve();
     });
   });
-  const port = (server.address() as { port: number }).port;
+  port = (server.address() as { port: number }).port;
   hosts = allowedHosts(bindHost, port);
   const urlHost = bindHost.includes(':') ? `[${bindHost}]` : bindHost === '0.0.0.0' ? '127.0.0.1' : bindHost;
 

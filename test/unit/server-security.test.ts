@@ -96,6 +96,8 @@ describe('HTTP', () => {
   it('refuses a foreign Host header (DNS rebinding)', async () => {
     const r = await get('/', { ...auth(), host: `evil.example:${server.port}` });
     expect(r.status).toBe(403);
+    // The refused Host never makes it into the policy.
+    expect(String(r.headers['content-security-policy'])).not.toContain('evil.example');
   });
 
   it('never serves files outside the renderer directory', async () => {
