@@ -186,4 +186,25 @@ describe('offline snapshots', () => {
     expect(t.disks).toEqual(['ext0']);
     expect(existsSync(raw)).toBe(true); // attached images belong to the user
   });
+
+  it('says plainly that microvm-engine VMs cannot hold snapshots', async () => {
+    const kernel = path.join(home, 'vmlinuz');
+    writeFileSync(kernel, 'not really a kernel');
+    const raw = path.join(home, 'micro.img');
+    execFileSync('qemu-img', ['create', '-f', 'raw', raw, '16M']);
+    await core.create({ name: 'micro', engine: 'microvm', attachDisks: [raw], memoryMiB: 64, directKernel: { kernel, cmdline: '' } });
+    await expectError(snaps.take('micro', { name: 'x' }), 'EINVAL', /microvm engine, whose raw disks cannot hold snapshots/);
+    expect((await snaps.list('micro')).unsupported[0]?.hint).toMatch(/need the qemu engine/);
+    // Its clones and exports keep raw disks, which is all the micro-VMM reads.
+    const { cloneVm } = await import('../../main/core/snapshots/clone.js');
+    const { exportVm, importArchive } = await import('../../main/core/backup/archive.js');
+    const c = await cloneVm(core, snaps, 'micro', { name: 'micro2' });
+    expect(c.config!.disks[0]).toMatchObject({ format: 'raw', path: 'disks/ext0.img', owned: true });
+    await expect(cloneVm(core, snaps, 'micro', { name: 'micro3', mode: 'linked' })).rejects.toMatchObject({ code: 'EINVAL' });
+    const file = path.join(home, 'micro.vmdesk');
+    await exportVm(core, 'micro', file);
+    const im = await importArchive(core, file, { name: 'micro4' });
+    expect(im.config!.disks[0]).toMatchObject({ format: 'raw', path: 'disks/ext0.img' });
+    expect(existsSync(path.join(im.bundle, 'disks', 'ext0.img'))).toBe(true);
+  });
 });

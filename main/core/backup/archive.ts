@@ -231,6 +231,21 @@ export async function importArchive(core: SnapshotCore, file: string, opts: Impo
         await pipeline(entryStream(src, index.get(t.name)!), createWriteStream(path.join(staging, t.name)));
       }
     }
+    if (config.engine !== 'qemu') {
+      // The micro-VMM reads raw images only: turn the archive's qcow2 disks back into raw ones.
+      const disks: Disk[] = [];
+      for (const d of config.disks) {
+        if (!d.owned) {
+          disks.push(d);
+          continue;
+        }
+        const q = path.join(staging, 'disks', `${d.id}.qcow2`);
+        await img.convert(q, path.join(staging, 'disks', `${d.id}.img`), { srcFormat: 'qcow2', dstFormat: 'raw' });
+        await fs.rm(q, { force: true });
+        disks.push({ ...d, path: `disks/${d.id}.img`, format: 'raw' });
+      }
+      return cloneConfig(config, id, name, disks);
+    }
     return cloneConfig(config, id, name, config.disks);
   });
 }

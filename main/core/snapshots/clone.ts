@@ -65,6 +65,7 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
   const name = await checkNewVmName(core, opts.name);
 
   return snaps.withLock(ref, async (src, take) => {
+    if (mode === 'linked' && src.config.engine !== 'qemu') throw new VmdeskError(ErrorCode.invalid, `linked clones need qcow2 disks, which the ${src.config.engine} engine cannot use; make a full clone`);
     const state = (await core.get(src.id)).state;
     const running = state !== 'stopped' && state !== 'crashed';
     let snap: SnapshotNode | undefined = opts.snapshot ? findNode(await readTree(src.dir), opts.snapshot) : undefined;
@@ -114,7 +115,9 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
           disks.push(d); // shared read-only media (an installer image) stays shared
           continue;
         }
-        const rel = `disks/${d.id}.qcow2`;
+        // The micro-VMM reads raw images only: its clones keep raw disks (and cannot be linked).
+        const fmt = config.engine === 'qemu' ? ('qcow2' as const) : ('raw' as const);
+        const rel = `disks/${d.id}.${fmt === 'raw' ? 'img' : 'qcow2'}`;
         const dst = path.join(staging, rel);
         const frac = (f: number) => progress(`copying disk ${d.id}`, (i + f) / sourceDisks.length);
         if (mode === 'linked' && bases[d.id]) {
@@ -122,13 +125,13 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
         } else {
           await img.convert(diskFile(src.dir, d), dst, {
             srcFormat: d.format,
-            dstFormat: 'qcow2',
+            dstFormat: fmt,
             snapshotTag: snap && d.format === 'qcow2' ? snap.tag : undefined,
             shared: running,
             onProgress: frac,
           });
         }
-        disks.push({ id: d.id, path: rel, format: 'qcow2', owned: true, readOnly: d.readOnly });
+        disks.push({ id: d.id, path: rel, format: fmt, owned: true, readOnly: d.readOnly });
       }
       if (config.firmware === 'uefi' && existsSync(uefiVarsFile(src.dir))) {
         await img.convert(uefiVarsFile(src.dir), uefiVarsFile(staging), { srcFormat: 'qcow2', dstFormat: 'qcow2', snapshotTag: snap?.tag, shared: running });

@@ -148,6 +148,11 @@ export class SnapshotManager {
   /** Files that carry the VM's snapshots; throws EINVAL naming any writable disk that cannot. */
   targets(entry: BundleEntry & { config: VmConfig }, opts: { strict?: boolean } = { strict: true }): SnapshotTarget[] {
     const out: SnapshotTarget[] = [];
+    if (entry.config.engine !== 'qemu') {
+      // The micro-VMM reads raw disks only, so converting them (the usual fix) would break it.
+      if (opts.strict) throw new VmdeskError(ErrorCode.invalid, `"${entry.config.name}" runs on the ${entry.config.engine} engine, whose raw disks cannot hold snapshots; switch it to the qemu engine (vmdesk set "${entry.config.name}" --engine qemu) and convert its disks to take snapshots`);
+      return out;
+    }
     for (const d of entry.config.disks) {
       if (d.readOnly) continue;
       if (d.format !== 'qcow2') {
@@ -161,6 +166,7 @@ export class SnapshotManager {
   }
 
   private unsupported(config: VmConfig): SnapshotListing['unsupported'] {
+    if (config.engine !== 'qemu') return config.disks.map((d) => ({ diskId: d.id, format: d.format, hint: `snapshots need the qemu engine; this VM uses ${config.engine}` }));
     return config.disks
       .filter((d) => !d.readOnly && d.format !== 'qcow2')
       .map((d) => ({ diskId: d.id, format: d.format, hint: `convert it to qcow2 with: vmdesk snapshot convert-disk "${config.name}" ${d.id}` }));
