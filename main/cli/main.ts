@@ -36,7 +36,10 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
   disk create NAME SIZE | disk attach NAME PATH | disk resize NAME DISK SIZE
   host [--json]                         CPUs, memory, QEMU, accelerators
   serve [--port N] [--host 127.0.0.1]   serve the GUI to a browser (prints a URL with a token)
-  snapshot take|list|info|restore|delete|rename NAME [SNAP] ...,  clone, export, import
+  snapshot take|list|info|restore|delete|rename|describe|thumbnail|convert-disk NAME [SNAP] ...
+  clone NAME NEWNAME [--snapshot SNAP] [--linked]
+  export NAME FILE.vmdesk [--with-snapshots]   |   import FILE [--name NEWNAME]
+                                        (vmdesk snapshot --help for details)
 
 Exit codes: 0 ok, 2 invalid input, 3 not found, 4 exists, 5 busy, 6 wrong state, 7 host lacks
 something (QEMU, accelerator), 8 engine failure, 9 broken VM bundle, 11 timeout, 1 other.

@@ -1,6 +1,6 @@
 // The VMDesk core: the VM library plus lifecycle, resources and events, shared by the CLI, server and app.
 import { EventEmitter } from 'node:events';
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import {
@@ -56,6 +56,10 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
   async boot(): Promise<void> {
     await this.library.init();
     if (this.watchMs > 0) {
+      // A long-lived core (app, server) squares snapshot metadata with the disks once at start-up, so a
+      // crash in the middle of a snapshot is reported or adopted before anyone looks.
+      const { SnapshotManager } = await import('./snapshots/manager.js');
+      await new SnapshotManager(this).reconcileAll().catch(() => []);
       for (const info of await this.list()) this.lastStates.set(info.id, info.state);
       this.poller = setInterval(() => void this.pollStates(), this.watchMs);
       this.poller.unref();
@@ -102,11 +106,16 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
       try {
         await cached.state();
         return cached;
-      } catch {
+      } catch (e) {
+        // A slow answer is not a dead VM: closing here would cut off replies still in flight.
+        if ((e as VmdeskError).code === ErrorCode.timeout) return cached;
         cached.close();
         this.handles.delete(entry.id);
       }
     }
+    // No runtime dir means no supervisor ever ran for this VM under this home: skip the engine's probe,
+    // which keeps listing hundreds of stopped VMs cheap.
+    if (!existsSync(this.library.runtimeDir(entry.id))) return undefined;
     const engine = await this.engine(entry.config.engine);
     const h = await engine.attach(this.ctx(entry)).catch(() => null);
     if (!h) return undefined;
@@ -378,6 +387,11 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
         if (entry.config) {
           const info = await this.infoOf(entry);
           if (RUNNING_STATES.includes(info.state)) throw new VmdeskError(ErrorCode.state, `"${name}" is ${info.state}; shut it down before deleting it`);
+        }
+        const { linkedClonesOf } = await import('./snapshots/clone.js');
+        const clones = await linkedClonesOf(this, entry.dir);
+        if (clones.length) {
+          throw new VmdeskError(ErrorCode.busy, `"${name}" holds the base disks of its linked clones (${clones.join(', ')}); delete them first or make them full clones`);
         }
         const kept: string[] = [];
         if (opts.keepDisks && entry.config) {

@@ -69,8 +69,8 @@ describe('a VM through the CLI', () => {
       con.send('echo result=$((6*7))\n');
       await con.waitFor(/result=42/);
       con.send('echo vda-sectors=$(cat /sys/block/vda/size)\n');
-      const m = await con.waitFor(/vda-sectors=(\d+)/);
-      expect(Number(m[1]) * 512).toBe(64 * 1024 * 1024);
+      const m = await con.waitFor(/vda-sectors=(\d+)\r?\n/);
+      expect(Number(m[1]) * 512, con.output.slice(-3000)).toBe(64 * 1024 * 1024);
     } finally {
       await con.close();
     }

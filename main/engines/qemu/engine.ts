@@ -450,17 +450,23 @@ export class QemuVmHandle implements VmHandle {
         let chunk: Buffer | null;
         while ((chunk = sock.read() as Buffer | null) !== null) {
           head = Buffer.concat([head, chunk]);
-          const nl = head.indexOf(0x0a);
-          if (nl < 0) continue;
+          let nl: number;
+          let reply: { id?: number; ok?: boolean; error?: { message: string } } | undefined;
+          // A state or event broadcast may come before our reply: skip lines until the one with our id.
+          while (!reply && (nl = head.indexOf(0x0a)) >= 0) {
+            let msg: { id?: number; ok?: boolean; error?: { message: string } } = {};
+            try {
+              msg = JSON.parse(head.subarray(0, nl).toString('utf8'));
+            } catch {
+              msg = { id: 1, ok: false, error: { message: 'bad reply' } };
+            }
+            head = head.subarray(nl + 1);
+            if (msg.id === 1) reply = msg;
+          }
+          if (!reply) continue;
           sock.off('readable', onReadable);
           sock.off('close', onClose);
-          const rest = head.subarray(nl + 1);
-          let reply: { ok?: boolean; error?: { message: string } } = {};
-          try {
-            reply = JSON.parse(head.subarray(0, nl).toString('utf8'));
-          } catch {
-            // handled below
-          }
+          const rest = head;
           if (!reply.ok) {
             sock.destroy();
             reject(new VmdeskError(ErrorCode.engine, `serial console refused: ${reply.error?.message ?? 'bad reply'}`));

@@ -146,13 +146,17 @@ class Supervisor {
   private alive = () => this.exitRecord === undefined && this.child?.exitCode === null && this.child.signalCode === null;
 
   /**
-   * QEMU binds the socket file a moment before it listens: a connect in that window is refused, so retry
+   * QEMU binds a socket file a moment before it listens: a connect in that window is refused, so retry
    * (seen under load: two guests booting on two cores) until QEMU dies or the deadline passes.
    */
-  private async connectQmp(deadline: number): Promise<QmpClient> {
+  private connectQmp(deadline: number): Promise<QmpClient> {
+    return this.retryRefused(() => QmpClient.connect(this.run.qmp, { timeoutMs: Math.max(1000, deadline - Date.now()) }), deadline);
+  }
+
+  private async retryRefused<T>(connect: () => Promise<T>, deadline: number): Promise<T> {
     for (;;) {
       try {
-        return await QmpClient.connect(this.run.qmp, { timeoutMs: Math.max(1000, deadline - Date.now()) });
+        return await connect();
       } catch (e) {
         const refused = /ECONNREFUSED|ENOENT/.test((e as Error).message);
         if (!refused || !this.alive() || Date.now() > deadline) throw e;
@@ -163,7 +167,7 @@ class Supervisor {
 
   private async boot(): Promise<void> {
     await waitForPath(this.run.serial, this.alive, 30_000);
-    await this.connectSerial();
+    await this.retryRefused(() => this.connectSerial(), Date.now() + 30_000);
     await waitForPath(this.run.qmp, this.alive, 30_000);
     const qmp = await this.connectQmp(Date.now() + 30_000);
     this.qmp = qmp;
@@ -279,14 +283,15 @@ class Supervisor {
     return this.qmp;
   }
 
+  /**
+   * Answered from what we track (QMP's STOP/RESUME/SHUTDOWN events keep it current), never by asking QEMU:
+   * its monitor blocks for seconds during snapshot-save, and a state query must not look like a dead VM.
+   */
   private async currentState(): Promise<VmState> {
     if (this.exitRecord) return this.exitRecord.reason === 'crashed' ? 'crashed' : 'stopped';
-    if (this.inTransition() || !this.qmp) return this.state;
-    const status = await this.qmp.execute<{ status: string; running: boolean }>('query-status', undefined, 5000);
-    if (this.inTransition() || this.exitRecord) return this.state;
-    this.setState(status.running ? 'running' : status.status === 'shutdown' ? 'stopping' : 'paused');
     return this.state;
   }
+
 
   private async handle(req: ControlRequest): Promise<unknown> {
     switch (req.cmd) {
