@@ -107,6 +107,8 @@ export const SnapshotViewSchema = z.object({
   disks: z.array(z.string()),
   adopted: z.boolean(),
   linkedClones: z.array(z.string()),
+  /** Micro-VM snapshots: their state file under snapshots/ (memory and CPU state; disk contents not captured). */
+  stateFile: z.string().optional(),
   isCurrent: z.boolean(),
   missingOn: z.array(z.string()),
   children: z.array(z.string()),

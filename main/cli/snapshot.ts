@@ -68,7 +68,7 @@ function shortTime(iso: string): string {
 }
 
 function label(s: SnapshotView): string {
-  const flags = [s.kind, s.missingOn.length ? `MISSING on ${s.missingOn.join(',')}` : '', s.adopted ? 'adopted' : '', s.linkedClones.length ? `base of ${s.linkedClones.length} linked clone(s)` : ''].filter(Boolean);
+  const flags = [s.kind, s.stateFile ? 'micro-VM: memory only, disks not captured' : '', s.missingOn.length ? `MISSING on ${s.missingOn.join(',')}` : '', s.adopted ? 'adopted' : '', s.linkedClones.length ? `base of ${s.linkedClones.length} linked clone(s)` : ''].filter(Boolean);
   return `${s.name}  [${s.id}]  ${shortTime(s.time)}  (${flags.join(', ')}${s.vmStateBytes ? `, RAM ${bytes(s.vmStateBytes)}` : ''})`;
 }
 

@@ -187,14 +187,16 @@ describe('offline snapshots', () => {
     expect(existsSync(raw)).toBe(true); // attached images belong to the user
   });
 
-  it('says plainly that microvm-engine VMs cannot hold snapshots', async () => {
+  it('refuses disk-only snapshots of a stopped microvm-engine VM, saying why and what works', async () => {
     const kernel = path.join(home, 'vmlinuz');
     writeFileSync(kernel, 'not really a kernel');
     const raw = path.join(home, 'micro.img');
     execFileSync('qemu-img', ['create', '-f', 'raw', raw, '16M']);
     await core.create({ name: 'micro', engine: 'microvm', attachDisks: [raw], memoryMiB: 64, directKernel: { kernel, cmdline: '' } });
-    await expectError(snaps.take('micro', { name: 'x' }), 'EINVAL', /microvm engine, whose raw disks cannot hold snapshots/);
-    expect((await snaps.list('micro')).unsupported[0]?.hint).toMatch(/need the qemu engine/);
+    await expectError(snaps.take('micro', { name: 'x' }), 'EINVAL', /stopped and runs on the microvm engine, whose raw disks cannot hold snapshots: only live snapshots of the running micro-VM/);
+    const listing = await snaps.list('micro');
+    expect(listing.snapshots).toEqual([]);
+    expect(listing.unsupported[0]?.hint).toMatch(/raw disks are not captured by snapshots.*memory and CPU state only.*disk snapshots need the qemu engine/);
     // Its clones and exports keep raw disks, which is all the micro-VMM reads.
     const { cloneVm } = await import('../../main/core/snapshots/clone.js');
     const { exportVm, importArchive } = await import('../../main/core/backup/archive.js');

@@ -92,7 +92,8 @@ describe('SnapshotView', () => {
     await flushPromises();
     await byTestId(w, 'snap-mode-timeline').trigger('click');
     expect(byTestId(w, 'snap-timeline').exists()).toBe(true);
-    expect(w.findAll('[data-testid^="snap-tl-"]').length).toBe(5); // 4 snapshots + now
+    expect(w.findAll('[data-testid^="snap-tl-"]:not([data-testid="snap-tl-thumb"])').length).toBe(5); // 4 snapshots + now
+    expect(w.findAll('[data-testid="snap-tl-thumb"]').length).toBe(1); // the live snapshot's thumbnail
     await byTestId(w, 'snap-tl-experiment').trigger('click');
     await flushPromises();
     expect(rpc.callsOf('snapshot.info').at(-1)).toEqual({ id: vm.id, snapshot: 'dddd4' });

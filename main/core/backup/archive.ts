@@ -10,7 +10,7 @@ import { writeJsonAtomic } from '../atomic.js';
 import * as img from '../snapshots/qemu-img.js';
 import { diskFile, uefiVarsFile, type ProgressFn, type SnapshotCore } from '../snapshots/manager.js';
 import { readTree, snapshotDir, thumbnailPath, TREE_FILE } from '../snapshots/store.js';
-import { SnapshotTree } from '../snapshots/tree.js';
+import { SnapshotTree, isStateFileNode, removeNode } from '../snapshots/tree.js';
 import { checkNewVmName, cloneConfig, createVmBundle } from '../snapshots/clone.js';
 import { TarWriter, entryStream, hashEntry, readEntry, readTarIndex, type TarEntry } from './tar.js';
 
@@ -110,10 +110,12 @@ export async function exportVm(core: SnapshotCore, ref: string, file: string, op
         files.push({ name: 'uefi-vars.qcow2', ...r, role: 'uefi-vars' });
       }
       if (tree) {
-        const kept = { ...tree, pending: [], nodes: tree.nodes.map((n) => ({ ...n, linkedClones: [] })) };
+        // Micro-VM snapshots live in state files of the running host's memory layout: they are not exported.
+        const portable = tree.nodes.filter((n) => isStateFileNode(n)).reduce((t, n) => removeNode(t, n.id), tree);
+        const kept = { ...portable, pending: [], nodes: portable.nodes.map((n) => ({ ...n, linkedClones: [] })) };
         const r = await tar.add(`snapshots/${TREE_FILE}`, Buffer.from(JSON.stringify(kept, null, 2)));
         files.push({ name: `snapshots/${TREE_FILE}`, ...r, role: 'tree' });
-        for (const n of tree.nodes.filter((x) => x.thumbnail)) {
+        for (const n of portable.nodes.filter((x) => x.thumbnail)) {
           const png = await fs.readFile(thumbnailPath(entry.dir, n.id)).catch(() => null);
           if (!png) continue;
           const r2 = await tar.add(`snapshots/${n.id}.png`, png);

@@ -69,6 +69,7 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
     const state = (await core.get(src.id)).state;
     const running = state !== 'stopped' && state !== 'crashed';
     let snap: SnapshotNode | undefined = opts.snapshot ? findNode(await readTree(src.dir), opts.snapshot) : undefined;
+    if (snap?.stateFile) throw new VmdeskError(ErrorCode.invalid, `snapshot "${snap.name}" is a micro-VM snapshot (memory and CPU state only, no disk contents); clone from the current state instead`);
     if (!snap && mode === 'linked') {
       // A linked clone needs an immutable base: like VirtualBox, snapshot the current state first.
       progress('snapshotting the current state', 0);

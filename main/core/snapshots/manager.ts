@@ -14,6 +14,7 @@ import {
   childrenOf,
   diffConfigs,
   findNode,
+  isStateFileNode,
   removeNode,
   subtree,
   updateNode,
@@ -21,8 +22,9 @@ import {
   type SnapshotKind,
   type SnapshotNode,
   type SnapshotTree,
+  SNAPSHOT_DESCRIPTION_MAX,
 } from './tree.js';
-import { idFromTag, newSnapshotId, readThumbnail, readTree, removeThumbnail, tagFor, withSnapshotLock, writeThumbnail, writeTree } from './store.js';
+import { idFromTag, newSnapshotId, readThumbnail, readTree, removeThumbnail, stateFilePath, tagFor, withSnapshotLock, writeThumbnail, writeTree } from './store.js';
 
 /** The parts of Core that snapshots use; Core satisfies it structurally, so nothing here imports the engine. */
 export interface SnapshotCore {
@@ -41,6 +43,18 @@ export type ProgressFn = (phase: string, fraction?: number) => void;
 
 const RUNNING: VmState[] = ['running', 'paused'];
 const BUSY: VmState[] = ['starting', 'stopping'];
+
+/** Saving or loading a micro-VM's state file: memory is written sparse, but a big guest on a slow disk takes a while. */
+const MICROVM_STATE_TIMEOUT_MS = 10 * 60_000;
+
+/** Appended to the description of every micro-VM snapshot, so nobody expects their disks to come back. */
+export const MICROVM_SNAPSHOT_NOTE = 'Micro-VM snapshot: memory, CPU and device state only; disk contents are not captured (restoring it does not revert the disks).';
+
+function withMicrovmNote(description: string): string {
+  if (!description) return MICROVM_SNAPSHOT_NOTE;
+  const room = SNAPSHOT_DESCRIPTION_MAX - MICROVM_SNAPSHOT_NOTE.length - 2;
+  return `${description.slice(0, room)}\n\n${MICROVM_SNAPSHOT_NOTE}`;
+}
 
 export function diskFile(bundleDir: string, d: Disk): string {
   return path.isAbsolute(d.path) ? d.path : path.join(bundleDir, d.path);
@@ -166,7 +180,13 @@ export class SnapshotManager {
   }
 
   private unsupported(config: VmConfig): SnapshotListing['unsupported'] {
-    if (config.engine !== 'qemu') return config.disks.map((d) => ({ diskId: d.id, format: d.format, hint: `snapshots need the qemu engine; this VM uses ${config.engine}` }));
+    if (config.engine !== 'qemu') {
+      return config.disks.map((d) => ({
+        diskId: d.id,
+        format: d.format,
+        hint: `the ${config.engine} engine's raw disks are not captured by snapshots: live snapshots of the running VM save memory and CPU state only; disk snapshots need the qemu engine`,
+      }));
+    }
     return config.disks
       .filter((d) => !d.readOnly && d.format !== 'qcow2')
       .map((d) => ({ diskId: d.id, format: d.format, hint: `convert it to qcow2 with: vmdesk snapshot convert-disk "${config.name}" ${d.id}` }));
@@ -268,7 +288,7 @@ export class SnapshotManager {
     let tree = await readTree(entry.dir);
     const notes: string[] = [];
     const live = RUNNING.includes(state) || BUSY.includes(state);
-    if (write && RUNNING.includes(state)) {
+    if (write && RUNNING.includes(state) && entry.config.engine === 'qemu') {
       // A VMDesk process that died mid-job leaves a concluded job behind in QEMU: clear it away.
       await dismissStaleJobs(this.qmp(entry.id)).catch(() => []);
     }
@@ -291,6 +311,15 @@ export class SnapshotManager {
 
     // Interrupted takes: finish those whose job completed on every disk, drop the others.
     for (const p of tree.pending) {
+      if (isStateFileNode(p)) {
+        // A micro-VM state file whose save was not recorded may be partial: drop it.
+        if (!write) continue;
+        tree = { ...tree, pending: tree.pending.filter((x) => x.id !== p.id) };
+        await fs.rm(stateFilePath(entry.dir, p.id), { force: true });
+        notes.push(`snapshot "${p.name}" was interrupted while its state file was being saved and was not kept`);
+        changed = true;
+        continue;
+      }
       const found = onDisk.get(p.tag);
       if (found && found.size === targets.length) {
         if (!write) continue;
@@ -315,6 +344,14 @@ export class SnapshotManager {
     const missing = new Map<string, string[]>();
     const targetIds = new Set(targets.map((t) => t.id));
     for (const n of tree.nodes) {
+      if (isStateFileNode(n)) {
+        // Micro-VM snapshots live in their state file, never in the disks.
+        if (!existsSync(stateFilePath(entry.dir, n.id))) {
+          missing.set(n.id, ['vmstate']);
+          notes.push(`snapshot "${n.name}" has lost its state file ${stateFilePath(entry.dir, n.id)}; restoring it is impossible`);
+        }
+        continue;
+      }
       const found = onDisk.get(n.tag);
       const expected = (n.disks.length ? n.disks : [...targetIds]).filter((d) => targetIds.has(d));
       const lack = expected.filter((d) => !found?.has(d));
@@ -378,6 +415,7 @@ export class SnapshotManager {
     let tree = await readTree(entry.dir);
     const name = checkSnapshotName(tree, opts.name);
     const description = checkDescription(opts.description);
+    if (entry.config.engine === 'microvm') return this.takeMicrovm(entry, tree, name, description, progress);
     const targets = this.targets(entry);
     if (!targets.length) throw new VmdeskError(ErrorCode.invalid, `"${entry.config.name}" has no writable qcow2 disk to hold a snapshot; add a disk first`);
     const info = await this.core.get(entry.id);
@@ -449,6 +487,56 @@ export class SnapshotManager {
     return node;
   }
 
+  /**
+   * A micro-VM snapshot: the running (or paused) guest's memory, vCPU and device state saved by the
+   * micro-VMM into snapshots/<id>.vmstate. A stopped micro-VM has nothing but raw disks, which cannot hold
+   * snapshots, so it is refused. The caller holds the snapshot lock.
+   */
+  private async takeMicrovm(entry: BundleEntry & { config: VmConfig }, tree: SnapshotTree, name: string, description: string, progress: ProgressFn): Promise<SnapshotNode> {
+    const info = await this.core.get(entry.id);
+    if (BUSY.includes(info.state)) throw new VmdeskError(ErrorCode.state, `"${entry.config.name}" is ${info.state}; wait until it has finished`);
+    if (!RUNNING.includes(info.state)) {
+      throw new VmdeskError(
+        ErrorCode.invalid,
+        `"${entry.config.name}" is stopped and runs on the microvm engine, whose raw disks cannot hold snapshots: only live snapshots of the running micro-VM are possible (memory and CPU state; disk contents are not captured). Start it to take one, or switch it to the qemu engine (vmdesk set "${entry.config.name}" --engine qemu) and convert its disks for disk snapshots`,
+      );
+    }
+    const id = newSnapshotId();
+    const file = stateFilePath(entry.dir, id);
+    const node: SnapshotNode = {
+      id,
+      tag: tagFor(id),
+      name,
+      description: withMicrovmNote(description),
+      time: new Date().toISOString(),
+      parent: tree.current,
+      kind: 'live',
+      config: entry.config,
+      thumbnail: false, // a micro-VM has no display
+      vmStateBytes: 0,
+      disks: [],
+      adopted: false,
+      linkedClones: [],
+      stateFile: path.basename(file),
+    };
+    // Record the intent first: if this process dies mid-save, reconciliation drops the partial file.
+    await writeTree(entry.dir, { ...tree, pending: [...tree.pending, node] });
+    progress('saving memory and CPU state', 0);
+    try {
+      await this.core.command(entry.id, 'snapshot-save', { path: file }, MICROVM_STATE_TIMEOUT_MS);
+    } catch (e) {
+      await fs.rm(file, { force: true });
+      await writeTree(entry.dir, tree);
+      throw e;
+    }
+    node.vmStateBytes = (await fs.stat(file)).size;
+    let next = await readTree(entry.dir);
+    next = addNode({ ...next, pending: next.pending.filter((p) => p.id !== id) }, node, true);
+    await writeTree(entry.dir, next);
+    progress('done', 1);
+    return node;
+  }
+
   /** The QEMU node names of the snapshot targets, checked against what QEMU actually has open. */
   private async liveNodes(entry: BundleEntry & { config: VmConfig }, targets: SnapshotTarget[]): Promise<string[]> {
     const named = (await this.qmp(entry.id)('query-named-block-nodes', { flat: true })) as { 'node-name': string; drv: string; ro: boolean; file: string }[];
@@ -489,6 +577,7 @@ export class SnapshotManager {
       const fresh = await this.usable(entry.id);
       const tree0 = await readTree(fresh.dir);
       const node = findNode(tree0, snapRef);
+      if (isStateFileNode(node)) return this.restoreMicrovm(fresh, tree0, node, opts, progress);
       const targets = this.targets(fresh);
       const info = await this.core.get(fresh.id);
       if (BUSY.includes(info.state)) throw new VmdeskError(ErrorCode.state, `"${fresh.config.name}" is ${info.state}; wait until it has finished`);
@@ -566,6 +655,73 @@ export class SnapshotManager {
     });
   }
 
+  /**
+   * Restores a micro-VM snapshot: a running micro-VM with the same settings loads the state file in place;
+   * otherwise the VM is stopped, its settings return to the snapshot's, it starts paused and loads the
+   * state file. The disks are not reverted (micro-VM snapshots do not capture them). Lock held by caller.
+   */
+  private async restoreMicrovm(
+    fresh: BundleEntry & { config: VmConfig },
+    tree0: SnapshotTree,
+    node: SnapshotNode,
+    opts: RestoreOptions,
+    progress: ProgressFn,
+  ): Promise<{ restored: SnapshotNode; safety?: SnapshotNode; info: VmInfo; warnings: string[] }> {
+    const file = stateFilePath(fresh.dir, node.id);
+    if (!existsSync(file)) throw new VmdeskError(ErrorCode.broken, `the state file of snapshot "${node.name}" (${file}) is missing; it cannot be restored`);
+    const engine = node.config?.engine ?? fresh.config.engine;
+    if (engine !== 'microvm') throw new VmdeskError(ErrorCode.invalid, `snapshot "${node.name}" was taken by the microvm engine; it can only be restored into a micro-VM`);
+    const info = await this.core.get(fresh.id);
+    if (BUSY.includes(info.state)) throw new VmdeskError(ErrorCode.state, `"${fresh.config.name}" is ${info.state}; wait until it has finished`);
+    const warnings: string[] = [];
+    const live0 = RUNNING.includes(info.state);
+    let safety: SnapshotNode | undefined;
+    // Only a running VM has a current state beyond its disks worth saving first.
+    if (opts.snapshotCurrent !== false && live0) {
+      progress('saving the current state', 0);
+      const base = opts.currentName ?? `Before restoring ${node.name}`;
+      let name = base.slice(0, 60);
+      for (let i = 2; tree0.nodes.some((n) => n.name.toLowerCase() === name.toLowerCase()); i++) name = `${base.slice(0, 56)} (${i})`;
+      safety = await this.takeLocked(fresh, { name, description: `Taken automatically before restoring "${node.name}".`, onProgress: (p, f) => progress(`saving the current state: ${p}`, f) });
+    }
+    const running = safety ? RUNNING.includes((await this.core.get(fresh.id)).state) : live0;
+    const sameConfig = node.config === null || diffConfigs(node.config, fresh.config).length === 0;
+    if (running && sameConfig && fresh.config.engine === 'microvm') {
+      // Fast path: the running micro-VMM replaces its guest with the snapshot's.
+      progress('loading memory and CPU state', 0);
+      await this.core.command(fresh.id, 'snapshot-load', { path: file, paused: false }, MICROVM_STATE_TIMEOUT_MS);
+    } else {
+      if (running) {
+        progress('powering off', 0);
+        await this.powerOff(fresh.id);
+      }
+      const config = node.config ? this.configForRestore(fresh, node.config, warnings) : fresh.config;
+      await this.core.library.withVmLock(fresh.id, fresh.config.name, async () => {
+        const now = await this.core.get(fresh.id);
+        if (now.state !== 'stopped' && now.state !== 'crashed') throw new VmdeskError(ErrorCode.state, `"${fresh.config.name}" started meanwhile; try again`);
+        if (config !== fresh.config) await this.core.library.saveConfig(fresh.id, config);
+      });
+      progress('starting paused', 0.2);
+      await this.core.start(fresh.id, { paused: true });
+      progress('loading memory and CPU state', 0.4);
+      try {
+        await this.core.command(fresh.id, 'snapshot-load', { path: file, paused: false }, MICROVM_STATE_TIMEOUT_MS);
+      } catch (e) {
+        // The freshly booted (paused) kernel is not the state asked for: do not leave it around.
+        await this.powerOff(fresh.id).catch(() => {});
+        throw e;
+      }
+    }
+    if ((node.config ?? fresh.config).disks.some((d) => !d.readOnly)) warnings.push('the disks were not reverted: micro-VM snapshots do not capture disk contents');
+    let tree = await readTree(fresh.dir);
+    tree = { ...tree, current: node.id };
+    await writeTree(fresh.dir, tree);
+    progress('done', 1);
+    const out = await this.core.get(fresh.id);
+    this.emitUpdated(out);
+    return { restored: node, safety, info: out, warnings };
+  }
+
   /** The snapshot's settings, keeping the VM's identity (id, name) and disks that still exist. */
   private configForRestore(entry: BundleEntry & { config: VmConfig }, snap: VmConfig, warnings: string[]): VmConfig {
     const next: VmConfig = { ...snap, id: entry.config.id, name: entry.config.name, createdAt: entry.config.createdAt };
@@ -593,7 +749,7 @@ export class SnapshotManager {
       if (BUSY.includes(info.state)) throw new VmdeskError(ErrorCode.state, `"${fresh.config.name}" is ${info.state}; wait until it has finished`);
       const targets = this.targets(fresh, { strict: false });
       const live = RUNNING.includes(info.state);
-      if (live) {
+      if (live && fresh.config.engine === 'qemu') {
         const running = await activeJobs(this.qmp(fresh.id));
         if (running.length) throw new VmdeskError(ErrorCode.busy, `"${fresh.config.name}" is busy with QEMU job ${running.map((j) => j.id).join(', ')}`);
       }
@@ -601,6 +757,14 @@ export class SnapshotManager {
       // Deepest first, so an interruption leaves a consistent tree (children gone before parents).
       for (const [i, n] of [...doomed].reverse().entries()) {
         progress(`deleting ${n.name}`, i / doomed.length);
+        if (isStateFileNode(n)) {
+          // A micro-VM snapshot is its state file (a running guest loaded from it has its own copy-on-write view).
+          tree = removeNode(await readTree(fresh.dir), n.id);
+          await writeTree(fresh.dir, tree);
+          await fs.rm(stateFilePath(fresh.dir, n.id), { force: true });
+          deleted.push(n.id);
+          continue;
+        }
         const holders: SnapshotTarget[] = [];
         for (const t of targets) {
           const snaps = (await img.imgInfo(t.file, { shared: live, format: 'qcow2' }).catch(() => null))?.snapshots ?? [];

@@ -18,6 +18,11 @@ export function thumbnailPath(bundleDir: string, id: string): string {
   return path.join(snapshotDir(bundleDir), `${id}.png`);
 }
 
+/** The state file of a micro-VM snapshot (memory, vCPU and device state; no disk contents). */
+export function stateFilePath(bundleDir: string, id: string): string {
+  return path.join(snapshotDir(bundleDir), `${id}.vmstate`);
+}
+
 /** Base images of linked clones made from a snapshot live here, in the source VM's bundle. */
 export function basesDir(bundleDir: string): string {
   return path.join(snapshotDir(bundleDir), 'bases');

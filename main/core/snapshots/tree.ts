@@ -31,6 +31,11 @@ export const SnapshotNode = z.object({
   adopted: z.boolean().default(false),
   /** VM ids of linked clones whose base disks were made from this snapshot: it cannot be deleted while any exists. */
   linkedClones: z.array(z.string()).default([]),
+  /**
+   * Micro-VM snapshots only: the state file (memory, vCPU and device state) under snapshots/, e.g.
+   * "<id>.vmstate". Such snapshots live in that file, not in any disk, and do not capture disk contents.
+   */
+  stateFile: z.string().regex(/^[a-z0-9]{4,32}\.vmstate$/).optional(),
 });
 export type SnapshotNode = z.infer<typeof SnapshotNode>;
 
@@ -43,6 +48,11 @@ export const SnapshotTree = z.object({
   pending: z.array(SnapshotNode).default([]),
 });
 export type SnapshotTree = z.infer<typeof SnapshotTree>;
+
+/** A micro-VM snapshot: held in a state file of its own, never in the VM's disks. */
+export function isStateFileNode(n: Pick<SnapshotNode, 'stateFile'>): boolean {
+  return typeof n.stateFile === 'string';
+}
 
 export function emptyTree(): SnapshotTree {
   return { version: SNAPSHOT_TREE_VERSION, current: null, nodes: [], pending: [] };
