@@ -591,14 +591,7 @@ export class SnapshotManager {
         throw new VmdeskError(ErrorCode.invalid, `disk ${t.id} was added after snapshot "${node.name}"; detach it before restoring`);
       });
       const warnings: string[] = [];
-      let safety: SnapshotNode | undefined;
-      if (opts.snapshotCurrent !== false) {
-        progress('saving the current state', 0);
-        const base = opts.currentName ?? `Before restoring ${node.name}`;
-        let name = base.slice(0, 60);
-        for (let i = 2; tree0.nodes.some((n) => n.name.toLowerCase() === name.toLowerCase()); i++) name = `${base.slice(0, 56)} (${i})`;
-        safety = await this.takeLocked(fresh, { name, description: `Taken automatically before restoring "${node.name}".`, onProgress: (p, f) => progress(`saving the current state: ${p}`, f) });
-      }
+      const safety = opts.snapshotCurrent !== false ? await this.takeSafety(fresh, tree0, node, opts, progress) : undefined;
 
       // Taking the safety snapshot does not change the run state; only ask again when it happened.
       const running = safety ? RUNNING.includes((await this.core.get(fresh.id)).state) : live0;
@@ -618,10 +611,7 @@ export class SnapshotManager {
           await this.powerOff(fresh.id);
         }
         const config = node.config ? this.configForRestore(fresh, node.config, warnings) : fresh.config;
-        await this.core.library.withVmLock(fresh.id, fresh.config.name, async () => {
-          const now = await this.core.get(fresh.id);
-          if (now.state !== 'stopped' && now.state !== 'crashed') throw new VmdeskError(ErrorCode.state, `"${fresh.config.name}" started meanwhile; try again`);
-          if (config !== fresh.config) await this.core.library.saveConfig(fresh.id, config);
+        await this.whileStopped(fresh, config, async () => {
           if (node.kind === 'disk-only') {
             for (const [i, t] of targets.entries()) {
               progress(`reverting disk ${t.id}`, i / targets.length);
@@ -645,13 +635,7 @@ export class SnapshotManager {
           await this.core.resume(fresh.id);
         }
       }
-      let tree = await readTree(fresh.dir);
-      tree = { ...tree, current: node.id };
-      await writeTree(fresh.dir, tree);
-      progress('done', 1);
-      const out = await this.core.get(fresh.id);
-      this.emitUpdated(out);
-      return { restored: node, safety, info: out, warnings };
+      return this.finishRestore(fresh, node, safety, warnings, progress);
     });
   }
 
@@ -675,15 +659,8 @@ export class SnapshotManager {
     if (BUSY.includes(info.state)) throw new VmdeskError(ErrorCode.state, `"${fresh.config.name}" is ${info.state}; wait until it has finished`);
     const warnings: string[] = [];
     const live0 = RUNNING.includes(info.state);
-    let safety: SnapshotNode | undefined;
     // Only a running VM has a current state beyond its disks worth saving first.
-    if (opts.snapshotCurrent !== false && live0) {
-      progress('saving the current state', 0);
-      const base = opts.currentName ?? `Before restoring ${node.name}`;
-      let name = base.slice(0, 60);
-      for (let i = 2; tree0.nodes.some((n) => n.name.toLowerCase() === name.toLowerCase()); i++) name = `${base.slice(0, 56)} (${i})`;
-      safety = await this.takeLocked(fresh, { name, description: `Taken automatically before restoring "${node.name}".`, onProgress: (p, f) => progress(`saving the current state: ${p}`, f) });
-    }
+    const safety = opts.snapshotCurrent !== false && live0 ? await this.takeSafety(fresh, tree0, node, opts, progress) : undefined;
     const running = safety ? RUNNING.includes((await this.core.get(fresh.id)).state) : live0;
     const sameConfig = node.config === null || diffConfigs(node.config, fresh.config).length === 0;
     if (running && sameConfig && fresh.config.engine === 'microvm') {
@@ -696,11 +673,7 @@ export class SnapshotManager {
         await this.powerOff(fresh.id);
       }
       const config = node.config ? this.configForRestore(fresh, node.config, warnings) : fresh.config;
-      await this.core.library.withVmLock(fresh.id, fresh.config.name, async () => {
-        const now = await this.core.get(fresh.id);
-        if (now.state !== 'stopped' && now.state !== 'crashed') throw new VmdeskError(ErrorCode.state, `"${fresh.config.name}" started meanwhile; try again`);
-        if (config !== fresh.config) await this.core.library.saveConfig(fresh.id, config);
-      });
+      await this.whileStopped(fresh, config, async () => {});
       progress('starting paused', 0.2);
       await this.core.start(fresh.id, { paused: true });
       progress('loading memory and CPU state', 0.4);
@@ -713,9 +686,38 @@ export class SnapshotManager {
       }
     }
     if ((node.config ?? fresh.config).disks.some((d) => !d.readOnly)) warnings.push('the disks were not reverted: micro-VM snapshots do not capture disk contents');
-    let tree = await readTree(fresh.dir);
-    tree = { ...tree, current: node.id };
-    await writeTree(fresh.dir, tree);
+    return this.finishRestore(fresh, node, safety, warnings, progress);
+  }
+
+  /** The automatic "Before restoring X" snapshot, named so it never clashes with an existing one. */
+  private takeSafety(fresh: BundleEntry & { config: VmConfig }, tree0: SnapshotTree, node: SnapshotNode, opts: RestoreOptions, progress: ProgressFn): Promise<SnapshotNode> {
+    progress('saving the current state', 0);
+    const base = opts.currentName ?? `Before restoring ${node.name}`;
+    let name = base.slice(0, 60);
+    for (let i = 2; tree0.nodes.some((n) => n.name.toLowerCase() === name.toLowerCase()); i++) name = `${base.slice(0, 56)} (${i})`;
+    return this.takeLocked(fresh, { name, description: `Taken automatically before restoring "${node.name}".`, onProgress: (p, f) => progress(`saving the current state: ${p}`, f) });
+  }
+
+  /** Under the VM lock, with the VM verified stopped: writes the restored settings, then runs `work`. */
+  private whileStopped(fresh: BundleEntry & { config: VmConfig }, config: VmConfig, work: () => Promise<void>): Promise<void> {
+    return this.core.library.withVmLock(fresh.id, fresh.config.name, async () => {
+      const now = await this.core.get(fresh.id);
+      if (now.state !== 'stopped' && now.state !== 'crashed') throw new VmdeskError(ErrorCode.state, `"${fresh.config.name}" started meanwhile; try again`);
+      if (config !== fresh.config) await this.core.library.saveConfig(fresh.id, config);
+      await work();
+    });
+  }
+
+  /** Moves "you are here" to the restored node and reports the VM as it now is. */
+  private async finishRestore(
+    fresh: BundleEntry & { config: VmConfig },
+    node: SnapshotNode,
+    safety: SnapshotNode | undefined,
+    warnings: string[],
+    progress: ProgressFn,
+  ): Promise<{ restored: SnapshotNode; safety?: SnapshotNode; info: VmInfo; warnings: string[] }> {
+    const tree = await readTree(fresh.dir);
+    await writeTree(fresh.dir, { ...tree, current: node.id });
     progress('done', 1);
     const out = await this.core.get(fresh.id);
     this.emitUpdated(out);
