@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll } from 'vitest';
 import { Core } from '../../main/core/core.js';
 import { startServer, type RunningServer } from '../../main/server/server.js';
 
@@ -66,4 +67,18 @@ export async function openHarness(browser: Browser): Promise<Harness> {
       rmSync(home, { recursive: true, force: true });
     },
   };
+}
+
+/** One browser and one harness for a test file: opened before its tests, torn down (guests included) after. */
+export function useHarness(): { browser: Browser; h: Harness } {
+  const e2e = {} as { browser: Browser; h: Harness };
+  beforeAll(async () => {
+    e2e.browser = await launchBrowser();
+    e2e.h = await openHarness(e2e.browser);
+  });
+  afterAll(async () => {
+    await e2e.h?.dispose();
+    await e2e.browser?.close();
+  });
+  return e2e;
 }

@@ -1,26 +1,14 @@
 // The Snapshots tab in a real browser against a real QEMU guest: take a live snapshot from the view, see its
 // thumbnail in the tree and in the timeline, power the VM off, restore the snapshot and see the guest run again.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
 import { guestPaths, GUEST_READY_MARKER } from '../guest/guest.js';
-import { launchBrowser, openHarness, type Harness } from './harness.js';
+import { useHarness } from './harness.js';
 import { MainWindowPage } from './pages/MainWindowPage.js';
 import { WizardPage } from './pages/WizardPage.js';
 import { ConsolePage } from './pages/ConsolePage.js';
 import { SnapshotsPage } from './pages/snapshots-page.js';
 
-let browser: Browser;
-let h: Harness;
-
-beforeAll(async () => {
-  browser = await launchBrowser();
-  h = await openHarness(browser);
-});
-
-afterAll(async () => {
-  await h?.dispose();
-  await browser?.close();
-});
+const e2e = useHarness();
 
 const VM = 'snap guest';
 const SNAP = 'Booted shell';
@@ -28,13 +16,13 @@ const SNAP = 'Booted shell';
 describe('Snapshots tab', () => {
   it('takes a live snapshot with a thumbnail, shows it in tree and timeline, and restores it', { timeout: 420_000 }, async () => {
     const { kernel, initrd } = guestPaths();
-    const main = new MainWindowPage(h.page);
-    const wizard = new WizardPage(h.page);
-    const cons = new ConsolePage(h.page);
-    const snaps = new SnapshotsPage(h.page);
+    const main = new MainWindowPage(e2e.h.page);
+    const wizard = new WizardPage(e2e.h.page);
+    const cons = new ConsolePage(e2e.h.page);
+    const snaps = new SnapshotsPage(e2e.h.page);
 
     // ---- a VM with a qcow2 disk (snapshots live in it), booted to its shell ----
-    await main.open(h.server.url);
+    await main.open(e2e.h.server.url);
     await main.emptyState.waitFor();
     await main.toolbar('new').click();
     await wizard.waitForStep('name');
@@ -63,7 +51,7 @@ describe('Snapshots tab', () => {
     await cons.waitForSerial(new RegExp(GUEST_READY_MARKER), 120_000);
     await cons.waitForSerial(/[#$] ?\s*$/m, 30_000);
     await cons.waitForQuiet();
-    await h.page.getByTestId('console-back').click();
+    await e2e.h.page.getByTestId('console-back').click();
     await main.waitForState(VM, 'running');
     await main.select(VM);
 
@@ -82,7 +70,7 @@ describe('Snapshots tab', () => {
     await expect.poll(() => snaps.details.textContent()).toMatch(/Live \(memory and disks\)/);
     await snaps.thumb.waitFor({ timeout: 30_000 });
     await expect.poll(() => snaps.imgNaturalWidth(snaps.thumb), { timeout: 30_000, interval: 250 }).toBeGreaterThan(0);
-    await h.shot('40-snapshots-tree');
+    await e2e.h.shot('40-snapshots-tree');
 
     // ---- timeline mode: the node carries the thumbnail, and the details still show it ----
     await snaps.timelineMode();
@@ -90,7 +78,7 @@ describe('Snapshots tab', () => {
     await expect.poll(() => snaps.timelineThumbNaturalWidth(SNAP), { timeout: 30_000, interval: 250 }).toBeGreaterThan(0);
     expect(await snaps.thumb.isVisible()).toBe(true);
     expect(await snaps.imgNaturalWidth(snaps.thumb)).toBeGreaterThan(0);
-    await h.shot('41-snapshots-timeline');
+    await e2e.h.shot('41-snapshots-timeline');
 
     // ---- power the VM off, then restore the snapshot from the view: the guest comes back running ----
     await main.toolbar('kill').click();
@@ -115,9 +103,9 @@ describe('Snapshots tab', () => {
     await cons.serialTab();
     await cons.typeSerial('echo $((6*7))\n');
     await cons.waitForSerial(/^42\s*$/m, 60_000);
-    await h.page.getByTestId('console-back').click();
+    await e2e.h.page.getByTestId('console-back').click();
     await main.waitForState(VM, 'running');
 
-    expect(h.pageErrors.filter((e) => !/favicon/.test(e))).toEqual([]);
+    expect(e2e.h.pageErrors.filter((e) => !/favicon/.test(e))).toEqual([]);
   });
 });

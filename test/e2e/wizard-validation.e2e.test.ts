@@ -1,28 +1,16 @@
 // The wizard refuses bad input inline, with the same zod rules the server applies, before anything is sent.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser } from 'playwright-core';
-import { launchBrowser, openHarness, type Harness } from './harness.js';
+import { describe, expect, it } from 'vitest';
+import { useHarness } from './harness.js';
 import { MainWindowPage } from './pages/MainWindowPage.js';
 import { WizardPage } from './pages/WizardPage.js';
 
-let browser: Browser;
-let h: Harness;
-
-beforeAll(async () => {
-  browser = await launchBrowser();
-  h = await openHarness(browser);
-});
-
-afterAll(async () => {
-  await h?.dispose();
-  await browser?.close();
-});
+const e2e = useHarness();
 
 describe('wizard validation', () => {
   it('rejects an empty name, "../x" and 0 CPUs inline and creates nothing', { timeout: 120_000 }, async () => {
-    const main = new MainWindowPage(h.page);
-    const wizard = new WizardPage(h.page);
-    await main.open(h.server.url);
+    const main = new MainWindowPage(e2e.h.page);
+    const wizard = new WizardPage(e2e.h.page);
+    await main.open(e2e.h.server.url);
     await main.toolbar('new').click();
     await wizard.waitForStep('name');
 
@@ -35,7 +23,7 @@ describe('wizard validation', () => {
     // Path tricks in the name are refused as the user types.
     await wizard.setName('../x');
     expect(await wizard.error('name').textContent()).toMatch(/name may contain|must not contain/);
-    await h.shot('20-wizard-bad-name');
+    await e2e.h.shot('20-wizard-bad-name');
     await wizard.next();
     await wizard.waitForStep('name');
 
@@ -43,14 +31,14 @@ describe('wizard validation', () => {
     await wizard.error('name').waitFor({ state: 'detached' });
     await wizard.next();
     await wizard.waitForStep('media');
-    await h.page.getByTestId('media-none').check();
+    await e2e.h.page.getByTestId('media-none').check();
     await wizard.next();
     await wizard.waitForStep('hardware');
 
     // 0 CPUs: the schema's minimum.
     await wizard.hardware({ cpus: 0 });
     expect(await wizard.error('cpus').textContent()).toMatch(/at least 1 CPU/);
-    await h.shot('21-wizard-zero-cpus');
+    await e2e.h.shot('21-wizard-zero-cpus');
     await wizard.next();
     await wizard.waitForStep('hardware');
 
@@ -60,28 +48,28 @@ describe('wizard validation', () => {
     await wizard.hardware({ memoryMiB: 128 });
     await wizard.error('memoryMiB').waitFor({ state: 'detached' });
 
-    await h.page.getByTestId('wizard-cancel').click();
+    await e2e.h.page.getByTestId('wizard-cancel').click();
     await main.emptyState.waitFor();
-    expect(await h.core.list()).toEqual([]);
+    expect(await e2e.h.core.list()).toEqual([]);
   });
 
   it('shows a server-side refusal with its details disclosure', { timeout: 60_000 }, async () => {
-    const main = new MainWindowPage(h.page);
-    const wizard = new WizardPage(h.page);
-    await main.open(h.server.url);
+    const main = new MainWindowPage(e2e.h.page);
+    const wizard = new WizardPage(e2e.h.page);
+    await main.open(e2e.h.server.url);
     await main.toolbar('new').click();
     await wizard.setName('missing-iso');
     await wizard.next();
-    await h.page.getByTestId('media-iso').check();
-    await h.page.getByTestId('field-iso').fill('/nonexistent/installer.iso');
+    await e2e.h.page.getByTestId('media-iso').check();
+    await e2e.h.page.getByTestId('field-iso').fill('/nonexistent/installer.iso');
     for (let i = 0; i < 4; i++) await wizard.next();
     await wizard.waitForStep('summary');
-    await h.page.getByTestId('wizard-create').click();
-    const err = h.page.getByTestId('wizard').getByTestId('error');
+    await e2e.h.page.getByTestId('wizard-create').click();
+    const err = e2e.h.page.getByTestId('wizard').getByTestId('error');
     await err.waitFor();
     expect(await err.getByTestId('error-message').textContent()).toMatch(/does not exist/);
     await err.locator('summary').click();
     expect(await err.textContent()).toContain('EINVAL');
-    await h.shot('22-wizard-server-error');
+    await e2e.h.shot('22-wizard-server-error');
   });
 });
