@@ -86,7 +86,7 @@ export class Session {
     this.serials.set(sid, 'opening');
     try {
       // Open the live stream first and hold its bytes, so nothing printed while the log is read is lost.
-      const stream = await openSerialWithRetry(this.core, vm);
+      const stream = await this.core.openSerial(vm);
       const held: Buffer[] = [];
       let dedupe: ReplayDeduper | undefined;
       const forward = (bytes: Buffer) => {
@@ -185,21 +185,5 @@ export class ReplayDeduper {
   private finish(): void {
     this.done = true;
     this.pending = Buffer.alloc(0);
-  }
-}
-
-/**
- * The engine's serial handshake can lose a race with a state broadcast on the same control socket and answer
- * "bad reply"; a fresh connection succeeds, so try a few times before reporting the error.
- */
-async function openSerialWithRetry(core: Core, vm: string, attempts = 3): Promise<Duplex> {
-  for (let i = 1; ; i++) {
-    try {
-      return await core.openSerial(vm);
-    } catch (e) {
-      const retryable = e instanceof Error && /bad reply/.test(e.message);
-      if (!retryable || i >= attempts) throw e;
-      await new Promise((r) => setTimeout(r, 50 * i));
-    }
   }
 }

@@ -21,6 +21,7 @@ import { kvmReport } from './native.js';
 import { bundlePaths, runtimePaths, SOCKET_PATH_MAX, type ControlEvent, type ControlReply, type HostRecord, type HostState, type LaunchSpec } from './protocol.js';
 import { writeFileAtomicSync as writeFileAtomic } from '../../core/atomic.js';
 import { connectUnixSocket, pidAlive } from '../../core/process.js';
+import { openControlStream } from '../control-stream.js';
 
 const START_TIMEOUT_MS = 30_000;
 const COMMAND_TIMEOUT_MS = 60_000;
@@ -194,29 +195,9 @@ class MicrovmHandle implements VmHandle {
   }
 
   async openSerial(): Promise<Duplex> {
-    const sock = await connectUnixSocket(runtimePaths(this.ctx.runtimeDir).control);
-    return new Promise((resolve, reject) => {
-      let head = Buffer.alloc(0);
-      const onData = (d: Buffer) => {
-        head = Buffer.concat([head, d]);
-        const nl = head.indexOf(0x0a);
-        if (nl < 0) return;
-        sock.off('data', onData);
-        const reply = JSON.parse(head.subarray(0, nl).toString('utf8')) as ControlReply;
-        if (!reply.ok) {
-          sock.destroy();
-          reject(new VmdeskError(ErrorCode.engine, reply.error.message));
-          return;
-        }
-        const rest = head.subarray(nl + 1);
-        if (rest.length) sock.unshift(rest);
-        resolve(sock);
-      };
-      sock.on('data', onData);
-      sock.once('error', reject);
-      sock.write(JSON.stringify({ id: 0, cmd: 'serial' }) + '\n');
-    });
+    return openControlStream(runtimePaths(this.ctx.runtimeDir).control, { id: 0, cmd: 'serial' }, 'serial console');
   }
+
 
   onEvent(fn: (name: string, data: unknown) => void): () => void {
     this.listeners.add(fn);

@@ -17,6 +17,7 @@ import { bundleFiles, runtimeFiles, SOCKET_PATH_MAX } from './layout.js';
 import { logTail, readExitRecord } from './records.js';
 import { writeFileAtomicSync as writeFileAtomic } from '../../core/atomic.js';
 import { connectUnixSocket, pidAlive } from '../../core/process.js';
+import { openControlStream } from '../control-stream.js';
 
 const run = promisify(execFile);
 
@@ -439,49 +440,7 @@ export class QemuVmHandle implements VmHandle {
 
   /** A raw console stream; replay (default true) first sends the recent output (up to 64 KiB). */
   async openSerial(opts: { replay?: boolean } = {}): Promise<Duplex> {
-    const sock = await connectUnixSocket(runtimeFiles(this.runtimeDir).control).catch((e: Error) => {
-      throw new VmdeskError(ErrorCode.state, `serial console unavailable: ${e.message}`);
-    });
-    return new Promise((resolve, reject) => {
-      // Read the reply in paused mode ('readable' + read()) so no console byte is consumed before the caller
-      // attaches its own 'data' listener or pipe: whatever follows the reply line is unshifted back.
-      let head = Buffer.alloc(0);
-      const onReadable = () => {
-        let chunk: Buffer | null;
-        while ((chunk = sock.read() as Buffer | null) !== null) {
-          head = Buffer.concat([head, chunk]);
-          let nl: number;
-          let reply: { id?: number; ok?: boolean; error?: { message: string } } | undefined;
-          // A state or event broadcast may come before our reply: skip lines until the one with our id.
-          while (!reply && (nl = head.indexOf(0x0a)) >= 0) {
-            let msg: { id?: number; ok?: boolean; error?: { message: string } } = {};
-            try {
-              msg = JSON.parse(head.subarray(0, nl).toString('utf8'));
-            } catch {
-              msg = { id: 1, ok: false, error: { message: 'bad reply' } };
-            }
-            head = head.subarray(nl + 1);
-            if (msg.id === 1) reply = msg;
-          }
-          if (!reply) continue;
-          sock.off('readable', onReadable);
-          sock.off('close', onClose);
-          const rest = head;
-          if (!reply.ok) {
-            sock.destroy();
-            reject(new VmdeskError(ErrorCode.engine, `serial console refused: ${reply.error?.message ?? 'bad reply'}`));
-            return;
-          }
-          if (rest.length) sock.unshift(rest);
-          resolve(sock);
-          return;
-        }
-      };
-      const onClose = () => reject(new VmdeskError(ErrorCode.state, 'serial console closed (the VM has stopped)'));
-      sock.on('readable', onReadable);
-      sock.once('close', onClose);
-      sock.write(JSON.stringify({ id: 1, cmd: 'serial', replay: opts.replay !== false }) + '\n');
-    });
+    return openControlStream(runtimeFiles(this.runtimeDir).control, { id: 1, cmd: 'serial', replay: opts.replay !== false }, 'serial console');
   }
 
   command(execute: string, args?: Record<string, unknown>, timeoutMs = 30_000): Promise<unknown> {
