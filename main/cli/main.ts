@@ -273,7 +273,7 @@ async function run(core: Core, verb: string, args: string[], io: CliIo): Promise
     case 'screenshot': {
       const { pos } = parse(args, {}, 2, ['NAME', 'FILE']);
       const png = await core.screenshot(pos[0]!);
-      const { writeFileAtomic } = await import('../core/atomic.js');
+      const { writeFileAtomic } = await import('../platform/atomic.js');
       await writeFileAtomic(path.resolve(pos[1]!), png);
       io.stdout.write(`saved ${path.resolve(pos[1]!)}\n`);
       return 0;

@@ -20,7 +20,7 @@ import { VmdeskError, ErrorCode } from '../api/errors.js';
 import type { Engine, EngineContext, VmHandle } from '../engines/engine.js';
 import { VmLibrary, brokenError, type BundleEntry } from './library.js';
 import { checkReadableFile, checkResources, hostCapacity, parseOrThrow } from './validate.js';
-import { defaultHome } from './paths.js';
+import { defaultHome } from '../platform/paths.js';
 import * as disks from '../engines/qemu/disks.js';
 
 export interface CoreOptions {

@@ -4,9 +4,9 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { VmConfig, VM_SCHEMA_VERSION } from '../api/schema.js';
 import { VmdeskError, ErrorCode } from '../api/errors.js';
-import { writeJsonAtomic, sweepTempFiles } from './atomic.js';
-import { withLock } from './lock.js';
-import { ensurePrivateDir, runtimeRoot } from './paths.js';
+import { writeJsonAtomic, sweepTempFiles } from '../platform/atomic.js';
+import { withLock } from '../platform/lock.js';
+import { ensurePrivateDir, runtimeRoot } from '../platform/paths.js';
 
 export interface BundleEntry {
   id: string;

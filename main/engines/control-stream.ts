@@ -1,7 +1,7 @@
 // Turns a connection to a VM's control socket into a raw stream (serial console) after a JSON-lines handshake.
 import type { Socket } from 'node:net';
 import { ErrorCode, VmdeskError } from '../api/errors.js';
-import { connectUnixSocket } from '../core/process.js';
+import { connectUnixSocket } from '../platform/process.js';
 
 interface Reply {
   id?: number;

@@ -3,8 +3,8 @@ import { mkdtemp, rm, readFile, writeFile, readdir, mkdir } from 'node:fs/promis
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
-import { writeFileAtomic } from '../../main/core/atomic.js';
-import { acquireLock } from '../../main/core/lock.js';
+import { writeFileAtomic } from '../../main/platform/atomic.js';
+import { acquireLock } from '../../main/platform/lock.js';
 import { Core } from '../../main/core/core.js';
 import { VmLibrary } from '../../main/core/library.js';
 
@@ -22,7 +22,7 @@ describe('atomic writes', () => {
     await writeFileAtomic(file, JSON.stringify({ generation: 0 }));
     // A child rewrites the file with large contents in a loop; SIGKILL lands somewhere inside a write.
     const script = `
-      import { writeFileAtomic } from ${JSON.stringify(path.resolve('main/core/atomic.ts'))};
+      import { writeFileAtomic } from ${JSON.stringify(path.resolve('main/platform/atomic.ts'))};
       const big = 'x'.repeat(8 * 1024 * 1024);
       for (let g = 1; ; g++) await writeFileAtomic(${JSON.stringify(file)}, JSON.stringify({ generation: g, big }));
     `;

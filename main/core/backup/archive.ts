@@ -6,7 +6,7 @@ import { createGzip, createGunzip, constants as zc } from 'node:zlib';
 import { z } from 'zod';
 import { VmConfig, type Disk, type VmInfo } from '../../api/schema.js';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
-import { writeJsonAtomic } from '../atomic.js';
+import { writeJsonAtomic } from '../../platform/atomic.js';
 import * as img from '../snapshots/qemu-img.js';
 import { diskFile, uefiVarsFile, type ProgressFn, type SnapshotCore } from '../snapshots/manager.js';
 import { readTree, snapshotDir, thumbnailPath, TREE_FILE } from '../snapshots/store.js';

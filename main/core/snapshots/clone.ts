@@ -3,7 +3,7 @@ import { promises as fs, existsSync } from 'node:fs';
 import path from 'node:path';
 import { VmName, type Disk, type VmConfig, type VmInfo } from '../../api/schema.js';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
-import { writeJsonAtomic } from '../atomic.js';
+import { writeJsonAtomic } from '../../platform/atomic.js';
 import { parseOrThrow } from '../validate.js';
 import * as img from './qemu-img.js';
 import { diskFile, uefiVarsFile, type ProgressFn, type SnapshotCore, type SnapshotManager } from './manager.js';

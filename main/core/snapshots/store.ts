@@ -3,8 +3,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
-import { writeFileAtomic, writeJsonAtomic } from '../atomic.js';
-import { withLock } from '../lock.js';
+import { writeFileAtomic, writeJsonAtomic } from '../../platform/atomic.js';
+import { withLock } from '../../platform/lock.js';
 import { SnapshotTree, emptyTree, normalizeTree } from './tree.js';
 
 export const SNAPSHOT_DIR = 'snapshots';

@@ -19,8 +19,8 @@ import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import type { Duplex, Engine, EngineContext, StartResult, VmHandle } from '../engine.js';
 import { kvmReport } from './native.js';
 import { bundlePaths, runtimePaths, SOCKET_PATH_MAX, type ControlEvent, type ControlReply, type HostRecord, type HostState, type LaunchSpec } from './protocol.js';
-import { writeFileAtomicSync as writeFileAtomic } from '../../core/atomic.js';
-import { connectUnixSocket, pidAlive } from '../../core/process.js';
+import { writeFileAtomicSync as writeFileAtomic } from '../../platform/atomic.js';
+import { connectUnixSocket, pidAlive } from '../../platform/process.js';
 import { openControlStream } from '../control-stream.js';
 
 const START_TIMEOUT_MS = 30_000;

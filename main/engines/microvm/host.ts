@@ -1,6 +1,6 @@
 // The micro-VM host process: owns one guest (the native VM and its vCPU threads), serves the control socket,
 // fans serial output out to clients and logs/serial.log, and records why the guest stopped in last-exit.json.
-import { writeFileAtomicSync as writeFileAtomic } from '../../core/atomic.js';
+import { writeFileAtomicSync as writeFileAtomic } from '../../platform/atomic.js';
 import { appendFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { isAbsolute, join } from 'node:path';

@@ -15,8 +15,8 @@ import { EXIT_EVENT, STATE_EVENT, type ControlMessage, type ControlRequest, type
 import { findUefiFirmware, qemuCapabilities, qemuImgPath, requireQemuSystem, type FirmwarePaths, type QemuCapabilities } from './host.js';
 import { bundleFiles, runtimeFiles, SOCKET_PATH_MAX } from './layout.js';
 import { logTail, readExitRecord } from './records.js';
-import { writeFileAtomicSync as writeFileAtomic } from '../../core/atomic.js';
-import { connectUnixSocket, pidAlive } from '../../core/process.js';
+import { writeFileAtomicSync as writeFileAtomic } from '../../platform/atomic.js';
+import { connectUnixSocket, pidAlive } from '../../platform/process.js';
 import { openControlStream } from '../control-stream.js';
 
 const run = promisify(execFile);

@@ -9,7 +9,7 @@ import type { LaunchedQemu } from './qemu-launch.js';
 import { bundleFiles, runtimeFiles } from './layout.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
 import { logTail, RUN_HEADER } from './records.js';
-import { writeFileAtomicSync as writeFileAtomic } from '../../core/atomic.js';
+import { writeFileAtomicSync as writeFileAtomic } from '../../platform/atomic.js';
 
 const SERIAL_REPLAY_BYTES = 64 * 1024;
 const LOG_TAIL_LINES = 20;
