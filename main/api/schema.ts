@@ -38,7 +38,14 @@ export const OsType = z.enum(['linux', 'windows', 'bsd', 'other']);
 export const EngineKind = z.enum(['qemu', 'microvm']);
 export const Accel = z.enum(['auto', 'kvm', 'hvf', 'tcg']);
 export const Firmware = z.enum(['bios', 'uefi']);
-export const DiskFormat = z.enum(['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx']);
+/** Image formats a disk may have; `vpc` is VHD (QEMU's name). Every one is opened with its format stated. */
+export const DiskFormat = z.enum(['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'vpc']);
+/** How the guest sees a disk: virtio (fast, needs drivers on Windows), SATA (AHCI), IDE or SCSI (virtio-scsi). */
+export const DiskBus = z.enum(['virtio', 'sata', 'ide', 'scsi']);
+export type DiskBus = z.infer<typeof DiskBus>;
+/** The guest's network card: virtio-net, or models that installers and appliances find without drivers. */
+export const NicModel = z.enum(['virtio-net', 'e1000e', 'e1000', 'rtl8139']);
+export type NicModel = z.infer<typeof NicModel>;
 
 export const Disk = z.object({
   id: z.string().regex(/^[a-z0-9-]{1,40}$/),
@@ -48,6 +55,13 @@ export const Disk = z.object({
   /** True when the disk file lives in the bundle and is deleted with the VM. */
   owned: z.boolean(),
   readOnly: z.boolean().default(false),
+  /** Absent means virtio. */
+  bus: DiskBus.optional(),
+  /**
+   * Linked clones: the read-only qcow2 base (absolute, made by VMDesk in the source VM's bundle) that this
+   * overlay reads through. QEMU is given it explicitly; no other backing file is ever opened.
+   */
+  base: z.string().min(1).refine((p) => p.startsWith('/') && !/[\u0000-\u001f\u007f]/.test(p), 'base must be an absolute path').optional(),
 });
 export type Disk = z.infer<typeof Disk>;
 
@@ -62,6 +76,8 @@ export const NetAdapter = z.object({
   mode: z.enum(['nat', 'none']),
   forwards: z.array(PortForward).max(LIMITS.forwardsMax).default([]),
   mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/).optional(),
+  /** Absent means virtio-net. */
+  model: NicModel.optional(),
 });
 export type NetAdapter = z.infer<typeof NetAdapter>;
 

@@ -100,6 +100,42 @@ describe('real QEMU accepts buildQemuArgs output', () => {
     );
   });
 
+  it('SATA, IDE and SCSI disks, a linked base, VHD and e1000e/rtl8139/e1000 NICs', async () => {
+    const base = join(root, 'base.qcow2');
+    if (!existsSync(base)) await createQcow2(base, 16 * 1024 * 1024);
+    const overlay = join(bundleDir, 'disks', 'overlay.qcow2');
+    if (!existsSync(overlay)) await convert(join(bundleDir, 'disks', 'root.qcow2'), overlay, 'qcow2');
+    const vhd = join(root, 'old.vhd');
+    if (!existsSync(vhd)) await convert(join(bundleDir, 'disks', 'root.qcow2'), vhd, 'vpc');
+    await accepted(
+      config({
+        cdrom: join(odd, 'install.iso'),
+        disks: [
+          { id: 'root', path: 'disks/overlay.qcow2', format: 'qcow2', owned: true, bus: 'sata', base },
+          { id: 'old', path: vhd, format: 'vpc', owned: false, bus: 'ide' },
+          { id: 'data', path: 'disks/root.qcow2', format: 'qcow2', owned: true, bus: 'scsi' },
+        ],
+        network: [
+          { mode: 'nat', forwards: [], model: 'e1000e' },
+          { mode: 'nat', forwards: [], model: 'rtl8139' },
+          { mode: 'nat', forwards: [], model: 'e1000' },
+        ],
+      }),
+    );
+  });
+
+  it('never opens a backing file named inside a disk image', async () => {
+    const secret = join(root, 'host-secret.raw');
+    writeFileSync(secret, Buffer.alloc(1024 * 1024, 0x41));
+    const evil = join(bundleDir, 'disks', 'evil.qcow2');
+    const { execFileSync } = await import('node:child_process');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', secret, evil, '1M']);
+    // With the backing file switched off QEMU starts, and the guest would read zeros, not the host file:
+    // proved by QEMU starting even once the named file is gone (an opened backing file would fail).
+    rmSync(secret);
+    await accepted(config({ disks: [{ id: 'evil', path: 'disks/evil.qcow2', format: 'qcow2', owned: true }] }));
+  });
+
   it('no network', async () => {
     await accepted(config({ network: [{ mode: 'none', forwards: [] }] }));
   });

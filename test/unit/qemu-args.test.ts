@@ -68,6 +68,22 @@ const scenarios: Record<string, QemuArgsInput> = {
     config: config({ firmware: 'uefi', osType: 'windows' }),
     uefi: { code: '/usr/share/OVMF/OVMF_CODE_4M.fd', vars: '/home/u/VMs/Test VM.vmdesk/uefi-vars.qcow2' },
   },
+  'buses-models-linked': {
+    ...base,
+    config: config({
+      cdrom: '/isos/win11.iso',
+      disks: [
+        { id: 'root', path: 'disks/root.qcow2', format: 'qcow2', owned: true, bus: 'sata', base: '/lib/vms/src/snapshots/bases/abc/root.qcow2' },
+        { id: 'legacy', path: '/srv/old.vhd', format: 'vpc', owned: false, bus: 'ide' },
+        { id: 'data', path: 'disks/data.qcow2', format: 'qcow2', owned: true, bus: 'scsi' },
+        { id: 'data2', path: 'disks/data2.qcow2', format: 'qcow2', owned: true, bus: 'scsi' },
+      ],
+      network: [
+        { mode: 'nat', forwards: [], model: 'e1000e' },
+        { mode: 'nat', forwards: [], model: 'rtl8139' },
+      ],
+    }),
+  },
   'kvm-accel': { ...base, accel: 'kvm', paused: true, config: config({ accel: 'kvm', cpus: 4, memoryMiB: 2048 }) },
 };
 
@@ -103,9 +119,24 @@ describe('buildQemuArgs rules', () => {
     for (const part of netdev.split(',').filter((p) => p.startsWith('hostfwd='))) expect(part).toContain(':127.0.0.1:');
   });
 
-  it('doubles commas inside option lists but passes -kernel/-append verbatim', () => {
+  it('states every image format and switches backing files off, except a linked clone\'s own base', () => {
+    for (const input of Object.values(scenarios)) {
+      const nodes = all(input)
+        .filter((_, i, a) => a[i - 1] === '-blockdev')
+        .map((j) => JSON.parse(j) as Record<string, unknown>);
+      for (const n of nodes) {
+        expect(typeof n.driver).toBe('string');
+        if (n.driver === 'qcow2' || n.driver === 'vmdk') {
+          if (n['node-name'] === 'disk-root' && input === scenarios['buses-models-linked']) expect(n.backing).toBe('disk-root-base');
+          else expect(n.backing).toBeNull();
+        }
+      }
+    }
+  });
+
+  it('keeps paths whole inside JSON block options, doubles commas in option lists, passes -kernel/-append verbatim', () => {
     const disks = all(scenarios['disks-cdrom']!);
-    expect(disks.some((a) => a.includes('filename=/srv/images/data,,old.img,'))).toBe(true);
+    expect(disks.some((a) => a.startsWith('{') && (JSON.parse(a) as { filename?: string }).filename === '/srv/images/data,old.img')).toBe(true);
     const dk = all(scenarios['direct-kernel']!);
     expect(dk[dk.indexOf('-kernel') + 1]).toBe('/boot/a,b/vmlinuz');
     expect(dk[dk.indexOf('-append') + 1]).toBe('console=ttyS0 opt=x,y quiet');

@@ -42,12 +42,29 @@ function verbatim(what: string, value: string): string {
   return rejectControlChars(what, value);
 }
 
-const DISK_DRIVERS: Record<VmConfig['disks'][number]['format'], string> = {
-  qcow2: 'qcow2',
-  raw: 'raw',
-  vmdk: 'vmdk',
-  vdi: 'vdi',
-  vhdx: 'vhdx',
+/**
+ * A -blockdev in QEMU's JSON syntax: paths need no comma escaping there, and `"backing": null` (which the
+ * keyval syntax cannot say) keeps QEMU from opening a backing file named inside an image.
+ */
+function blockdev(node: Record<string, unknown>): string {
+  for (const [k, v] of Object.entries(node)) if (typeof v === 'string') rejectControlChars(`block option ${k}`, v);
+  return JSON.stringify(node);
+}
+
+/** File node + format node for one image; `backing` names a base node, null switches backing files off. */
+function imageNodes(args: string[], node: string, file: string, format: string, opts: { readOnly?: boolean; backing?: string | null; discard?: boolean } = {}): void {
+  const ro = opts.readOnly ? { 'read-only': true } : {};
+  const discard = opts.discard ? { discard: 'unmap' } : {};
+  args.push('-blockdev', blockdev({ driver: 'file', filename: file, 'node-name': `${node}-file`, ...ro, ...discard }));
+  const backing = ['qcow2', 'vmdk'].includes(format) ? { backing: opts.backing ?? null } : {};
+  args.push('-blockdev', blockdev({ driver: format, file: `${node}-file`, 'node-name': node, ...ro, ...discard, ...backing }));
+}
+
+const NIC_DEVICES: Record<NonNullable<VmConfig['network'][number]['model']>, string> = {
+  'virtio-net': 'virtio-net-pci',
+  e1000e: 'e1000e',
+  e1000: 'e1000',
+  rtl8139: 'rtl8139',
 };
 
 export function buildQemuArgs(input: QemuArgsInput): string[] {
@@ -72,33 +89,45 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
   args.push('-m', `${config.memoryMiB}M`);
 
   if (config.firmware === 'uefi' && input.uefi) {
-    const code = optValue('UEFI code path', input.uefi.code);
-    const vars = optValue('UEFI vars path', input.uefi.vars);
-    args.push('-blockdev', `driver=file,filename=${code},node-name=uefi-code-file,read-only=on`);
-    args.push('-blockdev', `driver=raw,file=uefi-code-file,node-name=uefi-code,read-only=on`);
-    args.push('-blockdev', `driver=file,filename=${vars},node-name=uefi-vars-file`);
-    args.push('-blockdev', `driver=qcow2,file=uefi-vars-file,node-name=uefi-vars`);
+    imageNodes(args, 'uefi-code', input.uefi.code, 'raw', { readOnly: true });
+    imageNodes(args, 'uefi-vars', input.uefi.vars, 'qcow2');
   }
 
   // Boot order: the install medium first, then the disks in their order. Index 0 is left free because
   // -kernel's option ROM claims it.
   let bootIndex = 1;
+  // q35's built-in AHCI controller provides buses ide.0-ide.5 (one device each) for SATA disks and CD-ROMs.
+  let ahciPort = 0;
   if (config.cdrom) {
-    const iso = optValue('ISO path', config.cdrom);
-    args.push('-blockdev', `driver=file,filename=${iso},node-name=cdrom-file,read-only=on`);
-    args.push('-blockdev', `driver=raw,file=cdrom-file,node-name=cdrom,read-only=on`);
-    // q35's built-in AHCI controller provides the ide.N buses.
-    args.push('-device', `ide-cd,drive=cdrom,bus=ide.0,id=cdrom0,bootindex=${bootIndex++}`);
+    imageNodes(args, 'cdrom', config.cdrom, 'raw', { readOnly: true });
+    args.push('-device', `ide-cd,drive=cdrom,bus=ide.${ahciPort++},id=cdrom0,bootindex=${bootIndex++}`);
   }
 
+  let scsi = false;
   for (const disk of config.disks) {
     const path = isAbsolute(disk.path) ? disk.path : resolve(bundleDir, disk.path);
-    const file = optValue(`disk ${disk.id} path`, path);
-    const ro = disk.readOnly ? ',read-only=on' : '';
     const node = `disk-${disk.id}`;
-    args.push('-blockdev', `driver=file,filename=${file},node-name=${node}-file${ro},discard=unmap`);
-    args.push('-blockdev', `driver=${DISK_DRIVERS[disk.format]},file=${node}-file,node-name=${node}${ro},discard=unmap`);
-    args.push('-device', `virtio-blk-pci,drive=${node},id=vd-${disk.id},bootindex=${bootIndex++}`);
+    let backing: string | null = null;
+    if (disk.base) {
+      // A linked clone's base: opened read-only, itself without a backing file.
+      imageNodes(args, `${node}-base`, disk.base, 'qcow2', { readOnly: true });
+      backing = `${node}-base`;
+    }
+    imageNodes(args, node, path, disk.format, { readOnly: disk.readOnly, backing, discard: true });
+    const common = `drive=${node},id=vd-${disk.id},bootindex=${bootIndex++}`;
+    const bus = disk.bus ?? 'virtio';
+    if (bus === 'virtio') args.push('-device', `virtio-blk-pci,${common}`);
+    else if (bus === 'sata' || bus === 'ide') {
+      if (ahciPort > 5) throw new VmdeskError(ErrorCode.invalid, `too many SATA/IDE devices: q35 has 6 ports (disk ${disk.id})`);
+      // q35 has no legacy IDE controller: "ide" disks sit on the AHCI ports too, which every OS drives.
+      args.push('-device', `ide-hd,bus=ide.${ahciPort++},${common}`);
+    } else {
+      if (!scsi) {
+        args.push('-device', 'virtio-scsi-pci,id=scsi0');
+        scsi = true;
+      }
+      args.push('-device', `scsi-hd,bus=scsi0.0,${common}`);
+    }
   }
 
   if (config.directKernel) {
@@ -118,7 +147,7 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
       netdev.push(`hostfwd=${fwd.protocol}:127.0.0.1:${fwd.hostPort}-:${fwd.guestPort}`);
     }
     args.push('-netdev', netdev.join(','));
-    args.push('-device', `virtio-net-pci,netdev=${id},id=nic${index}${adapter.mac ? `,mac=${adapter.mac}` : ''}`);
+    args.push('-device', `${NIC_DEVICES[adapter.model ?? 'virtio-net']},netdev=${id},id=nic${index}${adapter.mac ? `,mac=${adapter.mac}` : ''}`);
     nics++;
   });
   if (nics === 0) args.push('-nic', 'none');

@@ -102,7 +102,7 @@ export function parseConvertProgress(chunk: string): number | undefined {
 
 /** Converts src into a new image dst of format fmt; on failure or cancel the partial dst is removed. */
 export function convert(src: string, dst: string, fmt: string, onProgress?: ProgressFn, signal?: AbortSignal): Promise<void> {
-  if (!/^(qcow2|raw|vmdk|vdi|vhdx)$/.test(fmt)) return Promise.reject(new VmdeskError(ErrorCode.invalid, `unsupported disk format "${fmt}"`));
+  if (!/^(qcow2|raw|vmdk|vdi|vhdx|vpc)$/.test(fmt)) return Promise.reject(new VmdeskError(ErrorCode.invalid, `unsupported disk format "${fmt}"`));
   if (signal?.aborted) return Promise.reject(new VmdeskError(ErrorCode.cancelled, 'conversion cancelled'));
   return new Promise((resolve, reject) => {
     const child = spawn(qemuImgPath(), ['convert', '-p', '-U', '-O', fmt, src, dst], {
