@@ -127,9 +127,21 @@ export const CreateVmRequest = z.object({
   cpus: z.number().int().min(1, 'at least 1 CPU').max(LIMITS.cpusMax, `at most ${LIMITS.cpusMax} CPUs`).default(1),
   memoryMiB: z.number().int().min(LIMITS.memoryMinMiB, `at least ${LIMITS.memoryMinMiB} MiB`).max(LIMITS.memoryMaxMiB, 'memory size is absurd').default(512),
   /** New empty qcow2 disk of this many bytes; 0 or absent for none. */
-  diskBytes: z.number().int().min(0).max(LIMITS.diskMaxBytes, 'disk size is absurd').optional(),
-  /** Existing images to attach (format detected with qemu-img info). */
-  attachDisks: z.array(HostPath).max(LIMITS.disksMax).default([]),
+  diskBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(LIMITS.diskMaxBytes, `disk size is larger than the limit of ${LIMITS.diskMaxBytes / 1024 ** 4} TiB`)
+    .refine((n) => n === 0 || n >= LIMITS.diskMinBytes, 'disk size must be at least 1 MiB (give a unit: 512M, 8G)')
+    .optional(),
+  /**
+   * Existing images to attach in place. The format is the one stated, else the one the file's name states
+   * (.qcow2, .vhd…), else what VMDesk reads in its header; a contradiction is refused, never guessed.
+   */
+  attachDisks: z
+    .array(z.union([HostPath, z.object({ path: HostPath, format: DiskFormat.optional(), bus: DiskBus.optional(), readOnly: z.boolean().optional() }).strict()]))
+    .max(LIMITS.disksMax)
+    .default([]),
   iso: HostPath.optional(),
   directKernel: DirectKernel.optional(),
   network: z.array(NetAdapter).max(4).default([{ mode: 'nat', forwards: [] }]),

@@ -2,7 +2,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import path from 'node:path';
 import { Core } from '../core/core.js';
-import { parseSize, type CreateVmRequest, type NetAdapter, type PortForward, type VmInfo } from '../api/schema.js';
+import { DiskBus, DiskFormat, parseSize, type CreateVmRequest, type NetAdapter, type PortForward, type VmInfo } from '../api/schema.js';
 import { EXIT_CODES, ErrorCode, VmdeskError, isVmdeskError } from '../api/errors.js';
 import { attachConsole } from './console.js';
 import { formatInfo, formatList, formatHost } from './format.js';
@@ -33,7 +33,10 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
   console NAME                          serial console (Ctrl-] detaches); with piped stdin,
                                         copies stdin to the guest and the guest to stdout
   screenshot NAME FILE.png
-  disk create NAME SIZE | disk attach NAME PATH | disk resize NAME DISK SIZE
+  disk create NAME SIZE | disk resize NAME DISK SIZE
+  disk attach NAME PATH [--format qcow2|raw|vmdk|vdi|vhdx|vpc] [--bus virtio|sata|ide|scsi] [--read-only]
+                                        (the format is checked against the file's header;
+                                        images naming other files are refused)
   host [--json]                         CPUs, memory, QEMU, accelerators
   serve [--port N] [--host 127.0.0.1]   serve the GUI to a browser (prints a URL with a token)
   snapshot take|list|info|restore|delete|rename|describe|thumbnail|convert-disk NAME [SNAP] ...
@@ -154,6 +157,13 @@ function directKernel(values: Values): CreateVmRequest['directKernel'] {
     return undefined;
   }
   return { kernel, initrd: absPath(values.initrd as string | undefined), cmdline: (values.cmdline as string | undefined) ?? '' };
+}
+
+/** A value that must be one of a fixed list (formats, buses), with the list in the error. */
+function oneOf<T extends string>(v: string | undefined, what: string, options: readonly T[]): T | undefined {
+  if (v === undefined) return undefined;
+  if (!(options as readonly string[]).includes(v)) throw new VmdeskError(ErrorCode.invalid, `${what} must be one of ${options.join(', ')}, got "${v}"`);
+  return v as T;
 }
 
 function print(io: CliIo, json: boolean, value: unknown, text: string): void {
@@ -287,8 +297,10 @@ async function run(core: Core, verb: string, args: string[], io: CliIo): Promise
         info = await core.diskCreate(pos[0]!, size(pos[1]!, 'SIZE'));
         print(io, !!values.json, info, `added disk ${info.config?.disks.at(-1)?.id} to "${info.name}"`);
       } else if (sub === 'attach') {
-        const { values, pos } = parse(rest, {}, 2, ['NAME', 'PATH']);
-        info = await core.diskAttach(pos[0]!, path.resolve(pos[1]!));
+        const { values, pos } = parse(rest, { format: { type: 'string' }, bus: { type: 'string' }, 'read-only': { type: 'boolean' } }, 2, ['NAME', 'PATH']);
+        const format = oneOf(values.format as string | undefined, '--format', DiskFormat.options);
+        const bus = oneOf(values.bus as string | undefined, '--bus', DiskBus.options);
+        info = await core.diskAttach(pos[0]!, path.resolve(pos[1]!), { format, bus, readOnly: !!values['read-only'] });
         print(io, !!values.json, info, `attached ${path.resolve(pos[1]!)} to "${info.name}" as ${info.config?.disks.at(-1)?.id}`);
       } else if (sub === 'resize') {
         const { values, pos } = parse(rest, {}, 3, ['NAME', 'DISK', 'SIZE']);

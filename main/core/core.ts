@@ -11,6 +11,7 @@ import {
   VmName,
   VmSettingsPatch,
   VM_SCHEMA_VERSION,
+  LIMITS,
   type Disk,
   type VmInfo,
   type VmState,
@@ -22,6 +23,7 @@ import { VmLibrary, brokenError, type BundleEntry } from './library.js';
 import { checkReadableFile, checkResources, hostCapacity, parseOrThrow } from './validate.js';
 import { defaultHome } from '../platform/paths.js';
 import * as disks from '../engines/qemu/disks.js';
+import { admitImage, formatFromName } from './images/gate.js';
 
 export interface CoreOptions {
   home?: string;
@@ -259,16 +261,17 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
     if (req.engine === 'microvm' && !req.directKernel) {
       throw new VmdeskError(ErrorCode.invalid, 'the microvm engine boots a kernel directly: give --kernel (and --initrd)');
     }
-    if (req.iso) await checkReadableFile(req.iso, 'ISO');
+    if (req.iso) await admitImage({ path: req.iso }, { what: `ISO ${req.iso}`, purpose: 'cdrom' });
     if (req.directKernel) {
       await checkReadableFile(req.directKernel.kernel, 'kernel');
       if (req.directKernel.initrd) await checkReadableFile(req.directKernel.initrd, 'initrd');
     }
     checkForwards(req.network);
-    const attached: { path: string; format: Disk['format'] }[] = [];
-    for (const p of req.attachDisks) {
-      await checkReadableFile(p, 'disk image');
-      attached.push({ path: p, format: await detectFormat(p) });
+    const attached: { path: string; format: Disk['format']; bus?: Disk['bus']; readOnly: boolean }[] = [];
+    for (const a of req.attachDisks) {
+      const spec = typeof a === 'string' ? { path: a } : a;
+      const img = await admitAttached(spec.path, spec.format);
+      attached.push({ path: path.resolve(spec.path), format: img.format, bus: spec.bus, readOnly: spec.readOnly ?? false });
     }
     const usage = await this.runningUsage();
     for (const a of attached) {
@@ -288,7 +291,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
           onProgress?.('creating disk', 1);
           vmDisks.push({ id: 'disk0', path: 'disks/disk0.qcow2', format: 'qcow2', owned: true, readOnly: false });
         }
-        attached.forEach((a, i) => vmDisks.push({ id: `ext${i}`, path: path.resolve(a.path), format: a.format, owned: false, readOnly: false }));
+        attached.forEach((a, i) => vmDisks.push({ id: `ext${i}`, path: a.path, format: a.format, owned: false, readOnly: a.readOnly, ...(a.bus ? { bus: a.bus } : {}) }));
         return {
           schemaVersion: VM_SCHEMA_VERSION,
           id,
@@ -343,7 +346,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
         next.network = patch.network;
       }
       if (patch.cdrom !== undefined) {
-        if (patch.cdrom) await checkReadableFile(patch.cdrom, 'ISO');
+        if (patch.cdrom) await admitImage({ path: patch.cdrom }, { what: `ISO ${patch.cdrom}`, purpose: 'cdrom' });
         next.cdrom = patch.cdrom ?? undefined;
       }
       if (patch.directKernel !== undefined) {
@@ -417,8 +420,9 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
 
   async diskCreate(ref: string, bytes: number): Promise<VmInfo> {
     return this.mutateStopped(ref, 'add a disk', async (entry, config) => {
-      if (!Number.isSafeInteger(bytes) || bytes < 1024 * 1024) throw new VmdeskError(ErrorCode.invalid, 'disk size must be at least 1M');
-      if (config.disks.length >= 8) throw new VmdeskError(ErrorCode.invalid, 'a VM has at most 8 disks');
+      if (!Number.isSafeInteger(bytes) || bytes < LIMITS.diskMinBytes) throw new VmdeskError(ErrorCode.invalid, 'disk size must be at least 1 MiB (give a unit: 512M, 8G)');
+      if (bytes > LIMITS.diskMaxBytes) throw new VmdeskError(ErrorCode.invalid, `disk size is larger than the limit of ${LIMITS.diskMaxBytes / 1024 ** 4} TiB`);
+      if (config.disks.length >= LIMITS.disksMax) throw new VmdeskError(ErrorCode.invalid, `a VM has at most ${LIMITS.disksMax} disks`);
       const id = nextDiskId(config.disks, 'disk');
       await fs.mkdir(path.join(entry.dir, 'disks'), { recursive: true });
       const rel = `disks/${id}.qcow2`;
@@ -427,16 +431,16 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
     });
   }
 
-  async diskAttach(ref: string, file: string): Promise<VmInfo> {
-    await checkReadableFile(file, 'disk image');
+  async diskAttach(ref: string, file: string, opts: { format?: Disk['format']; bus?: Disk['bus']; readOnly?: boolean } = {}): Promise<VmInfo> {
     const abs = path.resolve(file);
-    const format = await detectFormat(abs);
+    const { format } = await admitAttached(abs, opts.format);
     return this.mutateStopped(ref, 'attach a disk', async (entry, config) => {
       if (config.disks.some((d) => diskPath(entry.dir, d) === abs)) throw new VmdeskError(ErrorCode.exists, `"${abs}" is already attached`);
       const user = (await this.runningUsage(entry.id)).disks.get(abs);
       if (user) throw new VmdeskError(ErrorCode.busy, `disk "${abs}" is in use by running VM "${user}"`);
       const id = nextDiskId(config.disks, 'ext');
-      return { ...config, disks: [...config.disks, { id, path: abs, format, owned: false, readOnly: false }] };
+      if (config.disks.length >= LIMITS.disksMax) throw new VmdeskError(ErrorCode.invalid, `a VM has at most ${LIMITS.disksMax} disks`);
+      return { ...config, disks: [...config.disks, { id, path: abs, format, owned: false, readOnly: opts.readOnly ?? false, ...(opts.bus ? { bus: opts.bus } : {}) }] };
     });
   }
 
@@ -444,7 +448,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
     return this.mutateStopped(ref, 'resize a disk', async (entry, config) => {
       const d = config.disks.find((x) => x.id === diskId);
       if (!d) throw new VmdeskError(ErrorCode.notFound, `no disk "${diskId}" (disks: ${config.disks.map((x) => x.id).join(', ') || 'none'})`);
-      await disks.resize(diskPath(entry.dir, d), bytes);
+      await disks.resize(diskPath(entry.dir, d), d.format, bytes);
       return config;
     });
   }
@@ -478,7 +482,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
         const user = usage.disks.get(p);
         if (user) throw new VmdeskError(ErrorCode.busy, `disk "${p}" is in use by running VM "${user}"`);
         await checkReadableFile(p, `disk ${d.id}`);
-        await disks.checkInUse(p);
+        await disks.checkInUse(p, d.format);
       }
       if (fresh.config.cdrom) await checkReadableFile(fresh.config.cdrom, 'ISO');
       if (fresh.config.directKernel) {
@@ -638,10 +642,7 @@ function checkForwards(network: { mode: string; forwards: { protocol: string; ho
   }
 }
 
-async function detectFormat(p: string): Promise<Disk['format']> {
-  const info = await disks.info(p);
-  const known = ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx'] as const;
-  const f = known.find((k) => k === info.format);
-  if (!f) throw new VmdeskError(ErrorCode.invalid, `disk "${p}" has format "${info.format}", which VMDesk does not support (qcow2, raw, vmdk, vdi, vhdx)`);
-  return f;
+/** An image the user attaches in place: through the gate, with the format they (or its name) state. */
+function admitAttached(file: string, stated?: Disk['format']) {
+  return admitImage({ path: file }, { what: `disk image ${file}`, stated: stated ?? formatFromName(file) });
 }

@@ -255,10 +255,12 @@ async function inspectVhdx(r: Reader): Promise<Inspection> {
     const e = 32 + i * 32;
     if (e + 32 > m.length) break;
     const id = m.subarray(e, e + 16);
+    // Item offsets are relative to the region (the values usually sit 64 KiB in, after the table).
     const off = u32le(m, e + 16);
-    if (id.equals(VHDX_VIRTUAL_DISK_SIZE)) out.virtualSize = u64le(m, off);
+    if (off >= metadata.length) continue;
+    if (id.equals(VHDX_VIRTUAL_DISK_SIZE)) out.virtualSize = u64le(await r.read(metadata.offset + off, 8), 0);
     else if (id.equals(VHDX_FILE_PARAMETERS)) {
-      if (u32le(m, off + 4) & 0b10) out.references.push('a parent disk (VHDX differencing image)');
+      if (u32le(await r.read(metadata.offset + off, 8), 4) & 0b10) out.references.push('a parent disk (VHDX differencing image)');
     } else if (id.equals(VHDX_PARENT_LOCATOR)) out.references.push('a parent locator');
   }
   if (!out.virtualSize) out.problems.push('its virtual disk size is missing');

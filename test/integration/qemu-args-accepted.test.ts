@@ -31,7 +31,7 @@ beforeAll(async () => {
   copyFileSync(kernel, join(odd, 'vmlinuz'));
   copyFileSync(initrd, join(odd, 'initrd,gz'));
   const fw = findUefiFirmware();
-  if (fw) await convert(fw.varsTemplate, join(bundleDir, 'uefi-vars.qcow2'), 'qcow2');
+  if (fw) await convert(fw.varsTemplate, 'raw', join(bundleDir, 'uefi-vars.qcow2'), 'qcow2');
 });
 
 function config(extra: Record<string, unknown>): VmConfig {
@@ -104,9 +104,9 @@ describe('real QEMU accepts buildQemuArgs output', () => {
     const base = join(root, 'base.qcow2');
     if (!existsSync(base)) await createQcow2(base, 16 * 1024 * 1024);
     const overlay = join(bundleDir, 'disks', 'overlay.qcow2');
-    if (!existsSync(overlay)) await convert(join(bundleDir, 'disks', 'root.qcow2'), overlay, 'qcow2');
+    if (!existsSync(overlay)) await convert(join(bundleDir, 'disks', 'root.qcow2'), 'qcow2', overlay, 'qcow2');
     const vhd = join(root, 'old.vhd');
-    if (!existsSync(vhd)) await convert(join(bundleDir, 'disks', 'root.qcow2'), vhd, 'vpc');
+    if (!existsSync(vhd)) await convert(join(bundleDir, 'disks', 'root.qcow2'), 'qcow2', vhd, 'vpc');
     await accepted(
       config({
         cdrom: join(odd, 'install.iso'),

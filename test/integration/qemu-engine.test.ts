@@ -162,7 +162,7 @@ describe('QemuEngine with the test guest', () => {
 
   it('sees the virtio disk at its size and the disk is locked while running', { timeout: 90_000 }, async () => {
     expect(await con.run('cat /sys/block/vda/size')).toBe(String((64 * MiB) / 512));
-    await expect(checkInUse(join(bundleDir, 'disks', 'disk0.qcow2'))).rejects.toMatchObject({ code: 'EBUSY' });
+    await expect(checkInUse(join(bundleDir, 'disks', 'disk0.qcow2'), 'qcow2')).rejects.toMatchObject({ code: 'EBUSY' });
   });
 
   it('forwards a host port on 127.0.0.1 to the guest service', async () => {

@@ -41,7 +41,7 @@ describe.runIf(findUefiFirmware())('QemuEngine with UEFI firmware', () => {
     handle = started.handle;
     const vars = join(bundleDir, 'uefi-vars.qcow2');
     expect(existsSync(vars)).toBe(true);
-    expect((await info(vars)).format).toBe('qcow2');
+    expect((await info(vars, 'qcow2')).format).toBe('qcow2');
     const serial = await handle.openSerial();
     let text = '';
     await new Promise<void>((resolve, reject) => {

@@ -1,7 +1,8 @@
 // qemu-img wrappers against the real qemu-img: create, info, grow-only resize, convert with progress and cancel.
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { VmdeskError } from '../../main/api/errors.js';
 import { checkInUse, convert, createQcow2, info, parseConvertProgress, resize } from '../../main/engines/qemu/disks.js';
@@ -16,7 +17,7 @@ describe('qemu disks', () => {
     const phases: number[] = [];
     await createQcow2(p, 64 * MiB, (e) => phases.push(e.fraction ?? -1));
     expect(phases).toEqual([0, 1]);
-    const i = await info(p);
+    const i = await info(p, 'qcow2');
     expect(i.format).toBe('qcow2');
     expect(i.virtualSize).toBe(64 * MiB);
     expect(i.actualSize).toBeGreaterThan(0);
@@ -27,16 +28,16 @@ describe('qemu disks', () => {
   it('grows but refuses to shrink', async () => {
     const p = join(dir, 'b.qcow2');
     await createQcow2(p, 32 * MiB);
-    await resize(p, 48 * MiB);
-    expect((await info(p)).virtualSize).toBe(48 * MiB);
-    await expect(resize(p, 16 * MiB)).rejects.toMatchObject({ code: 'EINVAL' });
+    await resize(p, 'qcow2', 48 * MiB);
+    expect((await info(p, 'qcow2')).virtualSize).toBe(48 * MiB);
+    await expect(resize(p, 'qcow2', 16 * MiB)).rejects.toMatchObject({ code: 'EINVAL' });
   });
 
   it('maps a missing image to ENOTFOUND and an unlocked one to not in use', async () => {
-    await expect(info(join(dir, 'absent.qcow2'))).rejects.toMatchObject({ code: 'ENOTFOUND' });
+    await expect(info(join(dir, 'absent.qcow2'), 'qcow2')).rejects.toMatchObject({ code: 'ENOTFOUND' });
     const p = join(dir, 'c.qcow2');
     await createQcow2(p, MiB);
-    await expect(checkInUse(p)).resolves.toBeUndefined();
+    await expect(checkInUse(p, 'qcow2')).resolves.toBeUndefined();
   });
 
   it('converts with progress, and cancels cleaning up the partial output', async () => {
@@ -45,21 +46,35 @@ describe('qemu disks', () => {
     writeFileSync(src, Buffer.alloc(8 * MiB, 7));
     const dst = join(dir, 'dst.qcow2');
     const fractions: number[] = [];
-    await convert(src, dst, 'qcow2', (p) => fractions.push(p.fraction ?? 0));
+    await convert(src, 'raw', dst, 'qcow2', (p) => fractions.push(p.fraction ?? 0));
     expect(fractions.at(-1)).toBe(1);
-    expect((await info(dst)).format).toBe('qcow2');
+    expect((await info(dst, 'qcow2')).format).toBe('qcow2');
 
     const ac = new AbortController();
     ac.abort();
-    await expect(convert(src, join(dir, 'x.qcow2'), 'qcow2', undefined, ac.signal)).rejects.toMatchObject({ code: 'ECANCELED' });
+    await expect(convert(src, 'raw', join(dir, 'x.qcow2'), 'qcow2', undefined, ac.signal)).rejects.toMatchObject({ code: 'ECANCELED' });
     const big = join(dir, 'big.raw');
     writeFileSync(big, Buffer.alloc(64 * MiB, 1));
     const ac2 = new AbortController();
     const out = join(dir, 'big.qcow2');
-    const p = convert(big, out, 'qcow2', () => ac2.abort(), ac2.signal);
+    const p = convert(big, 'raw', out, 'qcow2', () => ac2.abort(), ac2.signal);
     setTimeout(() => ac2.abort(), 5);
     await expect(p).rejects.toBeInstanceOf(VmdeskError);
     expect(existsSync(out)).toBe(false);
+  });
+
+  it('never probes: a raw disk whose guest wrote a qcow2 header naming a host file stays raw', async () => {
+    const secret = join(dir, 'secret.txt');
+    writeFileSync(secret, 'host secret');
+    const disk = join(dir, 'guest-written.raw');
+    // What a guest can do to its own raw disk: write a qcow2 header with a backing file into sector 0.
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', secret, disk, '1M']);
+    const i = await info(disk, 'raw');
+    expect(i.format).toBe('raw');
+    expect(i.backingFile).toBeUndefined();
+    const out = join(dir, 'guest-written-copy.qcow2');
+    await convert(disk, 'raw', out, 'qcow2');
+    expect(readFileSync(out).includes(Buffer.from('host secret'))).toBe(false);
   });
 
   it('parses qemu-img progress output', () => {

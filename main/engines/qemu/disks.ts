@@ -55,8 +55,9 @@ export async function createQcow2(path: string, bytes: number, onProgress?: Prog
  * Format and sizes of an image. forceShare (default true) reads it even while a running VM holds it, which
  * is safe for metadata; pass false to learn whether it is locked (see checkInUse).
  */
-export async function info(path: string, opts: { forceShare?: boolean } = {}): Promise<ImageInfo> {
-  const args = ['info', '--output=json'];
+export async function info(path: string, format: string, opts: { forceShare?: boolean } = {}): Promise<ImageInfo> {
+  // The format is always stated: a probed raw disk whose guest wrote a qcow2 header would name any host file.
+  const args = ['info', '--output=json', '-f', format];
   if (opts.forceShare !== false) args.push('-U');
   args.push(path);
   const out = await qemuImg('info', path, args);
@@ -68,9 +69,9 @@ export async function info(path: string, opts: { forceShare?: boolean } = {}): P
 }
 
 /** Grows an image to `bytes`; shrinking would destroy data and is refused. */
-export async function resize(path: string, bytes: number): Promise<void> {
+export async function resize(path: string, format: string, bytes: number): Promise<void> {
   checkSize(bytes);
-  const current = await info(path);
+  const current = await info(path, format);
   if (bytes < current.virtualSize) {
     throw new VmdeskError(ErrorCode.invalid, `disk "${path}" is ${current.virtualSize} bytes; shrinking to ${bytes} is not supported (it would destroy data)`);
   }
@@ -79,13 +80,13 @@ export async function resize(path: string, bytes: number): Promise<void> {
 }
 
 /** Throws EBUSY when another process (a running QEMU) holds the image's lock. */
-export async function checkInUse(path: string): Promise<void> {
-  await info(path, { forceShare: false });
+export async function checkInUse(path: string, format: string): Promise<void> {
+  await info(path, format, { forceShare: false });
 }
 
-export async function isInUse(path: string): Promise<boolean> {
+export async function isInUse(path: string, format: string): Promise<boolean> {
   try {
-    await checkInUse(path);
+    await checkInUse(path, format);
     return false;
   } catch (e) {
     if (e instanceof VmdeskError && e.code === ErrorCode.busy) return true;
@@ -101,11 +102,12 @@ export function parseConvertProgress(chunk: string): number | undefined {
 }
 
 /** Converts src into a new image dst of format fmt; on failure or cancel the partial dst is removed. */
-export function convert(src: string, dst: string, fmt: string, onProgress?: ProgressFn, signal?: AbortSignal): Promise<void> {
-  if (!/^(qcow2|raw|vmdk|vdi|vhdx|vpc)$/.test(fmt)) return Promise.reject(new VmdeskError(ErrorCode.invalid, `unsupported disk format "${fmt}"`));
+export function convert(src: string, srcFormat: string, dst: string, fmt: string, onProgress?: ProgressFn, signal?: AbortSignal): Promise<void> {
+  const known = /^(qcow2|raw|vmdk|vdi|vhdx|vpc)$/;
+  if (!known.test(fmt) || !known.test(srcFormat)) return Promise.reject(new VmdeskError(ErrorCode.invalid, `unsupported disk format "${known.test(fmt) ? srcFormat : fmt}"`));
   if (signal?.aborted) return Promise.reject(new VmdeskError(ErrorCode.cancelled, 'conversion cancelled'));
   return new Promise((resolve, reject) => {
-    const child = spawn(qemuImgPath(), ['convert', '-p', '-U', '-O', fmt, src, dst], {
+    const child = spawn(qemuImgPath(), ['convert', '-p', '-U', '-f', srcFormat, '-O', fmt, src, dst], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, LC_ALL: 'C' },
     });

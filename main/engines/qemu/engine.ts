@@ -164,7 +164,7 @@ export class QemuEngine implements Engine {
     for (const log of [files.qemuLog, files.serialLog, files.supervisorLog]) rotateLog(log);
     if (plan.firmware && !existsSync(files.uefiVars)) {
       // The VM's own UEFI variable store, as qcow2 so snapshots include it.
-      await run(qemuImgPath(), ['convert', '-q', '-O', 'qcow2', plan.firmware.varsTemplate, files.uefiVars]);
+      await run(qemuImgPath(), ['convert', '-q', '-f', 'raw', '-O', 'qcow2', plan.firmware.varsTemplate, files.uefiVars]);
     }
     const spec: LaunchSpec = {
       vmId: ctx.config.id,
