@@ -9,6 +9,8 @@ export const ErrorCode = {
   engine: 'EENGINE', // QEMU or the micro-VMM failed
   broken: 'EBROKEN', // a corrupt or future-version bundle
   cancelled: 'ECANCELED',
+  noSpace: 'ENOSPC', // the disk holding the library (or the destination) is full
+  permission: 'EACCES', // permission denied or a read-only file system
   timeout: 'ETIMEDOUT',
   internal: 'EINTERNAL',
 } as const;
@@ -26,6 +28,8 @@ export const EXIT_CODES: Record<ErrorCode, number> = {
   EBROKEN: 9,
   ECANCELED: 10,
   ETIMEDOUT: 11,
+  ENOSPC: 12,
+  EACCES: 13,
   EINTERNAL: 1,
 };
 

@@ -52,3 +52,25 @@ export function formatHost(h: HostInfo): string {
     `default:   ${h.defaultAccel.used} (${h.defaultAccel.reason})`,
   ].join('\n');
 }
+
+/**
+ * Terminal-safe text: control characters (ESC sequences that recolour, move the cursor or retitle the
+ * terminal; \r that overwrites a line) in names and descriptions someone else chose are shown escaped.
+ */
+export function terminalSafe(text: string): string {
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+/** A stream that escapes control characters in everything written to it (all verbs but the raw console). */
+export function terminalSafeStream(out: NodeJS.WritableStream): NodeJS.WritableStream {
+  return new Proxy(out, {
+    get(target, prop, receiver) {
+      if (prop === 'write') {
+        return (chunk: unknown, ...rest: unknown[]) =>
+          (target.write as (c: unknown, ...r: unknown[]) => boolean)(typeof chunk === 'string' ? terminalSafe(chunk) : Buffer.isBuffer(chunk) ? terminalSafe(chunk.toString('utf8')) : chunk, ...rest);
+      }
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}

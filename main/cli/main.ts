@@ -5,7 +5,11 @@ import { Core } from '../core/core.js';
 import { DiskBus, DiskFormat, parseSize, type CreateVmRequest, type NetAdapter, type PortForward, type VmInfo } from '../api/schema.js';
 import { EXIT_CODES, ErrorCode, VmdeskError, isVmdeskError } from '../api/errors.js';
 import { attachConsole } from './console.js';
-import { formatInfo, formatList, formatHost } from './format.js';
+import { formatInfo, formatList, formatHost, terminalSafeStream } from './format.js';
+import { ZodError } from 'zod';
+import { fromOsError } from '../platform/os-errors.js';
+import { makeFilesPrivate } from '../platform/paths.js';
+import { zodToError } from '../core/validate.js';
 
 export interface CliIo {
   stdout: NodeJS.WritableStream;
@@ -39,13 +43,16 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
                                         images naming other files are refused)
   host [--json]                         CPUs, memory, QEMU, accelerators
   serve [--port N] [--host 127.0.0.1]   serve the GUI to a browser (prints a URL with a token)
+        [--unsafe-listen-all]           needed for any non-loopback --host: plain HTTP, the token
+                                        travels in clear text
   snapshot take|list|info|restore|delete|rename|describe|thumbnail|convert-disk NAME [SNAP] ...
   clone NAME NEWNAME [--snapshot SNAP] [--linked]
   export NAME FILE.vmdesk [--with-snapshots]   |   import FILE [--name NEWNAME]
                                         (vmdesk snapshot --help for details)
 
 Exit codes: 0 ok, 2 invalid input, 3 not found, 4 exists, 5 busy, 6 wrong state, 7 host lacks
-something (QEMU, accelerator), 8 engine failure, 9 broken VM bundle, 11 timeout, 1 other.
+something (QEMU, accelerator), 8 engine failure, 9 broken VM bundle, 10 cancelled, 11 timeout,
+12 no space left on the disk, 13 permission denied or read-only file system, 1 other.
 `;
 
 const CONFIG_OPTIONS = {
@@ -318,16 +325,30 @@ async function run(core: Core, verb: string, args: string[], io: CliIo): Promise
       return 0;
     }
     case 'serve': {
-      const { values } = parse(args, { port: { type: 'string' }, host: { type: 'string' } }, 0, []);
+      const { values } = parse(args, { port: { type: 'string' }, host: { type: 'string' }, 'unsafe-listen-all': { type: 'boolean' } }, 0, []);
       const { startServer } = await import('../server/server.js');
+      const { isLoopbackHost } = await import('../server/auth.js');
       const port = int(values.port as string | undefined, '--port');
       if (port !== undefined && (port < 0 || port > 65535)) throw new VmdeskError(ErrorCode.invalid, '--port must be 0-65535');
-      const server = await startServer({ core, host: (values.host as string | undefined) ?? '127.0.0.1', port: port ?? 0 });
+      const host = (values.host as string | undefined) ?? '127.0.0.1';
+      // startServer refuses a non-loopback host unless told otherwise; the flag is the user telling it.
+      const unsafeListenAll = !!values['unsafe-listen-all'];
+      const server = await startServer({ core, host, port: port ?? 0, unsafeListenAll });
+      if (!isLoopbackHost(host)) {
+        io.stderr.write(
+          `vmdesk: WARNING: listening on ${host}, which other machines can reach. VMDesk speaks plain HTTP: the token in the URL below, ` +
+            'the session cookie and everything the GUI does travel in clear text, and whoever sees them controls VMDesk and its VMs.\n',
+        );
+      }
       io.stdout.write(`VMDesk is serving at ${server.url}\n(open it in a browser; Ctrl-C stops the server, running VMs keep running)\n`);
       await new Promise<void>((resolve) => {
-        const stop = () => resolve();
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
+        const stop = () => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          resolve();
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
       });
       await server.close();
       return 0;
@@ -366,20 +387,22 @@ export async function main(argv: string[], io: CliIo = { stdout: process.stdout,
     io.stdout.write('vmdesk 0.1.0\n');
     return 0;
   }
+  makeFilesPrivate();
   const core = new Core({ home, watchMs: verb === 'serve' ? 2000 : 0 });
+  // Names and descriptions come from other people (imported appliances): never let them drive the terminal.
+  // The console verb alone passes the guest's bytes through untouched.
+  const shown: CliIo = verb === 'console' ? io : { ...io, stdout: terminalSafeStream(io.stdout), stderr: terminalSafeStream(io.stderr) };
   try {
     await core.boot();
-    return await run(core, verb, rest, io);
+    return await run(core, verb, rest, shown);
   } catch (e) {
-    if (isVmdeskError(e)) {
-      io.stderr.write(`vmdesk: ${e.message}\n`);
-      if (process.env.VMDESK_DEBUG) for (const d of e.details) io.stderr.write(`  ${d}\n`);
-      return EXIT_CODES[e.code] ?? 1;
+    const err = isVmdeskError(e) ? e : e instanceof ZodError ? zodToError(e) : fromOsError(e);
+    shown.stderr.write(`vmdesk: ${err.message}\n`);
+    if (process.env.VMDESK_DEBUG) {
+      for (const d of err.details) shown.stderr.write(`  ${d}\n`);
+      if (!isVmdeskError(e)) shown.stderr.write(`${(e as Error)?.stack ?? ''}\n`);
     }
-    const err = e as NodeJS.ErrnoException;
-    io.stderr.write(`vmdesk: ${err.code === 'EACCES' ? `permission denied: ${err.path ?? ''}` : err.message ?? String(e)}\n`);
-    if (process.env.VMDESK_DEBUG) io.stderr.write(`${err.stack}\n`);
-    return EXIT_CODES.EINTERNAL;
+    return EXIT_CODES[err.code] ?? 1;
   } finally {
     await core.shutdown();
   }

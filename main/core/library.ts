@@ -5,7 +5,8 @@ import { randomUUID } from 'node:crypto';
 import { VmConfig, VM_SCHEMA_VERSION } from '../api/schema.js';
 import { VmdeskError, ErrorCode } from '../api/errors.js';
 import { writeJsonAtomic, sweepTempFiles } from '../platform/atomic.js';
-import { withLock } from '../platform/lock.js';
+import { processStartTime, withLock } from '../platform/lock.js';
+import { pidAlive } from '../platform/process.js';
 import { ensurePrivateDir, runtimeRoot } from '../platform/paths.js';
 
 export interface BundleEntry {
@@ -28,13 +29,19 @@ export class VmLibrary {
     this.runtimeRoot = runtimeRoot(home);
   }
 
-  /** Creates the directories and finishes what a crash interrupted: half-made bundles and deletions. */
+  /**
+   * Creates the directories and finishes what a crash interrupted: half-made bundles and deletions whose
+   * process is gone. A staging dir whose owner still runs (an import in the GUI while `vmdesk list` starts)
+   * is left alone.
+   */
   async init(): Promise<void> {
-    await fs.mkdir(this.vmsDir, { recursive: true });
+    await fs.mkdir(this.vmsDir, { recursive: true, mode: 0o700 });
+    await fs.chmod(this.vmsDir, 0o700);
     for (const name of await fs.readdir(this.vmsDir)) {
-      if (name.startsWith(CREATING) || name.startsWith(DELETING)) {
-        await fs.rm(path.join(this.vmsDir, name), { recursive: true, force: true });
-      }
+      if (!name.startsWith(CREATING) && !name.startsWith(DELETING)) continue;
+      const dir = path.join(this.vmsDir, name);
+      if (await ownerRuns(dir)) continue;
+      await fs.rm(dir, { recursive: true, force: true });
     }
   }
 
@@ -91,10 +98,12 @@ export class VmLibrary {
   async createBundle(fill: (stagingDir: string, id: string) => Promise<VmConfig>): Promise<BundleEntry> {
     const id = randomUUID();
     const staging = path.join(this.vmsDir, CREATING + id);
-    await fs.mkdir(path.join(staging, 'logs'), { recursive: true });
+    await fs.mkdir(path.join(staging, 'logs'), { recursive: true, mode: 0o700 });
     try {
+      await writeOwner(staging);
       const config = await fill(staging, id);
       await writeJsonAtomic(path.join(staging, 'vm.json'), VmConfig.parse(config));
+      await fs.rm(path.join(staging, OWNER_FILE), { force: true });
       await fs.rename(staging, this.bundleDir(id));
       return { id, dir: this.bundleDir(id), config };
     } catch (e) {
@@ -112,9 +121,32 @@ export class VmLibrary {
   /** Renames the bundle aside first so that a crash mid-way never leaves a half-deleted VM in the list. */
   async removeBundle(id: string): Promise<void> {
     const aside = path.join(this.vmsDir, DELETING + id);
+    await writeOwner(this.bundleDir(id)).catch(() => undefined);
     await fs.rename(this.bundleDir(id), aside);
     await fs.rm(aside, { recursive: true, force: true });
   }
+}
+
+/** Who is building (or removing) a staging dir: "pid start", so a reused pid is not mistaken for it. */
+const OWNER_FILE = '.owner';
+/** A staging dir without an owner record is someone's first instant; after this long it is abandoned. */
+const OWNERLESS_GRACE_MS = 60_000;
+
+async function writeOwner(dir: string): Promise<void> {
+  await fs.writeFile(path.join(dir, OWNER_FILE), `${process.pid} ${processStartTime(process.pid) ?? ''}\n`, { mode: 0o600 });
+}
+
+async function ownerRuns(dir: string): Promise<boolean> {
+  const text = await fs.readFile(path.join(dir, OWNER_FILE), 'utf8').catch(() => null);
+  const m = text ? /^(\d+) (\S*)/.exec(text) : null;
+  if (!m) {
+    const st = await fs.stat(dir).catch(() => null);
+    return !!st && Date.now() - st.mtimeMs < OWNERLESS_GRACE_MS;
+  }
+  const pid = Number(m[1]);
+  if (!pidAlive(pid)) return false;
+  const start = processStartTime(pid);
+  return !m[2] || start === undefined || start === m[2];
 }
 
 export function parseConfig(text: string): { config: VmConfig | null; broken?: string } {

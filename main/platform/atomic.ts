@@ -3,7 +3,7 @@ import { promises as fs, constants, closeSync, fsyncSync, openSync, renameSync, 
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 
-export async function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+export async function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(4).toString('hex')}.tmp`);
   const fh = await fs.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
@@ -45,7 +45,7 @@ export async function sweepTempFiles(dir: string): Promise<void> {
 }
 
 /** The same, synchronously: for process-exit paths (supervisors recording why a VM stopped). */
-export function writeFileAtomicSync(file: string, data: string | Uint8Array, mode = 0o644): void {
+export function writeFileAtomicSync(file: string, data: string | Uint8Array, mode = 0o600): void {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(4).toString('hex')}.tmp`);
   const fd = openSync(tmp, 'wx', mode);
