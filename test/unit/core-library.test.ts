@@ -1,10 +1,14 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mkdtemp, rm, readFile, writeFile, readdir, mkdir } from 'node:fs/promises';
+import { mkdtemp, rm, readFile, writeFile, readdir, mkdir, stat, symlink, utimes } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { writeFileAtomic } from '../../main/platform/atomic.js';
-import { acquireLock } from '../../main/platform/lock.js';
+import { acquireLock, processStartTime } from '../../main/platform/lock.js';
+import { ensurePrivateDir, makeFilesPrivate, runtimeRoot } from '../../main/platform/paths.js';
+import { fromOsError } from '../../main/platform/os-errors.js';
+import { EXIT_CODES } from '../../main/api/errors.js';
+import { terminalSafe } from '../../main/cli/format.js';
 import { Core } from '../../main/core/core.js';
 import { VmLibrary } from '../../main/core/library.js';
 
@@ -50,7 +54,7 @@ describe('locks', () => {
     const release = await acquireLock(dir, 'VM "a"');
     await expect(acquireLock(dir, 'VM "a"', 200)).rejects.toMatchObject({ code: 'EBUSY' });
     await release();
-    await writeFile(path.join(dir, '.lock'), '999999999\n');
+    await writeFile(path.join(dir, '.lock'), '999999999 1\n');
     const again = await acquireLock(dir, 'VM "a"', 200);
     await again();
   });
@@ -74,14 +78,68 @@ describe('library', () => {
     await core.shutdown();
   });
 
-  it('sweeps half-made bundles left by a crash at start-up', async () => {
+  it('sweeps half-made bundles whose process died, and leaves one being made by a live process alone', async () => {
     const lib = new VmLibrary(dir);
-    await mkdir(path.join(lib.vmsDir, '.creating-abc'), { recursive: true });
-    await mkdir(path.join(lib.vmsDir, '.deleting-def'), { recursive: true });
+    const old = new Date(Date.now() - 120_000);
+    for (const [name, owner] of [
+      ['.creating-dead', '999999 1\n'],
+      ['.deleting-dead', '999999 1\n'],
+      ['.creating-live', `${process.pid} ${processStartTime(process.pid) ?? ''}\n`],
+      ['.creating-ownerless-old', null],
+      ['.creating-ownerless-new', null],
+    ] as const) {
+      await mkdir(path.join(lib.vmsDir, name), { recursive: true });
+      if (owner) await writeFile(path.join(lib.vmsDir, name, '.owner'), owner);
+      if (name.endsWith('-old')) await utimes(path.join(lib.vmsDir, name), old, old);
+    }
     const core = new Core({ home: dir });
     await core.boot();
-    expect(await readdir(lib.vmsDir)).toEqual([]);
+    // `vmdesk list` while the GUI imports must not kill the import: a live owner's staging dir stays.
+    expect((await readdir(lib.vmsDir)).sort()).toEqual(['.creating-live', '.creating-ownerless-new']);
     await core.shutdown();
+  });
+
+  it('keeps the library private: 0700 directories and 0600 files, including the disks qemu-img makes', async () => {
+    const prev = process.umask();
+    makeFilesPrivate();
+    try {
+      const core = new Core({ home: dir });
+      await core.boot();
+      const vm = await core.create({ name: 'private', memoryMiB: 64, diskBytes: 16 * 1024 * 1024 });
+      const mode = async (p: string) => (await stat(p)).mode & 0o777;
+      expect(await mode(path.join(dir, 'vms'))).toBe(0o700);
+      expect(await mode(vm.bundle)).toBe(0o700);
+      expect(await mode(path.join(vm.bundle, 'vm.json'))).toBe(0o600);
+      expect(await mode(path.join(vm.bundle, 'disks', 'disk0.qcow2'))).toBe(0o600);
+      await core.shutdown();
+    } finally {
+      process.umask(prev);
+    }
+  });
+
+  it('refuses a runtime dir that another user made or that is a symlink, and picks the next candidate', async () => {
+    const tmp = path.join(dir, 'shared-tmp');
+    await mkdir(tmp);
+    const uid = process.getuid!();
+    const env = { VMDESK_TMPDIR: tmp } as NodeJS.ProcessEnv;
+    expect(runtimeRoot('/home/x', env)).toMatch(new RegExp(`/vmdesk-${uid}/`));
+    // Another local user got there first: a symlink (or a dir owned by them) under our name.
+    await symlink('/', path.join(tmp, `vmdesk-${uid}`));
+    expect(runtimeRoot('/home/x', env)).toMatch(new RegExp(`/vmdesk-${uid}\\.1/`));
+    expect(() => ensurePrivateDir(path.join(tmp, `vmdesk-${uid}`))).toThrow(/symbolic link/);
+  });
+
+  it('reports OS errors with their own codes and exit codes, not as internal errors', () => {
+    expect(fromOsError(Object.assign(new Error('x'), { code: 'ENOSPC', path: '/lib/vm.json' }), 'cannot save')).toMatchObject({ code: 'ENOSPC', message: 'cannot save: no space left on the device; free some space and try again (/lib/vm.json)' });
+    expect(fromOsError(Object.assign(new Error('x'), { code: 'EROFS' }))).toMatchObject({ code: 'EACCES' });
+    expect(fromOsError(Object.assign(new Error('x'), { code: 'EISDIR', path: '/tmp' }))).toMatchObject({ code: 'EINVAL', message: 'is a directory, not a file (/tmp)' });
+    expect(fromOsError(Object.assign(new Error('x'), { code: 'ENOTDIR' }))).toMatchObject({ code: 'EINVAL' });
+    expect(EXIT_CODES.ENOSPC).toBe(12);
+    expect(EXIT_CODES.EACCES).toBe(13);
+  });
+
+  it('shows names and descriptions with control characters escaped on a terminal', () => {
+    expect(terminalSafe('snap \u001b]0;pwned\u0007 \u001b[31mred\r\nok\tfine')).toBe('snap \\x1b]0;pwned\\x07 \\x1b[31mred\\x0d\nok\tfine');
   });
 
   it('creates, renames, updates and deletes with events', async () => {
