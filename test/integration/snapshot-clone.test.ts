@@ -54,6 +54,9 @@ describe('clones', () => {
 
   it('linked clone from a snapshot boots, writes its own overlay, and protects its base', async () => {
     const info = await cloneVm(core, snaps, 'src', { name: 'linked-S', snapshot: 'S', mode: 'linked' });
+    // The base is recorded in the Disk: QEMU is given it explicitly (the overlay's own header is not followed).
+    const s0 = (await snaps.list('src')).snapshots.find((x) => x.name === 'S')!;
+    expect(info.config!.disks[0]!.base).toBe(`${(await core.get('src')).bundle}/snapshots/bases/${s0.id}/disk0.qcow2`);
     const con = await bootGuest(core, 'linked-S');
     expect(await readDiskMarker(con)).toBe('base-state');
     await writeDiskMarker(con, 'clone-own');

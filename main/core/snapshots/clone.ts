@@ -4,9 +4,15 @@ import path from 'node:path';
 import { VmName, type Disk, type VmConfig, type VmInfo } from '../../api/schema.js';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
 import { writeJsonAtomic } from '../../platform/atomic.js';
+import { containedPath, isInside } from '../../platform/contain.js';
+import { inspectImage } from '../../platform/image-inspect.js';
+import { processStartTime } from '../../platform/lock.js';
+import { pidAlive } from '../../platform/process.js';
+import { admitImage, blockSpec, qemuImgSource } from '../images/gate.js';
+import type { BundleEntry } from '../library.js';
 import { parseOrThrow } from '../validate.js';
 import * as img from './qemu-img.js';
-import { diskFile, uefiVarsFile, type ProgressFn, type SnapshotCore, type SnapshotManager } from './manager.js';
+import { SnapshotManager, uefiVarsFile, type ProgressFn, type SnapshotCore } from './manager.js';
 import { basesDir, readTree, snapshotDir, writeTree } from './store.js';
 import { findNode, updateNode, type SnapshotNode } from './tree.js';
 
@@ -16,6 +22,8 @@ export interface CloneOptions {
   snapshot?: string;
   mode?: 'full' | 'linked';
   onProgress?: ProgressFn;
+  /** Cancels the clone (ECANCELED): qemu-img is stopped and everything made so far is removed. */
+  signal?: AbortSignal;
 }
 
 /** Written into a linked clone's bundle: which VM and snapshot its disks are built on. */
@@ -25,6 +33,88 @@ export interface LinkedBase {
   bases: Record<string, string>;
 }
 export const LINKED_BASE_FILE = 'linked-base.json';
+
+/**
+ * A linked clone of the current state snapshots it first, under this name and description. The sweep
+ * recognises such snapshots by both (a user who renamed one has made it theirs) and removes the ones no
+ * clone was ever made from.
+ */
+export const LINKED_BASE_PREFIX = 'Linked base for ';
+const linkedBaseDescription = (clone: string) => `Base of linked clone "${clone}".`;
+
+function isAutoLinkedBase(n: Pick<SnapshotNode, 'name' | 'description'>): boolean {
+  return n.name.startsWith(LINKED_BASE_PREFIX) && n.description.startsWith('Base of linked clone "');
+}
+
+function refuse(message: string, details: string[] = []): VmdeskError {
+  return new VmdeskError(ErrorCode.invalid, message, details);
+}
+
+// ---- files being written: named after their writer, so a crash leaves nothing that lives forever ------
+
+const SELF_START = processStartTime(process.pid) ?? '';
+const PARTIAL = /\.partial-(\d{1,10})-(\d*)$/;
+
+/** "<pid>-<start time>" of this process: put into the names of files it is still writing. */
+export function writerTag(): string {
+  return `${process.pid}-${SELF_START}`;
+}
+
+/** Where to write `file` before renaming it into place: the writer's pid and start time are in the name. */
+export function partialPath(file: string): string {
+  return `${file}.partial-${writerTag()}`;
+}
+
+/** True for a partialPath() name whose writer has died (a reused pid is told apart by its start time). */
+export function isStalePartial(name: string): boolean {
+  const m = PARTIAL.exec(name);
+  if (!m) return false;
+  return !writerAlive(Number(m[1]), m[2]!);
+}
+
+export function writerAlive(pid: number, start: string): boolean {
+  if (!pidAlive(pid)) return false;
+  const now = processStartTime(pid);
+  return !start || now === undefined || now === start;
+}
+
+// ---- reading a VM's disks ---------------------------------------------------------------------------
+
+/**
+ * The qemu-img source for one of a VM's disks, as a `json:` spec that names the format and switches
+ * backing files off, so qemu-img never probes a format nor opens a file an image names:
+ * - an attached (unowned) file is not VMDesk's: it passes the image gate with its stated format first;
+ * - an owned disk must be a relative path inside the bundle (containedPath) and passes the gate too (an
+ *   older VMDesk imported images without it);
+ * - a linked clone's overlay reads through the base recorded in its Disk (`base`), never through the
+ *   backing file its own header names; the base itself passes the gate and must lie in the library.
+ */
+export async function vmDiskSource(bundleDir: string, d: Disk, opts: { what: string; vmsDir?: string }): Promise<string> {
+  if (!d.owned) {
+    if (!path.isAbsolute(d.path)) throw refuse(`${opts.what} is attached by the relative path "${d.path}"; attached disks are named by absolute paths`);
+    return qemuImgSource(await admitImage({ path: d.path }, { what: opts.what, stated: d.format }));
+  }
+  const file = await containedPath(bundleDir, d.path);
+  if (!d.base) return qemuImgSource(await admitImage({ path: file }, { what: opts.what, stated: d.format, within: bundleDir }));
+  if (d.format !== 'qcow2') throw refuse(`${opts.what} has a base image but is ${d.format}; only qcow2 overlays have one`);
+  if (opts.vmsDir && !isInside(opts.vmsDir, d.base)) throw refuse(`the base image of ${opts.what} (${d.base}) lies outside the VM library; refused`);
+  const insp = await inspectImage({ path: file }).catch((e: Error) => {
+    throw refuse(`${opts.what} cannot be read: ${e.message}`);
+  });
+  // The overlay's header names its base (qemu-img create -b wrote it): that reference is replaced by the
+  // recorded base below. Any other reference (an external data file) is refused like anywhere else.
+  const other = insp.references.filter((r) => !r.startsWith('backing file'));
+  if (insp.format !== 'qcow2' || other.length || insp.problems.length) {
+    throw refuse(`${opts.what} cannot be used: ${insp.format !== 'qcow2' ? `it is ${insp.format}, not qcow2` : [...other, ...insp.problems].join('; ')}`, [...other, ...insp.problems]);
+  }
+  const base = await admitImage({ path: d.base }, { what: `the base image of ${opts.what}`, stated: 'qcow2', allow: ['qcow2'] });
+  return `json:${JSON.stringify({ ...blockSpec({ path: file, format: 'qcow2' }), backing: blockSpec(base) })}`;
+}
+
+/** The UEFI variable store as a Disk, so it is read through vmDiskSource like any other owned file. */
+function uefiVarsDisk(): Disk {
+  return { id: 'uefi-vars', path: path.basename(uefiVarsFile('/')), format: 'qcow2', owned: true, readOnly: false };
+}
 
 /** Checks a new VM name and that no VM has it (case-insensitive), like Core.create does. */
 export async function checkNewVmName(core: SnapshotCore, raw: unknown): Promise<string> {
@@ -62,97 +152,149 @@ export function cloneConfig(src: VmConfig, id: string, name: string, disks: Disk
 export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: string, opts: CloneOptions): Promise<VmInfo> {
   const mode = opts.mode ?? 'full';
   const progress = opts.onProgress ?? (() => {});
+  const signal = opts.signal;
   const name = await checkNewVmName(core, opts.name);
+  const cancelled = () => {
+    if (signal?.aborted) throw new VmdeskError(ErrorCode.cancelled, `cloning to "${name}" was cancelled`);
+  };
+  // A "Linked base for X" snapshot this call took: rolled back unless the clone X comes to exist.
+  let taken: { vmId: string; snapId: string } | undefined;
 
-  return snaps.withLock(ref, async (src, take) => {
-    if (mode === 'linked' && src.config.engine !== 'qemu') throw new VmdeskError(ErrorCode.invalid, `linked clones need qcow2 disks, which the ${src.config.engine} engine cannot use; make a full clone`);
-    const state = (await core.get(src.id)).state;
-    const running = state !== 'stopped' && state !== 'crashed';
-    let snap: SnapshotNode | undefined = opts.snapshot ? findNode(await readTree(src.dir), opts.snapshot) : undefined;
-    if (snap?.stateFile) throw new VmdeskError(ErrorCode.invalid, `snapshot "${snap.name}" is a micro-VM snapshot (memory and CPU state only, no disk contents); clone from the current state instead`);
-    if (!snap && mode === 'linked') {
-      // A linked clone needs an immutable base: like VirtualBox, snapshot the current state first.
-      progress('snapshotting the current state', 0);
-      snap = await take({ name: uniqueName(await readTree(src.dir), `Linked base for ${name}`), description: `Base of linked clone "${name}".` });
-    }
-    if (!snap && running) {
-      throw new VmdeskError(ErrorCode.state, `"${src.config.name}" is ${state}: its disks are changing. Shut it down, or clone from a snapshot (--snapshot NAME)`);
-    }
-    const config = snap?.config ?? src.config;
-    const sourceDisks = config.disks;
-    // The disks must still exist (a snapshot's config may list a disk deleted since).
-    for (const d of sourceDisks) if (!existsSync(diskFile(src.dir, d))) throw new VmdeskError(ErrorCode.broken, `disk ${d.id} (${diskFile(src.dir, d)}) of the source no longer exists`);
-    if (snap) {
-      for (const d of sourceDisks.filter((x) => !x.readOnly)) {
-        if (d.format !== 'qcow2') throw new VmdeskError(ErrorCode.invalid, `disk ${d.id} is ${d.format}: it has no snapshots to clone from`);
-        const has = (await img.imgInfo(diskFile(src.dir, d), { shared: running, format: 'qcow2' })).snapshots.some((s) => s.tag === snap!.tag);
-        if (!has) throw new VmdeskError(ErrorCode.broken, `snapshot "${snap.name}" is missing from disk ${d.id}; cannot clone from it`);
+  try {
+    return await snaps.withLock(ref, async (src, take) => {
+      if (mode === 'linked' && src.config.engine !== 'qemu') throw new VmdeskError(ErrorCode.invalid, `linked clones need qcow2 disks, which the ${src.config.engine} engine cannot use; make a full clone`);
+      const state = (await core.get(src.id)).state;
+      const running = state !== 'stopped' && state !== 'crashed';
+      let snap: SnapshotNode | undefined = opts.snapshot ? findNode(await readTree(src.dir), opts.snapshot) : undefined;
+      if (snap?.stateFile) throw new VmdeskError(ErrorCode.invalid, `snapshot "${snap.name}" is a micro-VM snapshot (memory and CPU state only, no disk contents); clone from the current state instead`);
+      if (!snap && running && mode !== 'linked') {
+        throw new VmdeskError(ErrorCode.state, `"${src.config.name}" is ${state}: its disks are changing. Shut it down, or clone from a snapshot (--snapshot NAME)`);
       }
-    }
+      const config = snap?.config ?? src.config;
+      const sourceDisks = config.disks;
+      // The disks must still exist (a snapshot's config may list a disk deleted since).
+      for (const d of sourceDisks) {
+        const file = d.owned ? await containedPath(src.dir, d.path) : d.path;
+        if (!existsSync(file)) throw new VmdeskError(ErrorCode.broken, `disk ${d.id} (${file}) of the source no longer exists`);
+      }
+      cancelled();
+      if (!snap && mode === 'linked') {
+        // A linked clone needs an immutable base: like VirtualBox, snapshot the current state first.
+        progress('snapshotting the current state', 0);
+        snap = await take({ name: uniqueName(await readTree(src.dir), `${LINKED_BASE_PREFIX}${name}`), description: linkedBaseDescription(name) });
+        taken = { vmId: src.id, snapId: snap.id };
+      }
+      // Every file read goes through the gate (attached files) or at least its own format with backing off.
+      const sources = new Map<string, string>();
+      for (const d of sourceDisks) {
+        if (d.readOnly && !d.owned) continue;
+        sources.set(d.id, await vmDiskSource(src.dir, d, { what: `disk ${d.id} of "${src.config.name}"`, vmsDir: core.library.vmsDir }));
+      }
+      if (snap) {
+        for (const d of sourceDisks.filter((x) => !x.readOnly)) {
+          if (d.format !== 'qcow2') throw new VmdeskError(ErrorCode.invalid, `disk ${d.id} is ${d.format}: it has no snapshots to clone from`);
+          const has = (await img.imgInfo(sources.get(d.id)!, { shared: running })).snapshots.some((s) => s.tag === snap!.tag);
+          if (!has) throw new VmdeskError(ErrorCode.broken, `snapshot "${snap.name}" is missing from disk ${d.id}; cannot clone from it`);
+        }
+      }
 
-    const bases: Record<string, string> = {};
-    if (mode === 'linked' && snap) {
-      // One base per snapshot and disk, shared by all linked clones of it; read-only so nothing writes into it.
-      const dir = path.join(basesDir(src.dir), snap.id);
-      await fs.mkdir(dir, { recursive: true });
-      const writable = sourceDisks.filter((d) => !d.readOnly);
-      for (const [i, d] of writable.entries()) {
-        const base = path.join(dir, `${d.id}.qcow2`);
-        if (!existsSync(base)) {
-          const tmp = `${base}.partial`;
-          await img.convert(diskFile(src.dir, d), tmp, { srcFormat: 'qcow2', dstFormat: 'qcow2', snapshotTag: snap.tag, shared: running, onProgress: (f) => progress(`making base of disk ${d.id}`, (i + f) / writable.length) });
-          await fs.chmod(tmp, 0o444);
-          await fs.rename(tmp, base);
+      // Files this attempt made in the source's bundle; removed again if the clone does not come to exist.
+      const made: string[] = [];
+      let baseDir: string | undefined;
+      try {
+        const bases: Record<string, string> = {};
+        if (mode === 'linked' && snap) {
+          // One base per snapshot and disk, shared by all linked clones of it; read-only so nothing writes into it.
+          baseDir = path.join(basesDir(src.dir), snap.id);
+          await fs.mkdir(baseDir, { recursive: true });
+          const writable = sourceDisks.filter((d) => !d.readOnly);
+          for (const [i, d] of writable.entries()) {
+            const base = path.join(baseDir, `${d.id}.qcow2`);
+            if (!existsSync(base)) {
+              // Written under a name that carries this process's pid: a crash leaves a file the sweep can tell is dead.
+              const tmp = partialPath(base);
+              made.push(tmp);
+              await img.convert(sources.get(d.id)!, tmp, { dstFormat: 'qcow2', snapshotTag: snap.tag, shared: running, signal, onProgress: (f) => progress(`making base of disk ${d.id}`, (i + f) / writable.length) });
+              await fs.chmod(tmp, 0o444);
+              await fs.rename(tmp, base);
+              made.push(base);
+            }
+            cancelled();
+            bases[d.id] = base;
+          }
         }
-        bases[d.id] = base;
-      }
-    }
 
-    const info = await createVmBundle(core, name, async (staging, id) => {
-      await fs.mkdir(path.join(staging, 'disks'), { recursive: true });
-      const disks: Disk[] = [];
-      for (const [i, d] of sourceDisks.entries()) {
-        if (d.readOnly && !d.owned) {
-          disks.push(d); // shared read-only media (an installer image) stays shared
-          continue;
+        const info = await createVmBundle(core, name, async (staging, id) => {
+          await fs.mkdir(path.join(staging, 'disks'), { recursive: true });
+          const disks: Disk[] = [];
+          for (const [i, d] of sourceDisks.entries()) {
+            const bus = d.bus ? { bus: d.bus } : {};
+            if (d.readOnly && !d.owned) {
+              // Shared read-only media (an installer image) stays shared, named as the source names it.
+              disks.push({ id: d.id, path: d.path, format: d.format, owned: false, readOnly: true, ...bus });
+              continue;
+            }
+            cancelled();
+            // The micro-VMM reads raw images only: its clones keep raw disks (and cannot be linked).
+            const fmt = config.engine === 'qemu' ? ('qcow2' as const) : ('raw' as const);
+            const rel = `disks/${d.id}.${fmt === 'raw' ? 'img' : 'qcow2'}`;
+            const dst = await containedPath(staging, rel);
+            const frac = (f: number) => progress(`copying disk ${d.id}`, (i + f) / sourceDisks.length);
+            if (mode === 'linked' && bases[d.id]) {
+              await img.createOverlay(dst, bases[d.id]!);
+              // QEMU opens no backing file an image names: the engine is given this base explicitly.
+              disks.push({ id: d.id, path: rel, format: fmt, owned: true, readOnly: d.readOnly, ...bus, base: bases[d.id]! });
+              continue;
+            }
+            await img.convert(sources.get(d.id)!, dst, {
+              dstFormat: fmt,
+              snapshotTag: snap && d.format === 'qcow2' ? snap.tag : undefined,
+              shared: running,
+              signal,
+              onProgress: frac,
+            });
+            disks.push({ id: d.id, path: rel, format: fmt, owned: true, readOnly: d.readOnly, ...bus });
+          }
+          if (config.firmware === 'uefi' && existsSync(uefiVarsFile(src.dir))) {
+            const vars = await vmDiskSource(src.dir, uefiVarsDisk(), { what: `the UEFI variables of "${src.config.name}"` });
+            await img.convert(vars, uefiVarsFile(staging), { dstFormat: 'qcow2', snapshotTag: snap?.tag, shared: running, signal });
+          }
+          cancelled();
+          if (mode === 'linked' && snap) {
+            await fs.mkdir(snapshotDir(staging), { recursive: true });
+            const link: LinkedBase = { sourceVmId: src.id, snapshotId: snap.id, bases };
+            await writeJsonAtomic(path.join(snapshotDir(staging), LINKED_BASE_FILE), link);
+          }
+          return cloneConfig(config, id, name, disks);
+        });
+        // The clone exists: its base snapshot and base images are now its own to keep.
+        taken = undefined;
+        made.length = 0;
+        if (mode === 'linked' && snap) {
+          // Held under the snapshot lock already taken by withLock: write directly. A crash before this
+          // line is repaired by sweepOrphanLinkedBases (it finds the clone through its linked-base.json).
+          const tree = await readTree(src.dir);
+          const node = tree.nodes.find((n) => n.id === snap!.id);
+          if (node) await writeTree(src.dir, updateNode(tree, node.id, { linkedClones: [...new Set([...node.linkedClones, info.id])] }));
         }
-        // The micro-VMM reads raw images only: its clones keep raw disks (and cannot be linked).
-        const fmt = config.engine === 'qemu' ? ('qcow2' as const) : ('raw' as const);
-        const rel = `disks/${d.id}.${fmt === 'raw' ? 'img' : 'qcow2'}`;
-        const dst = path.join(staging, rel);
-        const frac = (f: number) => progress(`copying disk ${d.id}`, (i + f) / sourceDisks.length);
-        if (mode === 'linked' && bases[d.id]) {
-          await img.createOverlay(dst, bases[d.id]!);
-        } else {
-          await img.convert(diskFile(src.dir, d), dst, {
-            srcFormat: d.format,
-            dstFormat: fmt,
-            snapshotTag: snap && d.format === 'qcow2' ? snap.tag : undefined,
-            shared: running,
-            onProgress: frac,
-          });
-        }
-        disks.push({ id: d.id, path: rel, format: fmt, owned: true, readOnly: d.readOnly });
+        progress('done', 1);
+        return info;
+      } catch (e) {
+        // Nothing can use what this attempt made: the snapshot lock is held and no clone was created.
+        for (const f of made.reverse()) await fs.rm(f, { force: true }).catch(() => {});
+        if (baseDir) await fs.rmdir(baseDir).catch(() => {}); // only when empty: other clones' bases stay
+        throw e;
       }
-      if (config.firmware === 'uefi' && existsSync(uefiVarsFile(src.dir))) {
-        await img.convert(uefiVarsFile(src.dir), uefiVarsFile(staging), { srcFormat: 'qcow2', dstFormat: 'qcow2', snapshotTag: snap?.tag, shared: running });
-      }
-      if (mode === 'linked' && snap) {
-        await fs.mkdir(snapshotDir(staging), { recursive: true });
-        const link: LinkedBase = { sourceVmId: src.id, snapshotId: snap.id, bases };
-        await writeJsonAtomic(path.join(snapshotDir(staging), LINKED_BASE_FILE), link);
-      }
-      return cloneConfig(config, id, name, disks);
     });
-    if (mode === 'linked' && snap) {
-      // Held under the snapshot lock already taken by withLock: write directly.
-      const tree = await readTree(src.dir);
-      const node = tree.nodes.find((n) => n.id === snap!.id);
-      if (node) await writeTree(src.dir, updateNode(tree, node.id, { linkedClones: [...new Set([...node.linkedClones, info.id])] }));
+  } catch (e) {
+    if (taken) {
+      // Roll back the snapshot taken for a clone that does not exist (outside withLock: delete takes the
+      // snapshot lock itself, and handles a running source through QEMU). What cannot be removed now is
+      // left to sweepOrphanLinkedBases.
+      await snaps.delete(taken.vmId, taken.snapId).catch(() => {});
     }
-    progress('done', 1);
-    return info;
-  });
+    throw e;
+  }
 }
 
 function uniqueName(tree: { nodes: { name: string }[] }, base: string): string {
@@ -161,20 +303,110 @@ function uniqueName(tree: { nodes: { name: string }[] }, base: string): string {
   return name;
 }
 
-/**
- * Names of existing VMs that are linked clones built on this VM's snapshots. Core.delete should refuse to
- * delete a VM while this is non-empty: the clones' disks read from its snapshots/bases/.
- */
-export async function linkedClonesOf(core: Pick<SnapshotCore, 'library'>, bundleDir: string): Promise<string[]> {
-  const tree = await readTree(bundleDir).catch(() => null);
-  if (!tree) return [];
-  const ids = new Set(tree.nodes.flatMap((n) => n.linkedClones));
-  const out: string[] = [];
-  for (const e of await core.library.list()) {
-    if (!ids.has(e.id)) continue;
-    // Only a clone that still points here counts (its link file names this bundle's VM).
-    const link = await fs.readFile(path.join(snapshotDir(e.dir), LINKED_BASE_FILE), 'utf8').catch(() => null);
-    if (link) out.push(e.config?.name ?? e.id);
+/** The linked-base.json of a bundle, when it is a linked clone (and the file parses). */
+async function readLinkedBase(bundleDir: string): Promise<LinkedBase | null> {
+  const text = await fs.readFile(path.join(snapshotDir(bundleDir), LINKED_BASE_FILE), 'utf8').catch(() => null);
+  if (!text) return null;
+  try {
+    const j = JSON.parse(text) as Partial<LinkedBase>;
+    return typeof j.sourceVmId === 'string' && typeof j.snapshotId === 'string' ? { sourceVmId: j.sourceVmId, snapshotId: j.snapshotId, bases: j.bases ?? {} } : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Ids of VMs whose disks are built on snapshot `snapId` of the VM in `bundleDir` (link file or Disk.base). */
+async function clonesBuiltOn(entries: BundleEntry[], bundleDir: string, snapId?: string): Promise<BundleEntry[]> {
+  const vmId = path.basename(bundleDir);
+  const under = snapId ? path.join(basesDir(bundleDir), snapId) : basesDir(bundleDir);
+  const out: BundleEntry[] = [];
+  for (const e of entries) {
+    if (e.dir === bundleDir) continue;
+    const link = await readLinkedBase(e.dir);
+    const byLink = !!link && link.sourceVmId === vmId && (!snapId || link.snapshotId === snapId);
+    const byBase = (e.config?.disks ?? []).some((d) => d.base && isInside(under, d.base));
+    if (byLink || byBase) out.push(e);
   }
   return out;
+}
+
+/**
+ * Names of existing VMs that are linked clones built on this VM's snapshots. Core.delete should refuse to
+ * delete a VM while this is non-empty: the clones' disks read from its snapshots/bases/. A clone counts
+ * whether or not the snapshot tree lists it (a crash can come between making the clone and recording it).
+ */
+export async function linkedClonesOf(core: Pick<SnapshotCore, 'library'>, bundleDir: string): Promise<string[]> {
+  const clones = await clonesBuiltOn(await core.library.list(), bundleDir);
+  return clones.map((e) => e.config?.name ?? e.id);
+}
+
+/**
+ * Start-up reconciliation of linked clones across the library (call it once a long-lived core has booted,
+ * and from `vmdesk` commands that clone if you like; it is idempotent and cheap when nothing is wrong):
+ * - removes half-written base images (`*.partial-<pid>-<start>`) whose writer has died;
+ * - removes "Linked base for X" snapshots that VMDesk took for a linked clone when no VM is built on them
+ *   (the clone was never created because the process crashed, or was deleted since);
+ * - records clones missing from their base snapshot's `linkedClones` (a crash right after the clone was made),
+ *   so the snapshot stays protected.
+ * Snapshots the user renamed or described differently are theirs and are left alone. Returns notes in words.
+ */
+export async function sweepOrphanLinkedBases(core: SnapshotCore, snaps: SnapshotManager = new SnapshotManager(core)): Promise<string[]> {
+  const notes: string[] = [];
+  const entries = await core.library.list();
+  for (const e of entries) notes.push(...(await recordBases(core, e)));
+  for (const e of entries) {
+    if (!e.config) continue;
+    const vmName = e.config.name;
+    for (const sid of await fs.readdir(basesDir(e.dir)).catch(() => [] as string[])) {
+      const dir = path.join(basesDir(e.dir), sid);
+      for (const f of await fs.readdir(dir).catch(() => [] as string[])) {
+        if (!isStalePartial(f)) continue;
+        await fs.rm(path.join(dir, f), { force: true });
+        notes.push(`removed ${path.join(dir, f)}, a base image a crashed clone of "${vmName}" left half-written`);
+      }
+    }
+    const tree = await readTree(e.dir).catch(() => null);
+    if (!tree) continue;
+    for (const n of tree.nodes) {
+      const users = await clonesBuiltOn(entries, e.dir, n.id);
+      const known = new Set(n.linkedClones);
+      for (const u of users.filter((x) => !known.has(x.id))) {
+        await snaps.markLinkedClone(e.id, n.id, u.id, true).then(
+          () => notes.push(`snapshot "${n.name}" of "${vmName}" now records its linked clone "${u.config?.name ?? u.id}"`),
+          (err: Error) => notes.push(`could not record linked clone "${u.config?.name ?? u.id}" on snapshot "${n.name}" of "${vmName}": ${err.message}`),
+        );
+      }
+      if (users.length || !isAutoLinkedBase(n)) continue;
+      // Delete re-checks linkedClones under the snapshot lock, and a clone in progress holds that lock.
+      await snaps.delete(e.id, n.id).then(
+        () => notes.push(`removed snapshot "${n.name}" of "${vmName}": no linked clone is built on it`),
+        (err: Error) => notes.push(`could not remove snapshot "${n.name}" of "${vmName}": ${err.message}`),
+      );
+    }
+  }
+  return notes;
+}
+
+/**
+ * Linked clones made before Disk.base existed name their base only in linked-base.json (and in the overlay's
+ * own header, which QEMU no longer follows): copy it into each Disk, when it is where VMDesk puts bases.
+ */
+async function recordBases(core: SnapshotCore, e: BundleEntry): Promise<string[]> {
+  const link = await readLinkedBase(e.dir);
+  if (!link || !e.config || !e.config.disks.some((d) => d.owned && !d.base && link.bases[d.id])) return [];
+  const where = path.join(basesDir(core.library.bundleDir(link.sourceVmId)), link.snapshotId);
+  const name = e.config.name;
+  return core.library.withVmLock(e.id, name, async () => {
+    const fresh = await core.library.load(e.id);
+    if (!fresh.config) return [];
+    const notes: string[] = [];
+    const disks = fresh.config.disks.map((d) => {
+      const base = link.bases[d.id];
+      if (!d.owned || d.base || d.format !== 'qcow2' || typeof base !== 'string' || !path.isAbsolute(base) || !isInside(where, base) || !existsSync(base)) return d;
+      notes.push(`linked clone "${name}": disk ${d.id} now names its base ${base} explicitly`);
+      return { ...d, base };
+    });
+    if (notes.length) await core.library.saveConfig(e.id, { ...fresh.config, disks });
+    return notes;
+  }).catch((err: Error) => [`could not record the base images of linked clone "${name}": ${err.message}`]);
 }
