@@ -72,6 +72,10 @@ describe('export and import', () => {
 
     const imported = await importArchive(core, file, { name: 'copy' });
     expect(imported.id).not.toBe((await core.get('orig')).id);
+    // Host files an archive names (here the kernel and initrd) are never taken over: the user sets them again.
+    expect(imported.config!.directKernel).toBeUndefined();
+    expect(imported.warnings.join('\n')).toMatch(/direct kernel boot named files of the exporting machine/);
+    await useTestKernel(core, 'copy');
     const list = await snaps.list('copy');
     expect(list.snapshots.map((s) => s.name).sort()).toEqual(['live one', 'powered off']);
     expect(list.notes).toEqual([]);
@@ -90,6 +94,7 @@ describe('export and import', () => {
     expect(r.manifest.files.find((f) => f.role === 'disk')!.name).toBe('disks/disk0.qcow2');
     const info = await importArchive(core, file, { name: 'compact' });
     expect((await snaps.list('compact')).snapshots).toEqual([]);
+    await useTestKernel(core, 'compact');
     expect(await markerOf(core, info.name)).toBe('disk-final');
   });
 
