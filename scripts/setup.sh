@@ -10,9 +10,9 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 case "$(uname -s)" in
   Linux)
     if command -v apt-get >/dev/null; then
-      # qemu + utils run the guests; ovmf is the UEFI firmware; busybox-static + cpio build the test guest;
+      # qemu + utils run the guests; ovmf is the UEFI firmware; passt isolates NAT guests from the host; busybox-static + cpio build the test guest;
       # chromium drives the GUI end-to-end tests; build-essential/python3 build the native addon and node-pty.
-      PKGS="qemu-system-x86 qemu-utils ovmf busybox-static cpio chromium build-essential python3"
+      PKGS="qemu-system-x86 qemu-utils ovmf passt busybox-static cpio chromium build-essential python3"
       missing=""
       for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
       if [ -n "$missing" ]; then

@@ -73,7 +73,12 @@ export const PortForward = z.object({
 export type PortForward = z.infer<typeof PortForward>;
 
 export const NetAdapter = z.object({
-  mode: z.enum(['nat', 'none']),
+  /**
+   * nat: internet through the host; the host's own services and other VMs are not reachable from the guest.
+   * nat-host: as nat, and the host's loopback services are reachable at 10.0.2.2 (VirtualBox's NAT).
+   * none: no network card.
+   */
+  mode: z.enum(['nat', 'nat-host', 'none']),
   forwards: z.array(PortForward).max(LIMITS.forwardsMax).default([]),
   mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/).optional(),
   /** Absent means virtio-net. */

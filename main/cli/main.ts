@@ -23,12 +23,14 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
   create NAME [--cpus N] [--memory MIB] [--disk SIZE] [--iso PATH] [--attach PATH]...
               [--kernel PATH --initrd PATH --cmdline STR] [--os linux|windows|bsd|other]
               [--engine qemu|microvm] [--accel auto|kvm|hvf|tcg] [--firmware bios|uefi]
-              [--net nat|none] [--forward tcp:HOSTPORT:GUESTPORT]... [--json]
+              [--net nat|nat-host|none] [--forward tcp:HOSTPORT:GUESTPORT]... [--json]
+                                        (nat: the guest cannot reach the host's own services;
+                                        nat-host: it can, at 10.0.2.2)
   info NAME [--json]                    configuration and state (state: stopped, starting,
                                         running, paused, stopping, crashed)
   set NAME [--cpus N] [--memory MIB] [--iso PATH|--no-iso] [--kernel ..] [--initrd ..]
            [--cmdline ..] [--accel ..] [--engine ..] [--firmware ..] [--os ..]
-           [--net nat|none] [--forward ..]...
+           [--net nat|nat-host|none] [--forward ..]...
   rename NAME NEWNAME
   start NAME [--paused]                 start (the VM keeps running after vmdesk exits)
   stop NAME [--timeout SECONDS]         ACPI shutdown, forced off after the timeout (default 60)
@@ -149,12 +151,12 @@ function network(values: Values): NetAdapter[] | undefined {
   const net = values.net as string | undefined;
   const forwards = ((values.forward as string[] | undefined) ?? []).map(parseForward);
   if (net === undefined && forwards.length === 0) return undefined;
-  if (net !== undefined && net !== 'nat' && net !== 'none') throw new VmdeskError(ErrorCode.invalid, `--net must be nat or none, got "${net}"`);
+  if (net !== undefined && net !== 'nat' && net !== 'nat-host' && net !== 'none') throw new VmdeskError(ErrorCode.invalid, `--net must be nat, nat-host or none, got "${net}"`);
   if (net === 'none') {
     if (forwards.length) throw new VmdeskError(ErrorCode.invalid, '--forward needs --net nat');
     return [{ mode: 'none', forwards: [] }];
   }
-  return [{ mode: 'nat', forwards }];
+  return [{ mode: net ?? 'nat', forwards }];
 }
 
 function directKernel(values: Values): CreateVmRequest['directKernel'] {

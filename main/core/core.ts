@@ -491,11 +491,11 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
       }
       const engine = await this.engine(fresh.config.engine);
       this.library.ensureRuntimeDir(fresh.id);
-      const { handle, accel } = await engine.start(this.ctx(fresh), opts);
+      const { handle, accel, warnings: engineWarnings } = await engine.start(this.ctx(fresh), opts);
       this.track(fresh.id, handle);
       const out = await this.infoOf(fresh);
       out.accel = accel;
-      out.warnings = warnings;
+      out.warnings = [...warnings, ...(engineWarnings ?? [])];
       if (accel.requested !== accel.used || accel.used === 'tcg') out.warnings.push(`accelerator: ${accel.used} (${accel.reason})`);
       return out;
     });

@@ -13,6 +13,8 @@ export interface EngineContext {
 export interface StartResult {
   handle: VmHandle;
   accel: AccelChoice;
+  /** What the user should know about how the guest runs (e.g. NAT without host isolation). */
+  warnings?: string[];
 }
 
 /** Progress of a long operation (0..1 when known). */

@@ -62,6 +62,16 @@ const scenarios: Record<string, QemuArgsInput> = {
       ],
     }),
   },
+  'nat-passt': {
+    ...base,
+    capabilities: { sandbox: true, passt: true },
+    config: config({
+      network: [
+        { mode: 'nat', forwards: [{ protocol: 'tcp', hostPort: 2222, guestPort: 22 }] },
+        { mode: 'nat-host', forwards: [], model: 'e1000' },
+      ],
+    }),
+  },
   'net-none': { ...base, capabilities: { sandbox: false }, config: config({ network: [{ mode: 'none', forwards: [] }] }) },
   uefi: {
     ...base,

@@ -10,7 +10,8 @@ export interface QemuArgsInput {
   runtimeDir: string;
   /** The accelerator actually used (after detection), not the one requested. */
   accel: 'kvm' | 'hvf' | 'tcg';
-  capabilities: { sandbox: boolean };
+  /** sandbox: QEMU has seccomp (-sandbox). passt: NAT adapters go through passt (isolated from the host). */
+  capabilities: { sandbox: boolean; passt?: boolean };
   /** Required when config.firmware is 'uefi': read-only code image and the VM's own vars (qcow2) file. */
   uefi?: { code: string; vars: string };
   /** Start with the vCPUs stopped (-S). */
@@ -139,14 +140,20 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
 
   let nics = 0;
   config.network.forEach((adapter, index) => {
-    if (adapter.mode !== 'nat') return;
+    if (adapter.mode === 'none') return;
     const id = `net${index}`;
-    const netdev = [`user`, `id=${id}`];
-    for (const fwd of adapter.forwards) {
-      // Forwards listen on loopback only: a VM's services are not exposed to the network by default.
-      netdev.push(`hostfwd=${fwd.protocol}:127.0.0.1:${fwd.hostPort}-:${fwd.guestPort}`);
+    if (adapter.mode === 'nat' && input.capabilities.passt) {
+      // QEMU listens; the engine connects passt to this socket (see passt.ts).
+      args.push('-netdev', `stream,id=${id},server=on,addr.type=unix,addr.path=${optValue('network socket path', run.net(index))}`);
+    } else {
+      // QEMU's own user network: the guest reaches the host's loopback at 10.0.2.2 (VirtualBox's NAT).
+      const netdev = [`user`, `id=${id}`];
+      for (const fwd of adapter.forwards) {
+        // Forwards listen on loopback only: a VM's services are not exposed to the network by default.
+        netdev.push(`hostfwd=${fwd.protocol}:127.0.0.1:${fwd.hostPort}-:${fwd.guestPort}`);
+      }
+      args.push('-netdev', netdev.join(','));
     }
-    args.push('-netdev', netdev.join(','));
     args.push('-device', `${NIC_DEVICES[adapter.model ?? 'virtio-net']},netdev=${id},id=nic${index}${adapter.mac ? `,mac=${adapter.mac}` : ''}`);
     nics++;
   });

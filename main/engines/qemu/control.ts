@@ -1,5 +1,5 @@
 // The supervisor's control protocol: JSON lines over runtimeDir/ctl.sock, shared by supervisor and clients.
-import type { AccelChoice, ExitRecord, VmState } from '../../api/schema.js';
+import type { AccelChoice, ExitRecord, PortForward, VmState } from '../../api/schema.js';
 
 /** What the engine hands the supervisor process (written to runtimeDir/launch.json). */
 export interface LaunchSpec {
@@ -13,6 +13,8 @@ export interface LaunchSpec {
   accel: AccelChoice;
   /** Leave the guest paused once QEMU is up instead of continuing it. */
   startPaused: boolean;
+  /** "nat" adapters whose QEMU socket gets a passt process (see passt.ts). */
+  passt?: { path: string; adapters: { index: number; forwards: PortForward[] }[] };
 }
 
 /** runtimeDir/supervisor.json, written once QEMU has been spawned. */

@@ -18,6 +18,7 @@ import { logTail, readExitRecord } from './records.js';
 import { writeFileAtomicSync as writeFileAtomic } from '../../platform/atomic.js';
 import { connectUnixSocket, pidAlive } from '../../platform/process.js';
 import { openControlStream } from '../control-stream.js';
+import { checkHostPortsFree, passtPath, PASST_MISSING } from './passt.js';
 
 const run = promisify(execFile);
 
@@ -30,6 +31,9 @@ interface LaunchPlan {
   caps: QemuCapabilities;
   accel: AccelChoice;
   firmware: FirmwarePaths | undefined;
+  /** passt's path when "nat" adapters are isolated through it; undefined falls back to QEMU's user network. */
+  passt: string | undefined;
+  warnings: string[];
 }
 
 /** The command that runs the supervisor: compiled JS next to this module, or the TS source through a loader. */
@@ -56,7 +60,7 @@ export function supervisorCommand(): string[] {
 
 function checkSocketPaths(runtimeDir: string): void {
   const files = runtimeFiles(runtimeDir);
-  for (const p of [files.control, files.qmp, files.serial, files.vnc]) {
+  for (const p of [files.control, files.qmp, files.serial, files.vnc, files.net(3)]) {
     if (Buffer.byteLength(p) >= SOCKET_PATH_MAX) {
       throw new VmdeskError(ErrorCode.host, `runtime directory path is too long for unix sockets (${p} is ${Buffer.byteLength(p)} bytes, limit ${SOCKET_PATH_MAX})`);
     }
@@ -130,9 +134,14 @@ export class QemuEngine implements Engine {
       throw new VmdeskError(ErrorCode.host, 'UEFI firmware (OVMF) is not installed; install it with: sudo apt install ovmf');
     }
     checkSocketPaths(ctx.runtimeDir);
+    const warnings: string[] = [];
+    const nat = ctx.config.network.some((n) => n.mode === 'nat');
+    const passt = nat ? passtPath() : undefined;
+    if (nat && !passt) warnings.push(PASST_MISSING);
+    const plan = { qemuPath, caps, accel, firmware, passt, warnings };
     // Building the command line validates every user string (control characters) without side effects.
-    buildQemuArgs(this.argsInput(ctx, { qemuPath, caps, accel, firmware }));
-    return { qemuPath, caps, accel, firmware };
+    buildQemuArgs(this.argsInput(ctx, plan));
+    return plan;
   }
 
   private argsInput(ctx: EngineContext, plan: LaunchPlan, opts: { paused?: boolean } = {}) {
@@ -141,7 +150,7 @@ export class QemuEngine implements Engine {
       bundleDir: ctx.bundleDir,
       runtimeDir: ctx.runtimeDir,
       accel: plan.accel.used,
-      capabilities: { sandbox: plan.caps.sandbox },
+      capabilities: { sandbox: plan.caps.sandbox, passt: !!plan.passt },
       ...(plan.firmware ? { uefi: { code: plan.firmware.code, vars: bundleFiles(ctx.bundleDir).uefiVars } } : {}),
       // The guest runs from the first instant (no -S round trip through QMP): output printed before the
       // supervisor attaches to the serial socket is still in serial.log, which QEMU itself writes.
@@ -151,6 +160,7 @@ export class QemuEngine implements Engine {
 
   async start(ctx: EngineContext, opts: { paused?: boolean } = {}): Promise<StartResult> {
     const plan = await this.plan(ctx);
+    await checkHostPortsFree(ctx.config.network.filter((n) => n.mode !== 'none').flatMap((n) => n.forwards), ctx.config.name);
     const existing = await this.attach(ctx);
     if (existing) {
       existing.close();
@@ -175,6 +185,9 @@ export class QemuEngine implements Engine {
       runtimeDir: ctx.runtimeDir,
       accel: plan.accel,
       startPaused: opts.paused === true,
+      ...(plan.passt
+        ? { passt: { path: plan.passt, adapters: ctx.config.network.flatMap((n, index) => (n.mode === 'nat' ? [{ index, forwards: n.forwards }] : [])) } }
+        : {}),
     };
     const specPath = join(ctx.runtimeDir, 'launch.json');
     writeFileSync(specPath, JSON.stringify(spec, null, 2) + '\n', { mode: 0o600 });
@@ -225,7 +238,7 @@ export class QemuEngine implements Engine {
       handle.close();
       throw failure(`QEMU failed to start: ${(e as Error).message}`, err);
     }
-    return { handle, accel: handle.accel };
+    return { handle, accel: handle.accel, warnings: plan.warnings };
   }
 
   async attach(ctx: EngineContext): Promise<VmHandle | null> {

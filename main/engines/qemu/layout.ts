@@ -11,6 +11,8 @@ export interface RuntimeFiles {
   vnc: string;
   /** {pid, qemuPid, startedAt, accel} written by the supervisor once QEMU is up. */
   supervisorRecord: string;
+  /** QEMU's listening socket for network adapter i (a "nat" adapter's passt connects to it). */
+  net(i: number): string;
 }
 
 export function runtimeFiles(runtimeDir: string): RuntimeFiles {
@@ -20,6 +22,7 @@ export function runtimeFiles(runtimeDir: string): RuntimeFiles {
     serial: join(runtimeDir, 'serial.sock'),
     vnc: join(runtimeDir, 'vnc.sock'),
     supervisorRecord: join(runtimeDir, 'supervisor.json'),
+    net: (i: number) => join(runtimeDir, `net${i}.sock`),
   };
 }
 

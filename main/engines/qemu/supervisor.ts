@@ -1,6 +1,7 @@
 // The per-VM supervisor: owns QEMU, its QMP and serial sockets, and serves the control socket to any client.
 import type { ChildProcess } from 'node:child_process';
-import { appendFileSync, chmodSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, chmodSync, closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import type { ExitRecord, VmState } from '../../api/schema.js';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
@@ -8,6 +9,7 @@ import type { ControlError, ControlMessage, ControlRequest, LaunchSpec, Supervis
 import type { LaunchedQemu } from './qemu-launch.js';
 import { bundleFiles, runtimeFiles } from './layout.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
+import { startPasst } from './passt.js';
 import { logTail, RUN_HEADER } from './records.js';
 import { writeFileAtomicSync as writeFileAtomic } from '../../platform/atomic.js';
 
@@ -165,7 +167,27 @@ class Supervisor {
     }
   }
 
+  /** One passt per "nat" adapter, connected to QEMU's netdev socket; each quits when QEMU does. */
+  private async startNetwork(): Promise<void> {
+    const spec = this.spec.passt;
+    if (!spec) return;
+    const passtLog = openSync(join(this.files.logs, 'passt.log'), 'a');
+    try {
+      for (const a of spec.adapters) {
+        const child = await startPasst({ passt: spec.path, socket: this.run.net(a.index), forwards: a.forwards, log: passtLog, alive: this.alive });
+        log(`passt for adapter ${a.index} started, pid ${child.pid}`);
+        child.on('exit', (code, signal) => {
+          if (this.alive()) log(`passt for adapter ${a.index} exited (${signal ?? `code ${code}`}) while the guest runs: its network is down (see logs/passt.log)`);
+        });
+        child.on('error', (e) => log(`passt for adapter ${a.index} could not run: ${e.message}`));
+      }
+    } finally {
+      closeSync(passtLog);
+    }
+  }
+
   private async boot(): Promise<void> {
+    await this.startNetwork();
     await waitForPath(this.run.serial, this.alive, 30_000);
     await this.retryRefused(() => this.connectSerial(), Date.now() + 30_000);
     await waitForPath(this.run.qmp, this.alive, 30_000);
@@ -426,7 +448,8 @@ class Supervisor {
   }
 
   private removeRuntimeFiles(): void {
-    for (const p of [this.run.control, this.run.qmp, this.run.serial, this.run.vnc, this.run.supervisorRecord, `${this.spec.runtimeDir}/launch.json`]) {
+    const nets = (this.spec.passt?.adapters ?? []).map((a) => this.run.net(a.index));
+    for (const p of [this.run.control, this.run.qmp, this.run.serial, this.run.vnc, this.run.supervisorRecord, `${this.spec.runtimeDir}/launch.json`, ...nets]) {
       rmSync(p, { force: true });
     }
   }

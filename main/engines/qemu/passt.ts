@@ -1,0 +1,76 @@
+// NAT without the host: each "nat" adapter is QEMU's `-netdev stream` (QEMU listens on a unix socket in the
+// VM's runtime dir) connected to its own passt process. passt gives the guest QEMU's usual addresses
+// (10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3 forwarded to the host's resolver) and internet access through
+// ordinary host sockets, but with --no-map-gw nothing on the host's loopback (its services, other VMs'
+// forwarded ports) is reachable from the guest. Port forwards are passt's -t/-u bound to 127.0.0.1.
+//
+// passt gets the connection as an inherited fd (--fd): it drops root to "nobody" before binding sockets of
+// its own, so it could not create one in a private runtime dir. QEMU's server socket accepts a new client
+// after one leaves, so passt can be replaced (new forwards) while the guest runs.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import type { PortForward } from '../../api/schema.js';
+import { ErrorCode, VmdeskError } from '../../api/errors.js';
+import { connectUnixSocket } from '../../platform/process.js';
+import { findOnPath } from './host.js';
+
+/** The passt binary, or undefined (not Linux, or not installed: `sudo apt install passt`). */
+export function passtPath(): string | undefined {
+  if (process.platform !== 'linux') return undefined;
+  const override = process.env.VMDESK_PASST;
+  if (override !== undefined) return override === '' ? undefined : findOnPath(override);
+  return findOnPath('passt');
+}
+
+export const PASST_MISSING = 'passt is not installed, so NAT guests can reach services on the host\'s loopback (install it: sudo apt install passt)';
+
+/** passt's arguments for one adapter: QEMU-compatible addressing, no route to the host, forwards on 127.0.0.1. */
+export function passtArgs(forwards: PortForward[], fd: number): string[] {
+  const args = ['--foreground', '--one-off', '--quiet', '--ipv4-only', '--fd', String(fd)];
+  args.push('--address', '10.0.2.15', '--netmask', '24', '--gateway', '10.0.2.2', '--dns', '10.0.2.3', '--dns-forward', '10.0.2.3', '--no-map-gw');
+  for (const f of forwards) args.push(f.protocol === 'tcp' ? '-t' : '-u', `127.0.0.1/${f.hostPort}:${f.guestPort}`);
+  return args;
+}
+
+/**
+ * Connects to QEMU's netdev socket (retrying while QEMU is still creating it) and starts passt on that
+ * connection. passt quits when QEMU closes it (--one-off), so it never outlives the guest.
+ */
+export async function startPasst(opts: { passt: string; socket: string; forwards: PortForward[]; log: number; alive: () => boolean; timeoutMs?: number }): Promise<ChildProcess> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  for (;;) {
+    try {
+      const sock = await connectUnixSocket(opts.socket);
+      const child = spawn(opts.passt, passtArgs(opts.forwards, 3), { stdio: ['ignore', opts.log, opts.log, sock], detached: false });
+      // passt holds its own copy of the connection now.
+      sock.destroy();
+      return child;
+    } catch (e) {
+      if (!opts.alive() || Date.now() > deadline) throw new VmdeskError(ErrorCode.engine, `cannot connect passt to QEMU's network socket: ${(e as Error).message}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+/**
+ * Host ports a VM is about to forward must be free on 127.0.0.1, or the guest would start without its
+ * forward (passt) or not at all (QEMU's user network). Checked before start, with a plain message.
+ */
+export async function checkHostPortsFree(forwards: PortForward[], vmName: string): Promise<void> {
+  for (const f of forwards) {
+    if (f.protocol !== 'tcp') continue;
+    await new Promise<void>((resolve, reject) => {
+      const srv = createServer();
+      srv.once('error', (e: NodeJS.ErrnoException) =>
+        reject(
+          e.code === 'EADDRINUSE'
+            ? new VmdeskError(ErrorCode.busy, `cannot start "${vmName}": host port ${f.hostPort} (forwarded to guest port ${f.guestPort}) is already in use by another program or VM`)
+            : e.code === 'EACCES'
+              ? new VmdeskError(ErrorCode.permission, `cannot start "${vmName}": host port ${f.hostPort} needs privileges to listen on; choose a port above 1023`)
+              : new VmdeskError(ErrorCode.host, `cannot check host port ${f.hostPort}: ${e.message}`),
+        ),
+      );
+      srv.listen({ port: f.hostPort, host: '127.0.0.1', exclusive: true }, () => srv.close(() => resolve()));
+    });
+  }
+}
