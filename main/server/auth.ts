@@ -1,7 +1,9 @@
 // Who may talk to the server: the random token (query, cookie or header), the Host header and the Origin of upgrades.
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import net from 'node:net';
 import { TOKEN_COOKIE, TOKEN_HEADER } from '../api/rpc.js';
+import { VmdeskError, ErrorCode } from '../api/errors.js';
 
 export function newToken(): string {
   return randomBytes(32).toString('base64url');
@@ -78,4 +80,27 @@ export function originAllowed(req: IncomingMessage, hosts: Set<string>): boolean
     return false;
   }
   return u.protocol === 'http:' && hosts.has(u.host.toLowerCase());
+}
+
+/** Loopback names and addresses: only this machine can reach a server bound to one. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  if (h === 'localhost') return true;
+  if (net.isIPv4(h)) return h.startsWith('127.');
+  if (net.isIPv6(h)) return h === '::1' || /^::ffff:127\./.test(h) || h === '0:0:0:0:0:0:0:1';
+  return false;
+}
+
+/**
+ * The server speaks plain HTTP: on any interface but loopback the token, the cookie and every frame cross the
+ * network readable by anyone on the path. So binding anything else (0.0.0.0, ::, a LAN address, a host name,
+ * or an empty host, which Node takes for "every interface") must be asked for explicitly.
+ */
+export function assertListenHost(host: string, unsafeListenAll: boolean): void {
+  if (isLoopbackHost(host) || unsafeListenAll) return;
+  throw new VmdeskError(
+    ErrorCode.invalid,
+    `refusing to listen on "${host}": it is not a loopback address, and the server speaks plain HTTP, so the access token and everything after it would cross the network in clear text. ` +
+      'Use 127.0.0.1 (and an SSH tunnel to reach it from elsewhere), or pass --unsafe-listen-all if you accept that risk.',
+  );
 }

@@ -8,7 +8,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { Core } from '../core/core.js';
 import type { VmEvent } from '../api/events.js';
 import { WS_PATH, VNC_PATH_PREFIX } from '../api/rpc.js';
-import { allowedHosts, hostAllowed, newToken, originAllowed, presentedToken, tokenCookie, tokenMatches } from './auth.js';
+import { allowedHosts, assertListenHost, hostAllowed, newToken, originAllowed, presentedToken, tokenCookie, tokenMatches } from './auth.js';
 import { StaticFiles, send } from './static-files.js';
 import { Session } from './session.js';
 import { bridgeVnc } from './vnc-bridge.js';
@@ -16,8 +16,13 @@ import { toRpcError } from './rpc-handlers.js';
 
 export interface ServerOptions {
   core: Core;
-  /** Interface to bind; 127.0.0.1 unless the user asks otherwise. */
+  /** Interface to bind; 127.0.0.1 unless the user asks otherwise. Anything but loopback needs unsafeListenAll. */
   host?: string;
+  /**
+   * Allow a non-loopback host. The server speaks plain HTTP, so the token and every frame after it cross
+   * the network in clear text: only `vmdesk serve --unsafe-listen-all` sets this.
+   */
+  unsafeListenAll?: boolean;
   /** 0 or absent picks a free port. */
   port?: number;
   /** Fixed token (tests, CLI); a random one otherwise. */
@@ -69,6 +74,7 @@ export function defaultStaticDir(): string {
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const core = opts.core;
   const bindHost = opts.host ?? '127.0.0.1';
+  assertListenHost(bindHost, !!opts.unsafeListenAll);
   const token = opts.token ?? newToken();
   const files = new StaticFiles(opts.staticDir ?? defaultStaticDir());
   const sessions = new Set<Session>();

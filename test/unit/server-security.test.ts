@@ -8,6 +8,7 @@ import WebSocket from 'ws';
 import { Core } from '../../main/core/core.js';
 import { startServer, type RunningServer } from '../../main/server/server.js';
 import { resolveStaticPath } from '../../main/server/static-files.js';
+import { isLoopbackHost } from '../../main/server/auth.js';
 
 let tmp: string;
 let core: Core;
@@ -142,5 +143,32 @@ describe('WebSocket upgrades', () => {
   it('refuses the VNC bridge for a VM that is not running', async () => {
     const r = await upgrade('/vnc/no-such-vm', auth());
     expect(r.status).toBe(409);
+  });
+});
+
+describe('listening address', () => {
+  it('takes only loopback addresses and names for loopback', () => {
+    for (const h of ['127.0.0.1', '127.1.2.3', '::1', '[::1]', 'localhost', 'LOCALHOST', '::ffff:127.0.0.1']) expect(isLoopbackHost(h), h).toBe(true);
+    for (const h of ['0.0.0.0', '::', '', '192.168.1.10', '10.0.0.1', 'example.com', 'localhost.evil.com', '::ffff:10.0.0.1']) expect(isLoopbackHost(h), h).toBe(false);
+  });
+
+  it('refuses a non-loopback host unless unsafeListenAll is set, saying how', async () => {
+    for (const host of ['0.0.0.0', '::', '']) {
+      const err = await startServer({ core, host, staticDir: tmp }).then(
+        (s) => s.close().then(() => undefined),
+        (e: unknown) => e as { code?: string; message?: string },
+      );
+      expect(err, host).toBeDefined();
+      expect(err?.code).toBe('EINVAL');
+      expect(err?.message).toContain('--unsafe-listen-all');
+      expect(err?.message).toMatch(/clear text/);
+    }
+    for (const host of ['127.0.0.1', 'localhost']) {
+      const s = await startServer({ core, host, staticDir: tmp });
+      await s.close();
+    }
+    const all = await startServer({ core, host: '0.0.0.0', unsafeListenAll: true, staticDir: tmp });
+    expect(all.port).toBeGreaterThan(0);
+    await all.close();
   });
 });
