@@ -45,6 +45,19 @@ export function parseCookies(header: string | undefined): Record<string, string>
   return out;
 }
 
+/**
+ * The Location for the token-to-cookie redirect: a path on this server, whatever the request looked like.
+ * The URL parser turns "/.//evil.com/" into the path "//evil.com/", and a browser reads a Location of
+ * "//evil.com/" (or "/\\evil.com/", or "///evil.com/") as another host: an open redirect that also tells
+ * evil.com the user just authenticated. So leading slashes and backslashes collapse to one slash, and
+ * anything that still would not resolve to this origin becomes "/".
+ */
+export function sameOriginLocation(pathname: string, search = ''): string {
+  const location = '/' + pathname.replace(/^[/\\]+/, '') + search;
+  const probe = new URL(location, 'http://origin.invalid');
+  return probe.origin === 'http://origin.invalid' ? location : '/';
+}
+
 export function tokenCookie(token: string): string {
   return `${TOKEN_COOKIE}=${encodeURIComponent(token)}; Path=/; HttpOnly; SameSite=Strict`;
 }

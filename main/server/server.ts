@@ -8,7 +8,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { Core } from '../core/core.js';
 import type { VmEvent } from '../api/events.js';
 import { WS_PATH, VNC_PATH_PREFIX } from '../api/rpc.js';
-import { allowedHosts, assertListenHost, hostAllowed, newToken, originAllowed, presentedToken, tokenCookie, tokenMatches } from './auth.js';
+import { allowedHosts, assertListenHost, hostAllowed, newToken, originAllowed, presentedToken, sameOriginLocation, tokenCookie, tokenMatches } from './auth.js';
 import { StaticFiles, send } from './static-files.js';
 import { Session } from './session.js';
 import { bridgeVnc } from './vnc-bridge.js';
@@ -118,7 +118,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       url.searchParams.delete('token');
       res.setHeader('Set-Cookie', tokenCookie(token));
       res.statusCode = 303;
-      res.setHeader('Location', url.pathname + url.search + url.hash);
+      res.setHeader('Location', sameOriginLocation(url.pathname, url.search));
       res.end();
       return;
     }

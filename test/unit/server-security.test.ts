@@ -1,6 +1,7 @@
 // The GUI server refuses strangers: token on every request and upgrade, Host/Origin checks, CSP, no path traversal.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
+import net from 'node:net';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync, symlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,7 +9,7 @@ import WebSocket from 'ws';
 import { Core } from '../../main/core/core.js';
 import { startServer, type RunningServer } from '../../main/server/server.js';
 import { resolveStaticPath } from '../../main/server/static-files.js';
-import { isLoopbackHost } from '../../main/server/auth.js';
+import { isLoopbackHost, sameOriginLocation } from '../../main/server/auth.js';
 
 let tmp: string;
 let core: Core;
@@ -49,6 +50,27 @@ function get(p: string, headers: Record<string, string> = {}): Promise<{ status:
 
 const auth = () => ({ 'x-vmdesk-token': server.token });
 
+/** A GET whose request target goes out exactly as given (http.request would refuse or rewrite some). */
+function rawGet(target: string): Promise<{ status: number; headers: Record<string, string> }> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(server.port, '127.0.0.1', () => sock.write(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${server.port}\r\nConnection: close\r\n\r\n`));
+    let text = '';
+    sock.setEncoding('latin1');
+    sock.on('data', (c) => (text += c));
+    sock.on('error', reject);
+    sock.on('end', () => {
+      const [head = ''] = text.split('\r\n\r\n');
+      const [statusLine = '', ...lines] = head.split('\r\n');
+      const headers: Record<string, string> = {};
+      for (const l of lines) {
+        const i = l.indexOf(':');
+        if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
+      }
+      resolve({ status: Number(statusLine.split(' ')[1]), headers });
+    });
+  });
+}
+
 function upgrade(p: string, headers: Record<string, string>): Promise<{ status?: number; ws?: WebSocket }> {
   return new Promise((resolve) => {
     const ws = new WebSocket(`ws://127.0.0.1:${server.port}${p}`, { headers });
@@ -79,6 +101,42 @@ describe('HTTP', () => {
     const withCookie = await get('/', { cookie: cookie.split(';')[0]! });
     expect(withCookie.status).toBe(200);
     expect(withCookie.body).toContain('<title>VMDesk</title>');
+  });
+
+  it('redirects the token exchange only to a path on this server, never to another host', async () => {
+    // Each request target, sent byte for byte (no client-side normalisation), must not come back with a
+    // Location a browser would read as another host: "//evil.com/", "///evil.com", "/\\evil.com" all are.
+    const targets = [
+      '/.//evil.com/',
+      '//evil.com/',
+      '///evil.com/',
+      '/\\evil.com/',
+      '/\\/evil.com/',
+      '/./\\evil.com',
+      '/..//evil.com',
+      '/a/..//evil.com/x',
+      '/%2e//evil.com',
+      '/%2e%2e//evil.com',
+      '/.///evil.com',
+      '/%2F%2Fevil.com/',
+      '/%5C%5Cevil.com',
+      '/.%2F/evil.com',
+    ];
+    for (const t of targets) {
+      const sep = t.includes('?') ? '&' : '?';
+      const r = await rawGet(`${t}${sep}token=${server.token}`);
+      expect(r.status, t).toBe(303);
+      const loc = r.headers.location ?? '';
+      expect(loc, t).toMatch(/^\/(?![/\\])/);
+      expect(new URL(loc, base).origin, `${t} -> ${loc}`).toBe(base);
+      expect(loc, t).not.toContain('token=');
+    }
+    expect((await rawGet(`/.//evil.com/?token=${server.token}`)).headers.location).toBe('/evil.com/');
+    // Other query parameters survive the exchange; only the token is dropped.
+    expect((await rawGet(`/.//evil.com/?x=1&token=${server.token}`)).headers.location).toBe('/evil.com/?x=1');
+    for (const p of ['//evil.com', '/\\evil.com', '\\\\evil.com', '///evil.com/', '/\t/evil.com']) {
+      expect(new URL(sameOriginLocation(p), base).origin, p).toBe(base);
+    }
   });
 
   it('sends a strict CSP and nosniff on every response, refusals included', async () => {
