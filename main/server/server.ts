@@ -13,6 +13,7 @@ import { StaticFiles, send } from './static-files.js';
 import { Session } from './session.js';
 import { bridgeVnc } from './vnc-bridge.js';
 import { toRpcError } from './rpc-handlers.js';
+import { emptyStats, resolveLimits, type ConnectionLimits, type ServerStats } from './limits.js';
 
 export interface ServerOptions {
   core: Core;
@@ -29,6 +30,8 @@ export interface ServerOptions {
   token?: string;
   /** Directory of the built renderer; dist/renderer by default. */
   staticDir?: string;
+  /** Per-connection and per-server bounds (limits.ts); tests shrink them. */
+  limits?: Partial<ConnectionLimits>;
 }
 
 export interface RunningServer {
@@ -36,11 +39,10 @@ export interface RunningServer {
   url: string;
   port: number;
   token: string;
+  /** What the connections hold right now and what the limits refused so far. */
+  stats(): ServerStats;
   close(): Promise<void>;
 }
-
-/** Largest RPC frame accepted: requests are small; this bounds a hostile client's memory use. */
-const MAX_WS_FRAME = 2 * 1024 * 1024;
 
 export function securityHeaders(wsOrigin: string): Record<string, string> {
   return {
@@ -75,10 +77,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const core = opts.core;
   const bindHost = opts.host ?? '127.0.0.1';
   assertListenHost(bindHost, !!opts.unsafeListenAll);
+  const limits = resolveLimits(opts.limits);
+  const counters = emptyStats();
   const token = opts.token ?? newToken();
   const files = new StaticFiles(opts.staticDir ?? defaultStaticDir());
   const sessions = new Set<Session>();
   const sockets = new Set<WebSocket>();
+  /** VNC upgrades accepted, from the VM lookup until the bridge closes. */
+  let vncBridges = 0;
   let hosts = new Set<string>();
   let port = 0;
 
@@ -125,7 +131,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     await files.serve(url.pathname, res, req.method);
   }
 
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_FRAME, perMessageDeflate: false });
+  // maxPayload bounds one message (its fragments together) before ws buffers it; no compression, so a
+  // small frame cannot inflate into a large one.
+  const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false });
 
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     const refuse = (status: number, text: string) => {
@@ -138,9 +146,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     if (!originAllowed(req, hosts)) return refuse(403, 'cross-origin WebSocket refused');
     const { pathname } = new URL(req.url ?? '/', 'http://x');
     if (pathname === WS_PATH) {
+      if (sessions.size >= limits.maxConnections) {
+        counters.refusedUpgrades++;
+        return refuse(503, `too many connections (limit ${limits.maxConnections})`);
+      }
       wss.handleUpgrade(req, socket, head, (ws) => {
         track(ws);
-        const session = new Session(ws, core, broadcast);
+        const session = new Session(ws, socket, core, broadcast, limits, counters);
         sessions.add(session);
         ws.on('close', () => sessions.delete(session));
       });
@@ -154,13 +166,28 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         return refuse(400, 'bad VM reference');
       }
       if (!vm || vm.includes('/')) return refuse(400, 'bad VM reference');
+      if (vncBridges >= limits.maxVncBridges) {
+        counters.refusedUpgrades++;
+        return refuse(503, `too many displays open (limit ${limits.maxVncBridges})`);
+      }
+      // Counted from here: an upgrade waiting for the VM lookup holds a socket too.
+      vncBridges++;
+      let released = false;
+      const release = () => {
+        if (!released) vncBridges--;
+        released = true;
+      };
+      socket.once('close', release);
       core.vncSocket(vm).then(
         (sockPath) =>
           wss.handleUpgrade(req, socket, head, (ws) => {
             track(ws);
-            bridgeVnc(ws, sockPath);
+            bridgeVnc(ws, socket, sockPath, { highWater: limits.outputHighWater, onClose: release, onPause: () => counters.vncPauses++ });
           }),
-        (e) => refuse(409, toRpcError(e).message),
+        (e) => {
+          release();
+          refuse(409, toRpcError(e).message);
+        },
       );
       return;
     }
@@ -187,6 +214,17 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     url: `http://${urlHost}:${port}/?token=${encodeURIComponent(token)}`,
     port,
     token,
+    stats() {
+      const out: ServerStats = { ...counters, connections: sessions.size, vncBridges, bufferedBytes: 0, serialStreams: 0, pausedSerialStreams: 0, pausedInputs: 0 };
+      for (const s of sessions) {
+        const u = s.usage();
+        out.bufferedBytes += u.bufferedBytes;
+        out.serialStreams += u.serialStreams;
+        out.pausedSerialStreams += u.pausedSerialStreams;
+        if (u.inputPaused) out.pausedInputs++;
+      }
+      return out;
+    },
     async close() {
       core.off('event', broadcast);
       for (const s of sessions) s.close();
