@@ -205,11 +205,11 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
         const bases: Record<string, string> = {};
         if (mode === 'linked' && snap) {
           // One base per snapshot and disk, shared by all linked clones of it; read-only so nothing writes into it.
-          baseDir = path.join(basesDir(src.dir), snap.id);
+          baseDir = await containedPath(src.dir, path.relative(src.dir, basesDir(src.dir)), snap.id);
           await fs.mkdir(baseDir, { recursive: true });
           const writable = sourceDisks.filter((d) => !d.readOnly);
           for (const [i, d] of writable.entries()) {
-            const base = path.join(baseDir, `${d.id}.qcow2`);
+            const base = await containedPath(baseDir, `${d.id}.qcow2`);
             if (!existsSync(base)) {
               // Written under a name that carries this process's pid: a crash leaves a file the sweep can tell is dead.
               const tmp = partialPath(base);
@@ -225,7 +225,7 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
         }
 
         const info = await createVmBundle(core, name, async (staging, id) => {
-          await fs.mkdir(path.join(staging, 'disks'), { recursive: true });
+          await fs.mkdir(await containedPath(staging, 'disks'), { recursive: true });
           const disks: Disk[] = [];
           for (const [i, d] of sourceDisks.entries()) {
             const bus = d.bus ? { bus: d.bus } : {};
@@ -257,7 +257,7 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
           }
           if (config.firmware === 'uefi' && existsSync(uefiVarsFile(src.dir))) {
             const vars = await vmDiskSource(src.dir, uefiVarsDisk(), { what: `the UEFI variables of "${src.config.name}"` });
-            await img.convert(vars, uefiVarsFile(staging), { dstFormat: 'qcow2', snapshotTag: snap?.tag, shared: running, signal });
+            await img.convert(vars, await containedPath(staging, uefiVarsDisk().path), { dstFormat: 'qcow2', snapshotTag: snap?.tag, shared: running, signal });
           }
           cancelled();
           if (mode === 'linked' && snap) {
