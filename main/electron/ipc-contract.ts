@@ -3,12 +3,23 @@ import { z } from 'zod';
 
 /** Channel names; preload/index.ts repeats them (a sandboxed preload cannot import) and a test keeps both equal. */
 export const IPC = {
+  /** renderer → main: the server's endpoint and token (never on the command line, see main.ts). */
+  connection: 'vmdesk:connection',
   openFile: 'vmdesk:open-file',
   revealInFolder: 'vmdesk:reveal-in-folder',
   openConsole: 'vmdesk:open-console',
   /** main → renderer: an application-menu command. */
   menu: 'vmdesk:menu',
 } as const;
+
+/** The connection request carries nothing: what it returns depends only on who asks. */
+export const ConnectionArgs = z.tuple([]);
+
+export interface DesktopConnection {
+  /** ws://127.0.0.1:PORT/ws */
+  endpoint: string;
+  token: string;
+}
 
 export const OpenFileArgs = z.tuple([
   z
@@ -23,7 +34,3 @@ export const OpenConsoleArgs = z.tuple([z.string().regex(/^[A-Za-z0-9._+ -]{1,12
 
 export const MENU_COMMANDS = ['new-vm', 'settings'] as const;
 export type MenuCommand = (typeof MENU_COMMANDS)[number];
-
-/** Passed to the renderer as process.argv entries (webPreferences.additionalArguments). */
-export const ARG_ENDPOINT = '--vmdesk-endpoint=';
-export const ARG_TOKEN = '--vmdesk-token=';

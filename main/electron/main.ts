@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { z } from 'zod';
 import { Core } from '../core/core.js';
 import { startServer, type RunningServer } from '../server/server.js';
-import { ARG_ENDPOINT, ARG_TOKEN, IPC, OpenConsoleArgs, OpenFileArgs, RevealArgs, type MenuCommand } from './ipc-contract.js';
+import { ConnectionArgs, IPC, OpenConsoleArgs, OpenFileArgs, RevealArgs, type DesktopConnection, type MenuCommand } from './ipc-contract.js';
 import { DEFAULT_WINDOW_STATE, fitToDisplays, loadWindowState, saveWindowState, windowStateFile, type WindowState } from './window-state.js';
 import { QUIT_BUTTONS, choiceFromButton, quitQuestion, runningVms, type QuitChoice } from './quit-flow.js';
 
@@ -16,7 +16,11 @@ export const PRELOAD_PATH = path.join(here, 'preload', 'index.js');
 /** Permissions our own pages may use (Copy/Paste buttons, fullscreen console); everything else is refused. */
 export const ALLOWED_PERMISSIONS = new Set(['clipboard-read', 'clipboard-sanitized-write', 'fullscreen']);
 
-export function secureWebPreferences(endpoint: string, token: string, preload = PRELOAD_PATH): WebPreferences {
+/**
+ * No additionalArguments: they become the renderer process's command line, which /proc/<pid>/cmdline shows
+ * to every local user. The preload asks for the endpoint and token over IPC instead (IPC.connection).
+ */
+export function secureWebPreferences(preload = PRELOAD_PATH): WebPreferences {
   return {
     preload,
     sandbox: true,
@@ -29,8 +33,6 @@ export function secureWebPreferences(endpoint: string, token: string, preload = 
     webviewTag: false,
     navigateOnDragDrop: false,
     spellcheck: false,
-    // The sandboxed preload reads these from process.argv: no IPC round trip, nothing generic exposed.
-    additionalArguments: [`${ARG_ENDPOINT}${endpoint}`, `${ARG_TOKEN}${token}`],
   };
 }
 
@@ -126,7 +128,7 @@ export class DesktopApp {
       minHeight: 420,
       show: false,
       backgroundColor: '#f3f4f6',
-      webPreferences: secureWebPreferences(this.endpoint(), this.server!.token),
+      webPreferences: secureWebPreferences(),
     });
     hardenWebContents(win.webContents, this.origin);
     win.once('ready-to-show', () => win.show());
@@ -174,8 +176,21 @@ export class DesktopApp {
     return win;
   }
 
-  private registerIpc(): void {
+  /** True when wc belongs to one of the windows this app opened (the main window or a console window). */
+  ownsWebContents(wc: WebContents | undefined): boolean {
+    if (!wc) return false;
+    const wins = [this.mainWindow, ...this.consoleWindows.values()];
+    return wins.some((w) => !!w && !w.isDestroyed() && w.webContents === wc);
+  }
+
+  registerIpc(): void {
     const origin = () => this.origin;
+    // The token opens everything: only our own page, in a window we opened, gets it. validatedHandle has
+    // already checked that the sender is a main frame of our origin.
+    validatedHandle(IPC.connection, ConnectionArgs, origin, (event): DesktopConnection => {
+      if (!this.ownsWebContents(event.sender)) throw new Error(`refused ${IPC.connection}: the sender is not a VMDesk window`);
+      return { endpoint: this.endpoint(), token: this.server!.token };
+    });
     validatedHandle(IPC.openFile, OpenFileArgs, origin, async (event, [filters]) => {
       const win = BrowserWindow.fromWebContents(event.sender) ?? undefined;
       const opts = { properties: ['openFile' as const], filters: [...(filters ?? []), { name: 'All files', extensions: ['*'] }] };

@@ -5,16 +5,40 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-const mocks = vi.hoisted(() => ({
-  handlers: new Map<string, (...args: unknown[]) => unknown>(),
-  showMessageBox: vi.fn(),
-  openExternal: vi.fn(),
-  quit: vi.fn(),
-}));
+const mocks = vi.hoisted(() => {
+  /** A stand-in BrowserWindow that records what it was built with and the URL it loaded. */
+  class FakeWindow {
+    static created: FakeWindow[] = [];
+    readonly webContents: { listeners: Map<string, unknown>; on(ev: string, fn: unknown): void; setWindowOpenHandler(fn: unknown): void };
+    loaded: string | undefined;
+    constructor(readonly options: { webPreferences?: Record<string, unknown> }) {
+      const listeners = new Map<string, unknown>();
+      this.webContents = { listeners, on: (ev, fn) => listeners.set(ev, fn), setWindowOpenHandler: () => {} };
+      FakeWindow.created.push(this);
+    }
+    once(): void {}
+    on(): void {}
+    focus(): void {}
+    isDestroyed(): boolean {
+      return false;
+    }
+    loadURL(url: string): Promise<void> {
+      this.loaded = url;
+      return Promise.resolve();
+    }
+  }
+  return {
+    handlers: new Map<string, (...args: unknown[]) => unknown>(),
+    showMessageBox: vi.fn(),
+    openExternal: vi.fn(),
+    quit: vi.fn(),
+    BrowserWindow: FakeWindow,
+  };
+});
 
 vi.mock('electron', () => ({
   app: { quit: mocks.quit, on: vi.fn(), whenReady: vi.fn(), requestSingleInstanceLock: vi.fn(() => true) },
-  BrowserWindow: vi.fn(),
+  BrowserWindow: mocks.BrowserWindow,
   Menu: { setApplicationMenu: vi.fn(), buildFromTemplate: vi.fn((t: unknown) => t) },
   dialog: { showMessageBox: mocks.showMessageBox, showOpenDialog: vi.fn() },
   ipcMain: { handle: (ch: string, fn: (...args: unknown[]) => unknown) => mocks.handlers.set(ch, fn) },
@@ -28,6 +52,15 @@ const { IPC, OpenFileArgs } = await import('../../main/electron/ipc-contract.js'
 const { loadWindowState, saveWindowState, fitToDisplays } = await import('../../main/electron/window-state.js');
 
 const ORIGIN = 'http://127.0.0.1:4321';
+const TOKEN = 'tok-0123456789abcdef';
+
+/** A DesktopApp with a stand-in server and its IPC handlers registered (boot() minus core, server and session). */
+function deskWithServer() {
+  const desk = new shell.DesktopApp();
+  desk.server = { url: `${ORIGIN}/?token=${TOKEN}`, port: 4321, token: TOKEN, close: vi.fn(async () => {}) } as never;
+  desk.registerIpc();
+  return { desk };
+}
 
 /** A stand-in WebContents: records listeners and the window-open handler. */
 function fakeWebContents() {
@@ -50,10 +83,21 @@ beforeEach(() => {
 
 describe('webPreferences', () => {
   it('sandboxes every window: contextIsolation on, no Node, webSecurity on, no webview', () => {
-    const p = shell.secureWebPreferences('ws://127.0.0.1:4321/ws', 'tok');
+    const p = shell.secureWebPreferences();
     expect(p).toMatchObject({ sandbox: true, contextIsolation: true, nodeIntegration: false, nodeIntegrationInWorker: false, nodeIntegrationInSubFrames: false, webSecurity: true, allowRunningInsecureContent: false, webviewTag: false });
     expect(p.preload).toMatch(/preload[/\\]index\.js$/);
-    expect(p.additionalArguments).toEqual(['--vmdesk-endpoint=ws://127.0.0.1:4321/ws', '--vmdesk-token=tok']);
+  });
+
+  it('never puts the token on a renderer\'s command line (additionalArguments land in /proc/<pid>/cmdline)', () => {
+    const { desk } = deskWithServer();
+    mocks.BrowserWindow.created.length = 0;
+    desk.openConsoleWindow('vm1');
+    expect(mocks.BrowserWindow.created).toHaveLength(1);
+    const prefs = mocks.BrowserWindow.created[0]!.options.webPreferences!;
+    expect(prefs.additionalArguments ?? []).toEqual([]);
+    expect(JSON.stringify(mocks.BrowserWindow.created[0]!.options)).not.toContain(TOKEN);
+    // The console window opens on the origin alone; the cookie set by the main window authenticates it.
+    expect(mocks.BrowserWindow.created[0]!.loaded).toBe(`${ORIGIN}/#/console/vm1`);
   });
 });
 
@@ -113,6 +157,25 @@ describe('IPC', () => {
     expect(shell.isTrustedSender({ senderFrame: { url: 'https://evil.example/', parent: null }, sender: {} } as never, ORIGIN)).toBe(false);
     expect(shell.isTrustedSender({ senderFrame: { url: `${ORIGIN}/`, parent: {} }, sender: {} } as never, ORIGIN)).toBe(false);
     expect(shell.isTrustedSender({ senderFrame: null, sender: {} } as never, ORIGIN)).toBe(false);
+  });
+
+  it('hands the endpoint and token only to our own window\'s main frame', async () => {
+    const { desk } = deskWithServer();
+    const win = desk.openConsoleWindow('vm-ipc');
+    const handler = mocks.handlers.get(IPC.connection)!;
+    expect(handler).toBeDefined();
+    const ours = { senderFrame: { url: `${ORIGIN}/#/console/vm-ipc`, parent: null }, sender: win.webContents };
+    expect(await handler(ours)).toEqual({ endpoint: 'ws://127.0.0.1:4321/ws', token: TOKEN });
+    // A page of another origin, a sub-frame of ours, a frame-less event, a web contents that is not one of our windows.
+    const foreign = [
+      { senderFrame: { url: 'https://evil.example/', parent: null }, sender: win.webContents },
+      { senderFrame: { url: `${ORIGIN}/`, parent: {} }, sender: win.webContents },
+      { senderFrame: null, sender: win.webContents },
+      { senderFrame: { url: `${ORIGIN}/`, parent: null }, sender: { id: 'some other web contents' } },
+    ];
+    for (const ev of foreign) expect(() => handler(ev), JSON.stringify(ev.senderFrame)).toThrow(/refused/);
+    // The request takes no arguments: extra ones are refused too.
+    expect(() => handler(ours, 'extra')).toThrow(/invalid arguments/);
   });
 
   it('validates arguments with zod before the handler runs', async () => {
@@ -211,7 +274,7 @@ describe('preload', () => {
       if (name !== 'electron') throw new Error(`sandboxed preload may not require ${name}`);
       return { contextBridge: { exposeInMainWorld: (k: string, v: unknown) => (exposed[k] = v) }, ipcRenderer: { invoke, on } };
     };
-    const fakeProcess = { argv: ['electron', '--vmdesk-endpoint=ws://127.0.0.1:1/ws', '--vmdesk-token=secret'] };
+    const fakeProcess = { argv: ['electron'] };
     new Function('require', 'process', 'exports', 'module', js)(requireFn, fakeProcess, {}, { exports: {} });
     return { exposed, invoke, on };
   }
@@ -220,15 +283,16 @@ describe('preload', () => {
     const { exposed, invoke, on } = await runPreload();
     expect(Object.keys(exposed)).toEqual(['vmdesk']);
     const api = exposed.vmdesk as Record<string, unknown>;
-    expect(Object.keys(api).sort()).toEqual(['endpoint', 'onMenuCommand', 'openConsole', 'openFile', 'revealInFolder', 'token']);
+    expect(Object.keys(api).sort()).toEqual(['connection', 'onMenuCommand', 'openConsole', 'openFile', 'revealInFolder']);
     expect(Object.isFrozen(api)).toBe(true);
-    expect(api.endpoint).toBe('ws://127.0.0.1:1/ws');
-    expect(api.token).toBe('secret');
     expect(Object.values(api).some((v) => v && typeof v === 'object')).toBe(false); // no ipcRenderer or other objects
+    // The endpoint and token are asked for over IPC, with no arguments for the page to steer.
+    await (api.connection as () => Promise<unknown>)();
     await (api.openFile as (f: unknown) => Promise<unknown>)([{ name: 'ISO', extensions: ['iso'] }]);
     await (api.revealInFolder as (p: string) => Promise<unknown>)('/tmp');
     await (api.openConsole as (p: string) => Promise<unknown>)('vm1');
-    expect(invoke.mock.calls.map((c) => c[0])).toEqual([IPC.openFile, IPC.revealInFolder, IPC.openConsole]);
+    expect(invoke.mock.calls.map((c) => c[0])).toEqual([IPC.connection, IPC.openFile, IPC.revealInFolder, IPC.openConsole]);
+    expect(invoke.mock.calls[0]).toEqual([IPC.connection]);
     const seen: string[] = [];
     (api.onMenuCommand as (fn: (c: string) => void) => void)((c) => seen.push(c));
     expect(on.mock.calls[0]![0]).toBe(IPC.menu);
@@ -240,5 +304,10 @@ describe('preload', () => {
   it('uses the same channel names as the main process', () => {
     const src = readFileSync(path.resolve('main/electron/preload/index.ts'), 'utf8');
     for (const ch of Object.values(IPC)) expect(src).toContain(`'${ch}'`);
+  });
+
+  it('reads nothing from the command line', () => {
+    const src = readFileSync(path.resolve('main/electron/preload/index.ts'), 'utf8');
+    expect(src).not.toMatch(/process\.argv/);
   });
 });

@@ -1,4 +1,4 @@
-// The sandboxed preload: exposes window.vmdesk = {endpoint, token, openFile, revealInFolder, openConsole, onMenuCommand}, nothing generic.
+// The sandboxed preload: exposes window.vmdesk = {connection, openFile, revealInFolder, openConsole, onMenuCommand}, nothing generic.
 //
 // A sandboxed preload cannot import local files, so this is a plain CommonJS script (see ./package.json) that
 // only requires 'electron'; channel names repeat ../ipc-contract.ts, and a unit test keeps the two equal.
@@ -6,17 +6,19 @@
   const { contextBridge, ipcRenderer } = require('electron') as typeof import('electron');
 
   const CHANNELS = {
+    connection: 'vmdesk:connection',
     openFile: 'vmdesk:open-file',
     revealInFolder: 'vmdesk:reveal-in-folder',
     openConsole: 'vmdesk:open-console',
     menu: 'vmdesk:menu',
   } as const;
 
-  const argValue = (prefix: string): string => process.argv.find((a) => a.startsWith(prefix))?.slice(prefix.length) ?? '';
-
   const api = Object.freeze({
-    endpoint: argValue('--vmdesk-endpoint='),
-    token: argValue('--vmdesk-token='),
+    /**
+     * The server's endpoint and token, asked of the main process, which answers only our own windows. They
+     * used to ride on the renderer's command line, where every local user can read them in /proc.
+     */
+    connection: (): Promise<{ endpoint: string; token: string }> => ipcRenderer.invoke(CHANNELS.connection),
     openFile: (filters?: { name: string; extensions: string[] }[]): Promise<string | null> => ipcRenderer.invoke(CHANNELS.openFile, filters),
     revealInFolder: (path: string): Promise<void> => ipcRenderer.invoke(CHANNELS.revealInFolder, String(path)),
     openConsole: (vmId: string): Promise<void> => ipcRenderer.invoke(CHANNELS.openConsole, String(vmId)),
