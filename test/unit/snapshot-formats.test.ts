@@ -97,8 +97,13 @@ describe('OVF', () => {
     expect(allocationUnits('GigaBytes')).toBe(1024 ** 3);
     expect(sanitizeName('../../etc/passwd')).toBe('etc-passwd');
     expect(sanitizeName('')).toBe('Imported VM');
-    const mf = parseManifestFile('SHA1(a.ovf)= ABCDEF\r\nSHA256(b.vmdk) = 0123\njunk\n');
-    expect(mf.get('a.ovf')).toEqual({ algo: 'sha1', hex: 'abcdef' });
-    expect(mf.get('b.vmdk')).toEqual({ algo: 'sha256', hex: '0123' });
+    // Every line must parse and carry a digest of its algorithm's length (junk lines used to be skipped).
+    const sha1 = 'ABCDEF'.padEnd(40, '0');
+    const sha256 = '0123'.padEnd(64, 'a');
+    const mf = parseManifestFile(`SHA1(a.ovf)= ${sha1}\r\nSHA256 (b.vmdk) = ${sha256}\n`);
+    expect(mf.get('a.ovf')).toEqual({ algo: 'sha1', hex: sha1.toLowerCase() });
+    expect(mf.get('b.vmdk')).toEqual({ algo: 'sha256', hex: sha256 });
+    expect(() => parseManifestFile(`SHA1(a.ovf)= ${sha1}\njunk\n`)).toThrow(/line 2 of the manifest/);
+    expect(() => parseManifestFile('SHA256(b.vmdk) = 0123\n')).toThrow(/wrong length/);
   });
 });
