@@ -9,6 +9,7 @@ import { renderTreeText, type SnapshotTree } from '../core/snapshots/tree.js';
 import { cloneVm } from '../core/snapshots/clone.js';
 import { exportVm, importArchive } from '../core/backup/archive.js';
 import { importAppliance, importDiskImage, importKind } from '../core/backup/ovf.js';
+import { exportOva, OVA_EXTENSION } from '../core/backup/ova-export.js';
 
 export interface SnapshotCliIo {
   stdout: NodeJS.WritableStream;
@@ -28,7 +29,11 @@ export const SNAPSHOT_USAGE = `usage:
   vmdesk snapshot convert-disk NAME DISK                 raw/vmdk/… disk to qcow2, so it can hold snapshots
   vmdesk clone NAME NEWNAME [--snapshot SNAP] [--linked]
   vmdesk export NAME FILE.vmdesk [--with-snapshots]
-  vmdesk import FILE [--name NEWNAME] [--cpus N] [--memory MIB]   .vmdesk, .ova, .ovf, .vdi, .vmdk, .vhdx, .vhd, .qcow2, .img
+  vmdesk export NAME FILE.ova                            OVF 1.0 appliance (VirtualBox, VMware): streamOptimized VMDKs, SHA256 manifest
+  vmdesk import FILE [--name NEWNAME] [--cpus N] [--memory MIB] [--format F]
+                                                         .vmdesk, .ova, .ovf, .vdi, .vmdk, .vhdx, .vhd, .qcow2, .img, .raw;
+                                                         --cpus/--memory override an appliance's or set a disk image's;
+                                                         --format (qcow2, raw, vmdk, vdi, vhdx, vhd) for a disk image only
 `;
 
 function parse(args: string[], options: ParseArgsConfig['options'], min: number, max: number, names: string[]) {
@@ -117,24 +122,37 @@ export async function runSnapshotCli(core: Core, verb: 'snapshot' | 'clone' | 'e
   }
   if (verb === 'export') {
     const { values, pos } = parse(args, { 'with-snapshots': { type: 'boolean' } }, 2, 2, ['NAME', 'FILE']);
+    if (path.extname(pos[1]!).toLowerCase() === OVA_EXTENSION) {
+      if (values['with-snapshots']) throw new VmdeskError(ErrorCode.invalid, 'an OVA cannot carry snapshots; export to a .vmdesk file to keep them');
+      const r = await exportOva(core, pos[0]!, pos[1]!, { onProgress: progress });
+      for (const w of r.warnings) io.stderr.write(`warning: ${w}\n`);
+      out(r, `exported "${pos[0]}" to ${r.file} (${bytes(r.bytes)}, OVA)`);
+      return 0;
+    }
     const r = await exportVm(core, pos[0]!, pos[1]!, { includeSnapshots: !!values['with-snapshots'], onProgress: progress });
     out(r, `exported "${pos[0]}" to ${r.file} (${bytes(r.bytes)}${r.manifest.includesSnapshots ? ', with snapshots' : ''})`);
     return 0;
   }
   if (verb === 'import') {
-    const { values, pos } = parse(args, { name: { type: 'string' }, cpus: { type: 'string' }, memory: { type: 'string' } }, 1, 1, ['FILE']);
+    const { values, pos } = parse(args, { name: { type: 'string' }, cpus: { type: 'string' }, memory: { type: 'string' }, format: { type: 'string' } }, 1, 1, ['FILE']);
     const file = path.resolve(pos[0]!);
     const name = values.name as string | undefined;
+    const cpus = intOption(values.cpus, '--cpus');
+    const memoryMiB = intOption(values.memory, '--memory');
+    const format = values.format as string | undefined;
     const kind = importKind(file);
+    if (format !== undefined && kind !== 'disk') throw new VmdeskError(ErrorCode.invalid, '--format applies to bare disk images only (an archive or appliance says what its disks are)');
     if (kind === 'archive') {
+      if (cpus !== undefined || memoryMiB !== undefined) throw new VmdeskError(ErrorCode.invalid, '--cpus and --memory do not apply to a .vmdesk archive (it keeps its settings); change them after import with vmdesk set');
       const info = await importArchive(core, file, { name, onProgress: progress });
       out(info, `imported "${info.name}" (${info.id})`);
     } else if (kind === 'appliance') {
-      const r = await importAppliance(core, file, { name, onProgress: progress });
+      const r = await importAppliance(core, file, { name, cpus, memoryMiB, onProgress: progress });
       for (const w of r.warnings) io.stderr.write(`warning: ${w}\n`);
       out(r.info, `imported "${r.info.name}" (${r.info.id}): ${r.info.config?.cpus} CPU, ${r.info.config?.memoryMiB} MiB, ${r.info.config?.disks.length} disk(s)`);
     } else {
-      const info = await importDiskImage(core, file, { name, cpus: intOption(values.cpus, '--cpus'), memoryMiB: intOption(values.memory, '--memory'), onProgress: progress });
+      const info = await importDiskImage(core, file, { name, cpus, memoryMiB, format, onProgress: progress });
+      for (const w of info.warnings) io.stderr.write(`warning: ${w}\n`);
       out(info, `imported "${info.name}" (${info.id}) from ${path.basename(file)}`);
     }
     return 0;
