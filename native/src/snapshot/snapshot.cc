@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <algorithm>
 #include <ctime>
 #include <vector>
 
@@ -11,16 +12,43 @@ namespace vmdesk {
 namespace {
 constexpr char kMagic[8] = {'V', 'M', 'D', 'S', 'N', 'A', 'P', 0};
 constexpr uint64_t kPage = 4096;
+// /proc/self/pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst).
+constexpr uint64_t kPagemapPresent = 1ull << 63, kPagemapSwapped = 1ull << 62;
+constexpr uint64_t kPagemapBatch = 65536;  // entries per read: 512 KiB covering 256 MiB of guest memory
 uint64_t alignUp(uint64_t v) { return (v + kPage - 1) & ~(kPage - 1); }
 
+// pagemap entries for [host, host + pages * 4 KiB). When they cannot be read every page is reported
+// present, so the content check decides alone: slower, never wrong.
+void readPagemap(int fd, const uint8_t* host, uint64_t pages, uint64_t* out) {
+  uint64_t want = pages * 8;
+  ssize_t n = -1;
+  if (fd >= 0) {
+    do n = pread(fd, out, want, off_t(reinterpret_cast<uintptr_t>(host) / kPage * 8));
+    while (n < 0 && errno == EINTR);
+  }
+  if (n != ssize_t(want)) std::fill(out, out + pages, kPagemapPresent);
+}
+
 bool pageIsZero(const uint8_t* p) {
-  const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
-  for (size_t i = 0; i < kPage / 8; i += 8) {
-    if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7]) return false;
+  uint64_t w[8];
+  for (size_t i = 0; i < kPage; i += sizeof w) {
+    std::memcpy(w, p + i, sizeof w);
+    if (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) return false;
   }
   return true;
 }
+
+// Residency is no evidence of zero: mincore() reports swapped-out pages as not resident just like
+// never-touched ones, and skipping them saved swapped guest pages as zeros. pagemap tells the two apart.
+// A file-backed (restored) mapping reads its unpopulated pages from the snapshot, so there every page counts.
+bool pageMayHoldData(uint64_t entry, bool anonymousMemory) {
+  return !anonymousMemory || (entry & (kPagemapPresent | kPagemapSwapped)) != 0;
+}
 }  // namespace
+
+bool pageHasData(const uint8_t* page, uint64_t pagemapEntry, bool anonymousMemory) {
+  return pageMayHoldData(pagemapEntry, anonymousMemory) && !pageIsZero(page);
+}
 
 const std::string& StateBlob::get(const std::string& key) const {
   auto it = items_.find(key);
@@ -44,15 +72,18 @@ StateBlob StateBlob::parse(const std::string& d) {
   while (pos < d.size()) {
     uint32_t kl;
     uint64_t vl;
-    if (d.size() - pos < 4) throw invalid("snapshot state is corrupt");
+    if (d.size() - pos < 4) throw invalid("snapshot state is corrupt: a record is cut off after " + std::to_string(pos) + " bytes");
     std::memcpy(&kl, d.data() + pos, 4);
     pos += 4;
-    if (d.size() - pos < uint64_t(kl) + 8) throw invalid("snapshot state is corrupt");
+    if (kl == 0 || kl > kMaxRecordKeyBytes || d.size() - pos < uint64_t(kl) + 8) {
+      throw invalid("snapshot state is corrupt: record name length " + std::to_string(kl) + " at byte " + std::to_string(pos - 4));
+    }
     std::string k = d.substr(pos, kl);
     pos += kl;
     std::memcpy(&vl, d.data() + pos, 8);
     pos += 8;
-    if (d.size() - pos < vl) throw invalid("snapshot state is corrupt");
+    if (d.size() - pos < vl) throw invalid("snapshot state is corrupt: record '" + k + "' claims " + std::to_string(vl) + " bytes, " + std::to_string(d.size() - pos) + " remain");
+    if (b.items_.count(k)) throw invalid("snapshot state is corrupt: record '" + k + "' appears twice");
     b.items_[k] = d.substr(pos, vl);
     pos += vl;
   }
@@ -87,32 +118,32 @@ uint64_t writeSnapshot(const std::string& path, const StateBlob& state, const Gu
     // which keeps snapshots of mostly idle guests small and fast.
     if (ftruncate(fd.get(), off_t(h.memOffset + h.memBytes)) != 0) throw sysError("size snapshot file");
     uint64_t written = 0;
-    std::vector<unsigned char> resident;
+    Fd pagemap(anonymousMemory ? ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC) : -1);
+    std::vector<uint64_t> entries(kPagemapBatch);
     for (const MemRegion& r : mem.regions()) {
       uint64_t pages = r.size / kPage;
-      if (anonymousMemory) {
-        // Never-touched anonymous pages are zero; mincore() finds them without faulting each one in.
-        resident.assign(pages, 1);
-        if (mincore(r.host, r.size, resident.data()) != 0) resident.assign(pages, 1);
-      }
-      uint64_t i = 0;
-      while (i < pages) {
-        auto nonZero = [&](uint64_t p) { return (!anonymousMemory || (resident[p] & 1)) && !pageIsZero(r.host + p * kPage); };
-        if (!nonZero(i)) { i++; continue; }
-        uint64_t j = i + 1;
-        while (j < pages && j - i < 2048 && nonZero(j)) j++;
-        uint64_t len = (j - i) * kPage;
-        const uint8_t* src = r.host + i * kPage;
-        off_t at = off_t(h.memOffset + r.fileOffset + i * kPage);
-        while (len > 0) {
-          ssize_t n = pwrite(fd.get(), src, len, at);
-          if (n < 0) {
-            if (errno == EINTR) continue;
-            throw sysError("write snapshot memory");
+      for (uint64_t base = 0; base < pages; base += kPagemapBatch) {
+        uint64_t count = std::min(kPagemapBatch, pages - base);
+        if (anonymousMemory) readPagemap(pagemap.get(), r.host + base * kPage, count, entries.data());
+        auto hasData = [&](uint64_t p) { return pageHasData(r.host + (base + p) * kPage, entries[p], anonymousMemory); };
+        uint64_t i = 0;
+        while (i < count) {
+          if (!hasData(i)) { i++; continue; }
+          uint64_t j = i + 1;
+          while (j < count && j - i < 2048 && hasData(j)) j++;
+          uint64_t len = (j - i) * kPage;
+          const uint8_t* src = r.host + (base + i) * kPage;
+          off_t at = off_t(h.memOffset + r.fileOffset + (base + i) * kPage);
+          while (len > 0) {
+            ssize_t n = pwrite(fd.get(), src, len, at);
+            if (n < 0) {
+              if (errno == EINTR) continue;
+              throw sysError("write snapshot memory");
+            }
+            src += n; at += n; len -= uint64_t(n); written += uint64_t(n);
           }
-          src += n; at += n; len -= uint64_t(n); written += uint64_t(n);
+          i = j;
         }
-        i = j;
       }
     }
     if (fsync(fd.get()) != 0) throw sysError("fsync snapshot");
@@ -143,11 +174,25 @@ OpenedSnapshot openSnapshot(const std::string& path) {
   bool headerOk = crc32(&h, sizeof h) == crc;
   h.headerCrc = crc;
   if (!headerOk || h.headerBytes != sizeof h) throw invalid("snapshot " + path + " header checksum mismatch: the file is corrupt");
-  if (h.memOffset % kPage != 0 || h.memOffset < kPage + h.stateBytes || uint64_t(st.st_size) < h.memOffset + h.memBytes) {
-    throw invalid("snapshot " + path + " is truncated or corrupt (size " + std::to_string(st.st_size) + ")");
+  // The checksum only proves the header was written as it is; its sizes are still checked one by one and
+  // without sums that could wrap.
+  uint64_t size = uint64_t(st.st_size);
+  if (h.stateBytes > kMaxStateBytes) {
+    throw invalid("snapshot " + path + " is corrupt: its state claims " + std::to_string(h.stateBytes) + " bytes (at most " + std::to_string(kMaxStateBytes) + ")");
+  }
+  if (h.memOffset % kPage != 0 || h.memOffset < kPage || h.memOffset - kPage < h.stateBytes || h.memOffset > size) {
+    throw invalid("snapshot " + path + " is corrupt: memory offset " + std::to_string(h.memOffset) + " does not follow its state in a file of " + std::to_string(size) + " bytes");
+  }
+  if (h.memBytes % kPage != 0 || h.memBytes < kMinMemBytes || h.memBytes > kMaxMemBytes) {
+    throw invalid("snapshot " + path + " is corrupt: guest memory size " + std::to_string(h.memBytes) + " is not a whole number of pages between 16 MiB and 1 TiB");
+  }
+  if (size - h.memOffset < h.memBytes) {
+    throw invalid("snapshot " + path + " is truncated: " + std::to_string(size) + " bytes, its memory ends at " + std::to_string(h.memOffset) + " + " + std::to_string(h.memBytes));
   }
   std::string blob(h.stateBytes, '\0');
-  if (pread(s.fd.get(), blob.data(), blob.size(), off_t(kPage)) != ssize_t(blob.size())) throw sysError("read snapshot state");
+  ssize_t n = pread(s.fd.get(), blob.data(), blob.size(), off_t(kPage));
+  if (n < 0) throw sysError("read snapshot state");
+  if (n != ssize_t(blob.size())) throw invalid("snapshot " + path + " is truncated inside its state");
   if (crc32(blob.data(), blob.size()) != h.stateCrc) throw invalid("snapshot " + path + " state checksum mismatch: the file is corrupt");
   s.state = StateBlob::parse(blob);
   return s;

@@ -12,6 +12,9 @@
 namespace vmdesk {
 
 constexpr uint32_t kSnapshotVersion = 1;
+// Far beyond what 255 vCPUs' registers, MSRs and CPUID take; a larger header value is corruption, not state.
+constexpr uint64_t kMaxStateBytes = 64ull << 20;
+constexpr uint32_t kMaxRecordKeyBytes = 256;
 
 struct SnapshotHeader {
   char magic[8];            // "VMDSNAP\0"
@@ -50,6 +53,11 @@ T StateBlob::getPod(const std::string& key) const {
   return out;
 }
 
+// The zero-page decision of writeSnapshot: whether a 4 KiB page is written (true) or left a hole. A page
+// is a hole only when it is all zero bytes; an anonymous page that was never touched (neither present nor
+// swapped out, per its /proc/self/pagemap entry) is zero without being read, which would fault it in.
+bool pageHasData(const uint8_t* page, uint64_t pagemapEntry, bool anonymousMemory);
+
 // Writes to path.tmp, fsyncs and renames, so a crash never leaves a half snapshot under the final name and
 // a VM restored from `path` can save over it (its mapping keeps the old inode).
 uint64_t writeSnapshot(const std::string& path, const StateBlob& state, const GuestMemory& mem, bool anonymousMemory);
@@ -59,7 +67,8 @@ struct OpenedSnapshot {
   SnapshotHeader header;
   StateBlob state;
 };
-// Validates magic, version, checksums and size; throws VmError(EINVAL/EBROKEN-like messages) otherwise.
+// Validates magic, version, checksums, sizes and the record framing; throws VmError(EINVAL) otherwise.
+// The records' contents are checked by the restore (see Vm::checkRestore).
 OpenedSnapshot openSnapshot(const std::string& path);
 
 }  // namespace vmdesk

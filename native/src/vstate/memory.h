@@ -10,6 +10,9 @@ namespace vmdesk {
 // Everything from 3 GiB to 4 GiB stays unbacked for MMIO devices, as on a PC.
 constexpr uint64_t kMmioHoleStart = 0xC0000000ull;
 constexpr uint64_t kHighMemStart = 0x100000000ull;
+// Bounds a snapshot's memory size must respect to be taken seriously (boot enforces the minimum too).
+constexpr uint64_t kMinMemBytes = 16ull << 20;
+constexpr uint64_t kMaxMemBytes = 1ull << 40;
 
 struct MemRegion {
   uint64_t gpa = 0;
