@@ -2,6 +2,7 @@
 // "reset" (Linux reboot=k, or a test guest writing 0xFE to port 0x64) powers the VM off.
 #include "devices/i8042.h"
 #include <cstring>
+#include "common.h"
 
 namespace vmdesk {
 
@@ -83,7 +84,14 @@ std::string I8042::saveState() {
 
 void I8042::loadState(const std::string& s) {
   std::lock_guard<std::mutex> g(mu_);
-  if (s.size() < 4) return;
+  // Four registers, then the output queue, which is bounded at run time as well.
+  if (s.size() < 4 || s.size() - 4 > kMaxQueued) {
+    throw invalid("snapshot i8042 state is corrupt: " + std::to_string(s.size()) + " bytes (4 + at most " + std::to_string(kMaxQueued) + " queued)");
+  }
+  uint8_t cmd = uint8_t(s[1]);
+  if ((cmd != 0 && cmd != 0x60 && cmd != 0xd1 && cmd != 0xd2) || uint8_t(s[2]) > 1) {
+    throw invalid("snapshot i8042 state is corrupt: pending command " + std::to_string(cmd));
+  }
   ctr_ = uint8_t(s[0]);
   pendingCmd_ = uint8_t(s[1]);
   lastWasCmd_ = uint8_t(s[2]);

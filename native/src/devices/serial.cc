@@ -1,6 +1,7 @@
 // 8250 UART register model: enough of the 16550A for Linux's 8250 driver and for polled test guests.
 #include "devices/serial.h"
 #include <cstring>
+#include "common.h"
 
 namespace vmdesk {
 
@@ -114,12 +115,19 @@ std::string Serial::saveState() {
 
 void Serial::loadState(const std::string& blob) {
   std::lock_guard<std::mutex> g(mu_);
-  if (blob.size() < sizeof s_ + 4) throw std::runtime_error("serial state is truncated");
-  std::memcpy(&s_, blob.data(), sizeof s_);
+  if (blob.size() < sizeof s_ + 4) throw invalid("snapshot serial state is truncated (" + std::to_string(blob.size()) + " bytes)");
+  SerialState st;
+  std::memcpy(&st, blob.data(), sizeof st);
   uint32_t n;
-  std::memcpy(&n, blob.data() + sizeof s_, 4);
-  rx_.clear();
-  for (uint32_t i = 0; i < n && sizeof s_ + 4 + i < blob.size(); i++) rx_.push_back(uint8_t(blob[sizeof s_ + 4 + i]));
+  std::memcpy(&n, blob.data() + sizeof st, 4);
+  // The input FIFO is bounded at run time; a snapshot may not smuggle in more, nor claim bytes it lacks.
+  if (n > kRxMax || blob.size() - sizeof st - 4 != n) {
+    throw invalid("snapshot serial state is corrupt: input FIFO of " + std::to_string(n) + " bytes in a record with " +
+                  std::to_string(blob.size() - sizeof st - 4) + " (at most " + std::to_string(kRxMax) + ")");
+  }
+  if (st.threPending > 1) throw invalid("snapshot serial state is corrupt: transmitter flag " + std::to_string(st.threPending));
+  s_ = st;
+  rx_.assign(blob.begin() + long(sizeof st + 4), blob.end());
 }
 
 }  // namespace vmdesk

@@ -124,11 +124,128 @@ std::vector<kvm_msr_entry> msrTransfer(int vcpu, std::vector<kvm_msr_entry> list
   return done;
 }
 
+// The fixed-size records a restore reads; captureState() writes exactly these (optional ones when KVM has them).
+struct RecordSpec {
+  const char* name;
+  size_t size;
+  bool required;
+};
+const RecordSpec kVmRecords[] = {
+    {"kernel", sizeof(x86::KernelInfo), true}, {"irqchip0", sizeof(kvm_irqchip), true},
+    {"irqchip1", sizeof(kvm_irqchip), true},   {"irqchip2", sizeof(kvm_irqchip), true},
+    {"pit", sizeof(kvm_pit_state2), true},     {"clock", sizeof(kvm_clock_data), false},
+};
+const RecordSpec kVcpuRecords[] = {
+    {"regs", sizeof(kvm_regs), true},        {"sregs", sizeof(kvm_sregs), true},     {"lapic", sizeof(kvm_lapic_state), true},
+    {"mpstate", sizeof(kvm_mp_state), true}, {"xsave", sizeof(KvmXsave), false},     {"fpu", sizeof(kvm_fpu), false},
+    {"xcrs", sizeof(kvm_xcrs), false},       {"events", sizeof(kvm_vcpu_events), false}, {"debugregs", sizeof(kvm_debugregs), false},
+};
+// Far above what KVM reports on any host (it caps CPUID at 256 entries); anything larger is corruption.
+constexpr size_t kMaxCpuidEntries = 4096;
+constexpr size_t kMaxMsrEntries = 4096;
+
+// "cpus memBytes disks" exactly as captureState() writes it: decimal numbers, single spaces, nothing else.
+bool parseConfig(const std::string& s, uint64_t out[3]) {
+  size_t pos = 0;
+  for (int i = 0; i < 3; i++) {
+    if (i > 0 && (pos >= s.size() || s[pos++] != ' ')) return false;
+    size_t start = pos;
+    uint64_t v = 0;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+      uint64_t d = uint64_t(s[pos++] - '0');
+      if (v > (UINT64_MAX - d) / 10) return false;
+      v = v * 10 + d;
+    }
+    if (pos == start) return false;
+    out[i] = v;
+  }
+  return pos == s.size();
+}
+
+// An array record (cpuid, msrs) as a vector, after checking it holds whole entries and not absurdly many.
+template <typename T>
+std::vector<T> arrayRecord(const StateBlob& b, const std::string& key, size_t minCount, size_t maxCount) {
+  const std::string& v = b.get(key);
+  if (v.size() % sizeof(T) != 0 || v.size() / sizeof(T) < minCount || v.size() / sizeof(T) > maxCount) {
+    throw invalid("snapshot record '" + key + "' has " + std::to_string(v.size()) + " bytes: not " + std::to_string(minCount) + " to " +
+                  std::to_string(maxCount) + " entries of " + std::to_string(sizeof(T)));
+  }
+  std::vector<T> out(v.size() / sizeof(T));
+  if (!out.empty()) std::memcpy(out.data(), v.data(), v.size());
+  return out;
+}
+
+void checkRecord(const StateBlob& b, const std::string& key, size_t size, bool required) {
+  if (!b.has(key)) {
+    if (required) throw invalid("snapshot is missing record '" + key + "'");
+    return;
+  }
+  size_t got = b.get(key).size();
+  if (got != size) throw invalid("snapshot record '" + key + "' has size " + std::to_string(got) + ", expected " + std::to_string(size));
+}
+
 }  // namespace
+
+RestoreConfig checkSnapshotRecords(const OpenedSnapshot& snap, const std::string& path, const std::vector<DiskConfig>* diskOverride) {
+  const StateBlob& b = snap.state;
+  uint64_t cfg[3];
+  if (!parseConfig(b.get("config"), cfg)) throw invalid("snapshot " + path + " has an unreadable configuration record");
+  RestoreConfig out;
+  if (cfg[0] < 1 || cfg[0] > kMaxVcpus) throw invalid("snapshot " + path + " is corrupt: " + std::to_string(cfg[0]) + " vCPUs (1 to " + std::to_string(kMaxVcpus) + ")");
+  if (cfg[1] != snap.header.memBytes) throw invalid("snapshot " + path + " is corrupt: its configuration and header disagree on the memory size");
+  if (cfg[2] > kMaxDisks) throw invalid("snapshot " + path + " is corrupt: " + std::to_string(cfg[2]) + " disks (at most " + std::to_string(kMaxDisks) + ")");
+  out.cpus = uint32_t(cfg[0]);
+  out.memBytes = cfg[1];
+  for (uint64_t i = 0; i < cfg[2]; i++) {
+    std::string k = "disk" + std::to_string(i);
+    const std::string& p = b.get(k + ".path");
+    const std::string& ro = b.get(k + ".ro");
+    if (p.empty() || p.find('\0') != std::string::npos) throw invalid("snapshot " + path + " is corrupt: record '" + k + ".path' is not a path");
+    if (ro != "0" && ro != "1") throw invalid("snapshot " + path + " is corrupt: record '" + k + ".ro' is not 0 or 1");
+    checkRecord(b, k + ".state", sizeof(VirtioBlkState), true);
+    out.disks.push_back({p, ro == "1"});
+  }
+  if (diskOverride && !diskOverride->empty()) {
+    if (diskOverride->size() != out.disks.size()) throw invalid("the snapshot has " + std::to_string(out.disks.size()) + " disks, " + std::to_string(diskOverride->size()) + " were given");
+    out.disks = *diskOverride;
+  }
+  b.get("serial");  // contents are checked by the device that loads them
+  for (const RecordSpec& r : kVmRecords) checkRecord(b, r.name, r.size, r.required);
+  for (uint32_t i = 0; i < out.cpus; i++) {
+    std::string p = "vcpu" + std::to_string(i) + ".";
+    for (const RecordSpec& r : kVcpuRecords) checkRecord(b, p + r.name, r.size, r.required);
+    if (!b.has(p + "xsave") && !b.has(p + "fpu")) throw invalid("snapshot is missing record '" + p + "xsave' (or '" + p + "fpu')");
+    arrayRecord<kvm_cpuid_entry2>(b, p + "cpuid", 1, kMaxCpuidEntries);
+    arrayRecord<kvm_msr_entry>(b, p + "msrs", 0, kMaxMsrEntries);
+  }
+  return out;
+}
+
+StateBlob syntheticSnapshotState(uint32_t cpus, uint64_t memBytes, const std::vector<DiskConfig>& disks) {
+  StateBlob b;
+  b.put("config", std::to_string(cpus) + " " + std::to_string(memBytes) + " " + std::to_string(disks.size()));
+  for (size_t i = 0; i < disks.size(); i++) {
+    std::string k = "disk" + std::to_string(i);
+    b.put(k + ".path", disks[i].path);
+    b.put(k + ".ro", disks[i].readOnly ? "1" : "0");
+    b.putPod(k + ".state", VirtioBlkState{});
+  }
+  b.put("serial", Serial(nullptr, nullptr).saveState());
+  b.put("i8042", I8042(nullptr, nullptr).saveState());
+  for (const RecordSpec& r : kVmRecords) b.put(r.name, std::string(r.size, '\0'));
+  for (uint32_t i = 0; i < cpus; i++) {
+    std::string p = "vcpu" + std::to_string(i) + ".";
+    for (const RecordSpec& r : kVcpuRecords)
+      if (std::strcmp(r.name, "fpu") != 0) b.put(p + r.name, std::string(r.size, '\0'));
+    b.put(p + "cpuid", std::string(sizeof(kvm_cpuid_entry2), '\0'));
+    b.put(p + "msrs", std::string(2 * sizeof(kvm_msr_entry), '\0'));
+  }
+  return b;
+}
 
 std::unique_ptr<Vm> Vm::boot(const VmOptions& o, VmCallbacks cb) {
   if (o.cpus < 1) throw invalid("a VM needs at least one vCPU");
-  if (o.memBytes < (16ull << 20)) throw invalid("a VM needs at least 16 MiB of memory");
+  if (o.memBytes < kMinMemBytes) throw invalid("a VM needs at least 16 MiB of memory");
   std::unique_ptr<Vm> vm(new Vm());
   vm->cb_ = std::move(cb);
   vm->kvm_ = openKvm();
@@ -460,10 +577,12 @@ void Vm::handleIo(Vcpu& v) {
 void Vm::handleMmio(Vcpu& v) {
   kvm_run* run = v.run;
   uint64_t addr = run->mmio.phys_addr;
+  // KVM never reports more than the 8 bytes mmio.data holds; the devices index that buffer by this length.
+  uint32_t len = run->mmio.len < sizeof run->mmio.data ? run->mmio.len : uint32_t(sizeof run->mmio.data);
   for (auto& d : disks_) {
     if (addr >= d->base() && addr < d->base() + VirtioBlk::kMmioSize) {
-      if (run->mmio.is_write) d->write(addr - d->base(), run->mmio.data, run->mmio.len);
-      else d->read(addr - d->base(), run->mmio.data, run->mmio.len);
+      if (run->mmio.is_write) d->write(addr - d->base(), run->mmio.data, len);
+      else d->read(addr - d->base(), run->mmio.data, len);
       return;
     }
   }
@@ -553,10 +672,14 @@ uint64_t Vm::saveSnapshot(const std::string& path) {
   return bytes;
 }
 
-void Vm::applyState(const StateBlob& b) {
+void Vm::loadDeviceState(const StateBlob& b) {
   serial_->loadState(b.get("serial"));
   if (b.has("i8042")) i8042_->loadState(b.get("i8042"));
   for (size_t i = 0; i < disks_.size(); i++) disks_[i]->loadState(b.get("disk" + std::to_string(i) + ".state"));
+}
+
+void Vm::applyState(const StateBlob& b) {
+  loadDeviceState(b);
   for (int chip = 0; chip < 3; chip++) {
     auto c = b.getPod<kvm_irqchip>("irqchip" + std::to_string(chip));
     xioctl(vm_.get(), KVM_SET_IRQCHIP, &c, "KVM_SET_IRQCHIP");
@@ -567,9 +690,7 @@ void Vm::applyState(const StateBlob& b) {
   for (auto& v : vcpus_) {
     std::string p = "vcpu" + std::to_string(v->id) + ".";
     int fd = v->fd.get();
-    const std::string& cpuid = b.get(p + "cpuid");
-    v->cpuid.assign(reinterpret_cast<const kvm_cpuid_entry2*>(cpuid.data()),
-                    reinterpret_cast<const kvm_cpuid_entry2*>(cpuid.data() + cpuid.size()));
+    v->cpuid = arrayRecord<kvm_cpuid_entry2>(b, p + "cpuid", 1, kMaxCpuidEntries);
     setCpuid(fd, v->cpuid);
     auto mp = b.getPod<kvm_mp_state>(p + "mpstate"); xioctl(fd, KVM_SET_MP_STATE, &mp, "KVM_SET_MP_STATE");
     auto regs = b.getPod<kvm_regs>(p + "regs"); xioctl(fd, KVM_SET_REGS, &regs, "KVM_SET_REGS");
@@ -579,10 +700,7 @@ void Vm::applyState(const StateBlob& b) {
     if (b.has(p + "xcrs")) { auto x = b.getPod<kvm_xcrs>(p + "xcrs"); ioctl(fd, KVM_SET_XCRS, &x); }
     if (b.has(p + "debugregs")) { auto d = b.getPod<kvm_debugregs>(p + "debugregs"); ioctl(fd, KVM_SET_DEBUGREGS, &d); }
     auto lapic = b.getPod<kvm_lapic_state>(p + "lapic"); xioctl(fd, KVM_SET_LAPIC, &lapic, "KVM_SET_LAPIC");
-    const std::string& m = b.get(p + "msrs");
-    std::vector<kvm_msr_entry> msrs(reinterpret_cast<const kvm_msr_entry*>(m.data()),
-                                    reinterpret_cast<const kvm_msr_entry*>(m.data() + m.size()));
-    msrTransfer(fd, msrs, true);
+    msrTransfer(fd, arrayRecord<kvm_msr_entry>(b, p + "msrs", 0, kMaxMsrEntries), true);
     if (b.has(p + "events")) { auto ev = b.getPod<kvm_vcpu_events>(p + "events"); ioctl(fd, KVM_SET_VCPU_EVENTS, &ev); }
   }
   if (b.has("clock")) {
@@ -595,30 +713,29 @@ void Vm::applyState(const StateBlob& b) {
 
 std::unique_ptr<Vm> Vm::restore(const std::string& path, VmCallbacks cb, const std::vector<DiskConfig>* diskOverride) {
   OpenedSnapshot snap = openSnapshot(path);
-  unsigned cpus = 0;
-  unsigned long long mem = 0;
-  size_t ndisks = 0;
-  if (sscanf(snap.state.get("config").c_str(), "%u %llu %zu", &cpus, &mem, &ndisks) != 3 || cpus == 0 || mem != snap.header.memBytes) {
-    throw invalid("snapshot " + path + " has an unreadable configuration record");
-  }
-  std::vector<DiskConfig> disks;
-  for (size_t i = 0; i < ndisks; i++) {
-    std::string k = "disk" + std::to_string(i);
-    disks.push_back({snap.state.get(k + ".path"), snap.state.get(k + ".ro") == "1"});
-  }
-  if (diskOverride && !diskOverride->empty()) {
-    if (diskOverride->size() != disks.size()) throw invalid("the snapshot has " + std::to_string(disks.size()) + " disks, " + std::to_string(diskOverride->size()) + " were given");
-    disks = *diskOverride;
-  }
+  RestoreConfig cfg = checkSnapshotRecords(snap, path, diskOverride);
   std::unique_ptr<Vm> vm(new Vm());
   vm->cb_ = std::move(cb);
   vm->kvm_ = openKvm();
+  int maxVcpus = ioctl(vm->kvm_.get(), KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+  if (maxVcpus > 0 && cfg.cpus > uint32_t(maxVcpus)) throw invalid("the snapshot has " + std::to_string(cfg.cpus) + " vCPUs; this host's KVM allows at most " + std::to_string(maxVcpus));
   vm->createVm(snap.header.memBytes, true, snap.fd.get(), snap.header.memOffset);
-  vm->createDevices(disks);
+  vm->createDevices(cfg.disks);
   vm->kernel_ = snap.state.getPod<x86::KernelInfo>("kernel");
-  for (uint32_t i = 0; i < cpus; i++) vm->createVcpu(i, cpus);
+  for (uint32_t i = 0; i < cfg.cpus; i++) vm->createVcpu(i, cfg.cpus);
   vm->applyState(snap.state);
   return vm;
+}
+
+RestoreConfig Vm::checkRestore(const std::string& path, const std::vector<DiskConfig>* diskOverride) {
+  OpenedSnapshot snap = openSnapshot(path);
+  RestoreConfig cfg = checkSnapshotRecords(snap, path, diskOverride);
+  std::unique_ptr<Vm> vm(new Vm());
+  vm->mem_.mapPrivate(snap.fd.get(), snap.header.memOffset, snap.header.memBytes);
+  vm->anonymousMemory_ = false;
+  vm->createDevices(cfg.disks);
+  vm->loadDeviceState(snap.state);
+  return cfg;
 }
 
 }  // namespace vmdesk

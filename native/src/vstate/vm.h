@@ -15,6 +15,7 @@
 #include "devices/i8042.h"
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
+#include "snapshot/snapshot.h"
 #include "vstate/memory.h"
 
 namespace vmdesk {
@@ -23,6 +24,24 @@ struct DiskConfig {
   std::string path;
   bool readOnly = false;
 };
+
+// What a snapshot's records say about the VM to recreate, after every record has been checked.
+struct RestoreConfig {
+  uint32_t cpus = 0;
+  uint64_t memBytes = 0;
+  std::vector<DiskConfig> disks;  // the snapshot's, or the override
+};
+
+// 8-bit xAPIC ids, with the IOAPIC taking the id after the last vCPU's.
+constexpr uint32_t kMaxVcpus = 255;
+constexpr size_t kMaxDisks = 8;
+
+// Checks every record restore reads (configuration, disks, devices present, KVM state sizes, per-vCPU
+// records) without KVM; throws VmError(EINVAL) naming the first bad one.
+RestoreConfig checkSnapshotRecords(const OpenedSnapshot& snap, const std::string& path, const std::vector<DiskConfig>* diskOverride);
+// Tests only: a state blob with every record a restore requires (KVM state zero-filled, devices as after a
+// reset), the structurally valid starting point for building corrupt snapshots.
+StateBlob syntheticSnapshotState(uint32_t cpus, uint64_t memBytes, const std::vector<DiskConfig>& disks);
 
 struct VmOptions {
   uint32_t cpus = 1;
@@ -51,6 +70,9 @@ class Vm {
   static std::unique_ptr<Vm> boot(const VmOptions& opts, VmCallbacks cb);
   // diskOverride replaces the disk paths stored in the snapshot (same count and order).
   static std::unique_ptr<Vm> restore(const std::string& path, VmCallbacks cb, const std::vector<DiskConfig>* diskOverride);
+  // Everything restore() checks before it needs KVM, devices included (loaded over a copy-on-write mapping
+  // of the snapshot's memory): a snapshot file is untrusted input, and this can be tested without /dev/kvm.
+  static RestoreConfig checkRestore(const std::string& path, const std::vector<DiskConfig>* diskOverride);
   ~Vm();
 
   void start(bool paused);
@@ -93,8 +115,9 @@ class Vm {
   void handleMmio(Vcpu& v);
   void pulseIrq(uint32_t gsi);
   void kickAll();
-  void captureState(class StateBlob& blob);
-  void applyState(const class StateBlob& blob);
+  void captureState(StateBlob& blob);
+  void applyState(const StateBlob& blob);
+  void loadDeviceState(const StateBlob& blob);
 
   Fd kvm_, vm_;
   size_t runSize_ = 0;
