@@ -14,7 +14,7 @@ import { parseOrThrow } from '../validate.js';
 import * as img from './qemu-img.js';
 import { SnapshotManager, uefiVarsFile, type ProgressFn, type SnapshotCore } from './manager.js';
 import { basesDir, readTree, snapshotDir, writeTree } from './store.js';
-import { findNode, updateNode, type SnapshotNode } from './tree.js';
+import { SnapshotNode, findNode, updateNode } from './tree.js';
 
 export interface CloneOptions {
   name: string;
@@ -309,7 +309,9 @@ async function readLinkedBase(bundleDir: string): Promise<LinkedBase | null> {
   if (!text) return null;
   try {
     const j = JSON.parse(text) as Partial<LinkedBase>;
-    return typeof j.sourceVmId === 'string' && typeof j.snapshotId === 'string' ? { sourceVmId: j.sourceVmId, snapshotId: j.snapshotId, bases: j.bases ?? {} } : null;
+    // The ids become path segments (the source's bundle, its bases folder): only well-formed ones count.
+    const ok = typeof j.sourceVmId === 'string' && /^[0-9a-f-]{36}$/.test(j.sourceVmId) && SnapshotNode.shape.id.safeParse(j.snapshotId).success;
+    return ok ? { sourceVmId: j.sourceVmId!, snapshotId: j.snapshotId!, bases: j.bases && typeof j.bases === 'object' ? j.bases : {} } : null;
   } catch {
     return null;
   }
