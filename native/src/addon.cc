@@ -1,10 +1,14 @@
 // N-API surface of the micro-VMM: probe(), selfTest(), and the Vm class. vCPUs run on their own threads;
 // serial output and exits reach JavaScript through thread-safe functions, never by blocking the event loop.
+// flockFile()/funlockFile() serve the rest of the app (cross-process locks) on every platform.
 #include <napi.h>
+#include <sys/file.h>
+#include <cmath>
 #include <memory>
 #include <mutex>
 #include <string>
 #include "common.h"
+#include "napi_errors.h"
 
 #ifdef __linux__
 #include "kvm/kvm.h"
@@ -19,11 +23,41 @@ namespace {
 
 using namespace vmdesk;
 
-Napi::Error toJsError(Napi::Env env, const std::exception& e) {
-  Napi::Error err = Napi::Error::New(env, e.what());
-  if (auto* ve = dynamic_cast<const VmError*>(&e)) err.Set("code", Napi::String::New(env, ve->code));
-  else err.Set("code", Napi::String::New(env, "EENGINE"));
-  return err;
+// flock(2) rather than lock files with pids in them: the kernel drops the lock when the holder dies,
+// however it dies, so there is never a stale lock to guess about.
+int fdArg(const Napi::CallbackInfo& info, const char* usage) {
+  double d = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0) || d > 2147483647.0 || std::floor(d) != d) throw Napi::TypeError::New(info.Env(), std::string(usage) + ": fd must be a file descriptor number");
+  return int(d);
+}
+
+VmError lockError(const char* what, int err) {
+  errno = err;
+  return sysError(what, err == EBADF || err == EINVAL ? "EINVAL" : "EHOST");
+}
+
+// flockFile(fd, exclusive, wait): true once held; false when another holder has it and wait is false.
+// With wait the calling thread blocks until the lock is free.
+Napi::Value FlockFile(const Napi::CallbackInfo& info) {
+  int fd = fdArg(info, "flockFile(fd, exclusive, wait)");
+  bool wait = info[2].ToBoolean().Value();
+  int op = (info[1].ToBoolean().Value() ? LOCK_EX : LOCK_SH) | (wait ? 0 : LOCK_NB);
+  for (;;) {
+    if (flock(fd, op) == 0) return Napi::Boolean::New(info.Env(), true);
+    int err = errno;
+    if (err == EINTR) continue;
+    if (!wait && err == EWOULDBLOCK) return Napi::Boolean::New(info.Env(), false);
+    throw toJsError(info.Env(), lockError("flock", err));
+  }
+}
+
+Napi::Value FunlockFile(const Napi::CallbackInfo& info) {
+  int fd = fdArg(info, "funlockFile(fd)");
+  while (flock(fd, LOCK_UN) != 0) {
+    int err = errno;
+    if (err != EINTR) throw toJsError(info.Env(), lockError("flock unlock", err));
+  }
+  return info.Env().Undefined();
 }
 
 #define GUARD(env, body)                                   \
@@ -378,6 +412,8 @@ Napi::Value SelfTest(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probe", Napi::Function::New(env, Probe));
   exports.Set("selfTest", Napi::Function::New(env, SelfTest));
+  exports.Set("flockFile", Napi::Function::New(env, FlockFile));
+  exports.Set("funlockFile", Napi::Function::New(env, FunlockFile));
 #ifdef __linux__
   exports.Set("Vm", VmWrap::Define(env));
 #endif

@@ -98,7 +98,18 @@ export interface NativeVm {
   close(): void;
 }
 
-export interface NativeAddon {
+/** flock(2) on an open file: the kernel releases the lock when the holder's process dies, however it dies. */
+export interface NativeFlock {
+  /**
+   * Takes an exclusive (or shared) lock. Without `wait` it returns false at once when another open file holds a
+   * conflicting lock; with `wait` it blocks the calling thread until the lock is free. Throws (code EINVAL for a
+   * bad fd, EHOST otherwise) on any other failure.
+   */
+  flockFile(fd: number, exclusive: boolean, wait: boolean): boolean;
+  funlockFile(fd: number): void;
+}
+
+export interface NativeAddon extends Partial<NativeFlock> {
   abiVersion: number;
   probe(): KvmProbe;
   selfTest(): Promise<SelfTestResult>;
@@ -155,6 +166,17 @@ export function nativeAvailable(): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** The addon's flock functions, or undefined when the addon is not built (or predates them). Never throws. */
+export function nativeFlock(): NativeFlock | undefined {
+  try {
+    const m = loadNative();
+    if (typeof m.flockFile !== 'function' || typeof m.funlockFile !== 'function') return undefined;
+    return { flockFile: m.flockFile.bind(m), funlockFile: m.funlockFile.bind(m) };
+  } catch {
+    return undefined;
   }
 }
 
