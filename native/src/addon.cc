@@ -12,6 +12,7 @@
 
 #ifdef __linux__
 #include "kvm/kvm.h"
+#include "testing.h"
 #include "vstate/vm.h"
 #endif
 
@@ -416,6 +417,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("funlockFile", Napi::Function::New(env, FunlockFile));
 #ifdef __linux__
   exports.Set("Vm", VmWrap::Define(env));
+  exports.Set("__test", testHooks(env));
 #endif
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;
