@@ -47,22 +47,26 @@ export type DiskBus = z.infer<typeof DiskBus>;
 export const NicModel = z.enum(['virtio-net', 'e1000e', 'e1000', 'rtl8139']);
 export type NicModel = z.infer<typeof NicModel>;
 
-export const Disk = z.object({
-  id: z.string().regex(/^[a-z0-9-]{1,40}$/),
-  /** Relative to the bundle for owned disks, absolute for attached ones. */
-  path: z.string().min(1).refine((p) => !/[\u0000-\u001f\u007f]/.test(p), 'path must not contain control characters'),
-  format: DiskFormat,
-  /** True when the disk file lives in the bundle and is deleted with the VM. */
-  owned: z.boolean(),
-  readOnly: z.boolean().default(false),
-  /** Absent means virtio. */
-  bus: DiskBus.optional(),
-  /**
-   * Linked clones: the read-only qcow2 base (absolute, made by VMDesk in the source VM's bundle) that this
-   * overlay reads through. QEMU is given it explicitly; no other backing file is ever opened.
-   */
-  base: z.string().min(1).refine((p) => p.startsWith('/') && !/[\u0000-\u001f\u007f]/.test(p), 'base must be an absolute path').optional(),
-});
+export const Disk = z
+  .object({
+    id: z.string().regex(/^[a-z0-9-]{1,40}$/),
+    /** Relative to the bundle for owned disks, absolute for attached ones. */
+    path: z.string().min(1).refine((p) => !/[\u0000-\u001f\u007f]/.test(p), 'path must not contain control characters'),
+    format: DiskFormat,
+    /** True when the disk file lives in the bundle and is deleted with the VM. */
+    owned: z.boolean(),
+    readOnly: z.boolean().default(false),
+    /** Absent means virtio. */
+    bus: DiskBus.optional(),
+    /**
+     * Linked clones: the read-only qcow2 base (absolute, made by VMDesk in the source VM's bundle) that this
+     * overlay reads through. QEMU is given it explicitly; no other backing file is ever opened.
+     */
+    base: z.string().min(1).refine((p) => p.startsWith('/') && !/[\u0000-\u001f\u007f]/.test(p), 'base must be an absolute path').optional(),
+  })
+  // A disk that is the VM's own lives inside its bundle: a relative path without "..". Anything else would let
+  // a hand-edited or imported vm.json make VMDesk move or delete a host file.
+  .refine((d) => !d.owned || (!d.path.startsWith('/') && !d.path.split('/').includes('..')), { message: 'an owned disk must have a relative path inside the VM bundle', path: ['path'] });
 export type Disk = z.infer<typeof Disk>;
 
 export const PortForward = z.object({

@@ -24,6 +24,7 @@ import { checkReadableFile, checkResources, hostCapacity, parseOrThrow } from '.
 import { defaultHome } from '../platform/paths.js';
 import * as disks from '../engines/qemu/disks.js';
 import { admitImage, formatFromName } from './images/gate.js';
+import { containedPath } from '../platform/contain.js';
 
 export interface CoreOptions {
   home?: string;
@@ -61,7 +62,11 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
       // A long-lived core (app, server) squares snapshot metadata with the disks once at start-up, so a
       // crash in the middle of a snapshot is reported or adopted before anyone looks.
       const { SnapshotManager } = await import('./snapshots/manager.js');
-      await new SnapshotManager(this).reconcileAll().catch(() => []);
+      const snaps = new SnapshotManager(this);
+      await snaps.reconcileAll().catch(() => []);
+      // Linked bases left by a clone that crashed, and bases recorded in each clone's disks (older bundles).
+      const { sweepOrphanLinkedBases } = await import('./snapshots/clone.js');
+      await sweepOrphanLinkedBases(this, snaps).catch(() => []);
       for (const info of await this.list()) this.lastStates.set(info.id, info.state);
       this.poller = setInterval(() => void this.pollStates(), this.watchMs);
       this.poller.unref();
@@ -401,8 +406,12 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> {
           const keepDir = path.join(this.home, 'kept-disks');
           await fs.mkdir(keepDir, { recursive: true });
           for (const d of entry.config.disks.filter((x) => x.owned)) {
+            // Only a file inside the bundle is the VM's to give away; a path that leads elsewhere is refused.
+            const src = await containedPath(entry.dir, d.path).catch(() => {
+              throw new VmdeskError(ErrorCode.invalid, `disk ${d.id} of "${name}" is marked as the VM's own but lies outside its bundle (${d.path}); nothing was moved`);
+            });
             const dest = path.join(keepDir, `${name}-${d.id}-${entry.id.slice(0, 8)}.${d.format}`);
-            await fs.rename(diskPath(entry.dir, d), dest);
+            await fs.rename(src, dest);
             kept.push(dest);
           }
         }

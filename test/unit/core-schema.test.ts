@@ -34,7 +34,8 @@ describe('create request', () => {
     [{ name: 'vm', cpus: 100000 }, /at most/],
     [{ name: 'vm', memoryMiB: 0 }, /at least 16/],
     [{ name: 'vm', memoryMiB: 1e12 }, /absurd/],
-    [{ name: 'vm', diskBytes: 1e18 }, /absurd/],
+    [{ name: 'vm', diskBytes: 1e18 }, /larger than the limit of 64 TiB/],
+    [{ name: 'vm', diskBytes: 1 }, /at least 1 MiB \(give a unit/],
     [{ name: 'vm', iso: 'relative.iso' }, /absolute/],
     [{ name: 'vm', iso: '/x/a\nb.iso' }, /newlines/],
     [{ name: 'vm', directKernel: { kernel: '/k', cmdline: 'a\nb' } }, /newlines/],
@@ -46,6 +47,15 @@ describe('create request', () => {
 });
 
 describe('vm.json schema', () => {
+  it('keeps a VM\'s own disks inside its bundle', () => {
+    const base = { schemaVersion: 1, id: '0b6e2d4e-6a1f-4d8e-9a51-3f1c2b7d9e10', name: 'x', cpus: 1, memoryMiB: 64, createdAt: '2026-01-01T00:00:00.000Z', modifiedAt: '2026-01-01T00:00:00.000Z' };
+    for (const p of ['/etc/shadow', '../other/disks/disk0.qcow2', 'disks/../../x']) {
+      expect(VmConfig.safeParse({ ...base, disks: [{ id: 'disk0', path: p, format: 'raw', owned: true }] }).success, p).toBe(false);
+    }
+    expect(VmConfig.safeParse({ ...base, disks: [{ id: 'disk0', path: 'disks/disk0.qcow2', format: 'qcow2', owned: true }] }).success).toBe(true);
+    expect(VmConfig.safeParse({ ...base, disks: [{ id: 'ext0', path: '/srv/data.img', format: 'raw', owned: false }] }).success).toBe(true);
+  });
+
   it('rejects unknown schema versions and missing fields', () => {
     expect(VmConfig.safeParse({ schemaVersion: 2 }).success).toBe(false);
     expect(HostPath.safeParse('/ok/path').success).toBe(true);

@@ -6,6 +6,7 @@ import type { VmEvent } from '../../api/events.js';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
 import type { BundleEntry, VmLibrary } from '../library.js';
 import * as img from './qemu-img.js';
+import { vmDiskSource } from './clone.js';
 import { activeJobs, dismissStaleJobs, runJob, type QmpFn } from './qmp-jobs.js';
 import {
   addNode,
@@ -863,7 +864,9 @@ export class SnapshotManager {
       for (let i = 1; existsSync(path.join(fresh.dir, rel)); i++) rel = `disks/${d.id}-${i}.qcow2`;
       const dst = path.join(fresh.dir, rel);
       try {
-        await img.convert(src, dst, { srcFormat: d.format, dstFormat: 'qcow2', onProgress: (f) => onProgress?.(`converting disk ${d.id}`, f) });
+        // Read with its format stated and backing files off (an attached disk passes the image gate first).
+        const source = await vmDiskSource(fresh.dir, d, { what: `disk ${d.id} of "${fresh.config.name}"`, vmsDir: this.core.library.vmsDir });
+        await img.convert(source, dst, { dstFormat: 'qcow2', onProgress: (f) => onProgress?.(`converting disk ${d.id}`, f) });
       } catch (e) {
         await fs.rm(dst, { force: true });
         throw e;
