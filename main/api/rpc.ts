@@ -1,6 +1,6 @@
 // The wire contract between the renderer and the server: every RPC method, event and console stream message as a zod schema.
 import { z } from 'zod';
-import { CreateVmRequest, HostInfo, VmInfo, VmName, VmSettingsPatch, VmState } from './schema.js';
+import { CreateVmRequest, HostInfo, LIMITS, VmInfo, VmName, VmSettingsPatch, VmState } from './schema.js';
 import type { VmEvent } from './events.js';
 
 /** A VM reference as the core resolves it: name, id or unique id prefix. */
@@ -147,8 +147,24 @@ export const SnapshotRpcMethods = {
     params: z.object({ id: VmRef, name: VmName, snapshot: SnapRef.optional(), linked: z.boolean().optional() }).strict(),
     result: VmInfo,
   },
-  'vm.export': { params: z.object({ id: VmRef, file: AbsPath, includeSnapshots: z.boolean().optional() }).strict(), result: z.object({ file: z.string(), bytes: z.number() }) },
-  'vm.import': { params: z.object({ file: AbsPath, name: VmName.optional() }).strict(), result: VmInfo },
+  /** A .ova file name writes an OVF 1.0 appliance (no snapshots); anything else a .vmdesk archive. */
+  'vm.export': {
+    params: z.object({ id: VmRef, file: AbsPath, includeSnapshots: z.boolean().optional() }).strict(),
+    result: z.object({ file: z.string(), bytes: z.number(), warnings: z.array(z.string()).default([]) }),
+  },
+  /** cpus/memoryMiB override an appliance's or a bare disk's hardware; format states a bare disk's format. */
+  'vm.import': {
+    params: z
+      .object({
+        file: AbsPath,
+        name: VmName.optional(),
+        cpus: z.number().int().min(1).max(LIMITS.cpusMax).optional(),
+        memoryMiB: z.number().int().min(LIMITS.memoryMinMiB).max(LIMITS.memoryMaxMiB).optional(),
+        format: z.enum(['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'vpc', 'vhd']).optional(),
+      })
+      .strict(),
+    result: VmInfo,
+  },
 } as const;
 
 export type SnapshotRpcMethod = keyof typeof SnapshotRpcMethods;

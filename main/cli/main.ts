@@ -49,7 +49,9 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
                                         travels in clear text
   snapshot take|list|info|restore|delete|rename|describe|thumbnail|convert-disk NAME [SNAP] ...
   clone NAME NEWNAME [--snapshot SNAP] [--linked]
-  export NAME FILE.vmdesk [--with-snapshots]   |   import FILE [--name NEWNAME]
+  export NAME FILE.vmdesk [--with-snapshots] | export NAME FILE.ova (OVF 1.0 appliance)
+  import FILE [--name NEWNAME] [--cpus N] [--memory MIB] [--format F]   (.vmdesk, .ova/.ovf, or a disk
+                                        image; images naming other files are refused)
                                         (vmdesk snapshot --help for details)
 
 Exit codes: 0 ok, 2 invalid input, 3 not found, 4 exists, 5 busy, 6 wrong state, 7 host lacks

@@ -145,6 +145,7 @@ export async function runSnapshotCli(core: Core, verb: 'snapshot' | 'clone' | 'e
     if (kind === 'archive') {
       if (cpus !== undefined || memoryMiB !== undefined) throw new VmdeskError(ErrorCode.invalid, '--cpus and --memory do not apply to a .vmdesk archive (it keeps its settings); change them after import with vmdesk set');
       const info = await importArchive(core, file, { name, onProgress: progress });
+      for (const w of info.warnings) io.stderr.write(`warning: ${w}\n`);
       out(info, `imported "${info.name}" (${info.id})`);
     } else if (kind === 'appliance') {
       const r = await importAppliance(core, file, { name, cpus, memoryMiB, onProgress: progress });

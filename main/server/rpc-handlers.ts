@@ -6,6 +6,7 @@ import { AllRpcMethods, RpcMethods, isRpcMethod, LONG_METHODS, type VmRpcMethod,
 import { VmdeskError, ErrorCode, isVmdeskError } from '../api/errors.js';
 import type { VmEvent } from '../api/events.js';
 import { snapshotHandlers } from './snapshot-rpc.js';
+import { fromOsError } from '../platform/os-errors.js';
 
 type Parsed<M extends VmRpcMethod> = z.output<(typeof RpcMethods)[M]['params']>;
 type Result<M extends VmRpcMethod> = z.input<(typeof RpcMethods)[M]['result']>;
@@ -44,6 +45,9 @@ const handlers = { ...vmHandlers, ...snapshotHandlers };
 
 export function toRpcError(e: unknown): RpcError {
   if (isVmdeskError(e)) return { code: e.code, message: e.message, details: [...e.details] };
+  // OS errors (a full disk, a read-only file system) keep their own code and a sentence a user can act on.
+  const mapped = fromOsError(e);
+  if (mapped.code !== ErrorCode.internal) return { code: mapped.code, message: mapped.message, details: [] };
   const err = e instanceof Error ? e : new Error(String(e));
   return { code: ErrorCode.internal, message: err.message || 'internal error', details: err.stack ? err.stack.split('\n').slice(1, 8).map((l) => l.trim()) : [] };
 }

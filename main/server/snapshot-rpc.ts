@@ -6,6 +6,8 @@ import { SnapshotManager } from '../core/snapshots/manager.js';
 import { cloneVm } from '../core/snapshots/clone.js';
 import { exportVm, importArchive } from '../core/backup/archive.js';
 import { importAppliance, importDiskImage, importKind } from '../core/backup/ovf.js';
+import { exportOva, OVA_EXTENSION } from '../core/backup/ova-export.js';
+import { ErrorCode, VmdeskError } from '../api/errors.js';
 
 type Parsed<M extends SnapshotRpcMethod> = z.output<(typeof SnapshotRpcMethods)[M]['params']>;
 type Result<M extends SnapshotRpcMethod> = z.input<(typeof SnapshotRpcMethods)[M]['result']>;
@@ -31,13 +33,25 @@ export const snapshotHandlers: SnapshotHandlers = {
   'snapshot.describe': (core, p) => snaps(core).describe(p.id, p.snapshot, p.description),
   'snapshot.clone': (core, p, progress) => cloneVm(core, snaps(core), p.id, { name: p.name, snapshot: p.snapshot, mode: p.linked ? 'linked' : 'full', onProgress: progress }),
   'vm.export': async (core, p, progress) => {
+    if (p.file.toLowerCase().endsWith(OVA_EXTENSION)) {
+      if (p.includeSnapshots) throw new VmdeskError(ErrorCode.invalid, 'an OVA appliance cannot carry snapshots; export to a .vmdesk archive to keep them');
+      const r = await exportOva(core, p.id, p.file, { onProgress: progress });
+      return { file: r.file, bytes: r.bytes, warnings: r.warnings };
+    }
     const r = await exportVm(core, p.id, p.file, { includeSnapshots: p.includeSnapshots, onProgress: progress });
-    return { file: r.file, bytes: r.bytes };
+    return { file: r.file, bytes: r.bytes, warnings: [] };
   },
   'vm.import': async (core, p, progress) => {
     const kind = importKind(p.file);
-    if (kind === 'archive') return importArchive(core, p.file, { name: p.name, onProgress: progress });
-    if (kind === 'appliance') return (await importAppliance(core, p.file, { name: p.name, onProgress: progress })).info;
-    return importDiskImage(core, p.file, { name: p.name, onProgress: progress });
+    if (kind !== 'disk' && p.format) throw new VmdeskError(ErrorCode.invalid, 'a format can only be stated for a bare disk image; archives and appliances say what their disks are');
+    if (kind === 'archive') {
+      if (p.cpus !== undefined || p.memoryMiB !== undefined) throw new VmdeskError(ErrorCode.invalid, 'a .vmdesk archive keeps its own CPUs and memory; change them with vm.update after the import');
+      return importArchive(core, p.file, { name: p.name, onProgress: progress });
+    }
+    if (kind === 'appliance') {
+      const r = await importAppliance(core, p.file, { name: p.name, cpus: p.cpus, memoryMiB: p.memoryMiB, onProgress: progress });
+      return { ...r.info, warnings: [...r.info.warnings, ...r.warnings] };
+    }
+    return importDiskImage(core, p.file, { name: p.name, cpus: p.cpus, memoryMiB: p.memoryMiB, format: p.format, onProgress: progress });
   },
 };
