@@ -103,7 +103,8 @@ export async function treeSnapshot(dir: string): Promise<string[]> {
       const p = path.join(d, name);
       const s = await stat(p);
       if (s.isDirectory()) await walk(p);
-      else out.push(`${path.relative(dir, p)} ${s.size} ${s.mtimeMs}`);
+      // Lock files are flock(2) anchors that stay in place; they hold no state.
+      else if (!/^\.lock(\.\d+)?$/.test(name)) out.push(`${path.relative(dir, p)} ${s.size} ${s.mtimeMs}`);
     }
   }
   await walk(dir);

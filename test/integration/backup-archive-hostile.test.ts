@@ -73,7 +73,7 @@ describe('importing forged archives', () => {
         { name: 'vm.json', data: vmJson({ disks: [{ id: 'disk0', path: p, format: 'qcow2', owned: true, readOnly: false }] }), role: 'config' },
         { name: 'disks/disk0.qcow2', data: legit, role: 'disk', diskId: 'disk0' },
       ]);
-      await expect(importArchive(core, f, { name: `owned-${n}` })).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/outside its own bundle/) });
+      await expect(importArchive(core, f, { name: `owned-${n}` })).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/outside its own bundle|relative path inside the VM bundle/) });
     }
     expect(readFileSync(secret)).toEqual(Buffer.alloc(MiB, 's'));
     expect(vms()).toEqual(before);
@@ -127,7 +127,7 @@ describe('importing forged archives', () => {
     await core.delete('thumbs');
   });
 
-  it("rebuilds the snapshots' saved settings: restoring one cannot bring back a host path", async () => {
+  it("rebuilds the snapshots' saved settings: restoring one cannot bring back a host path, and a snapshot that claims a host file is refused", async () => {
     const d = path.join(work, `snapdisk-${n}.qcow2`);
     makeQcow2(d);
     qemuImg('snapshot', '-c', 'vmdesk-aaaa1111', d);
@@ -135,7 +135,20 @@ describe('importing forged archives', () => {
     const bad = JSON.parse(vmJson({ disks: [{ id: 'disk0', path: secret, format: 'qcow2', owned: true, readOnly: false }] }).toString());
     const kernel = JSON.parse(vmJson({ directKernel: { kernel: secret, cmdline: '' } }).toString());
     const node = (id: string, config: unknown) => ({ id, tag: `vmdesk-${id}`, name: `snap ${id}`, description: '', time: new Date().toISOString(), parent: null, kind: 'disk-only', config, thumbnail: false, vmStateBytes: 0, disks: ['disk0'], adopted: false, linkedClones: [] });
-    const tree = { version: 1, current: 'aaaa1111', nodes: [node('aaaa1111', bad), node('bbbb1111', kernel)], pending: [] };
+    // A saved setting that makes a host file the VM's own disk: the snapshot tree is invalid, the import refused.
+    const before = vms();
+    const refused = await archive(
+      [
+        { name: 'vm.json', data: vmJson(), role: 'config' },
+        { name: 'disks/disk0.qcow2', data: readFileSync(d), role: 'disk', diskId: 'disk0' },
+        { name: 'snapshots/tree.json', data: Buffer.from(JSON.stringify({ version: 1, current: 'aaaa1111', nodes: [node('aaaa1111', bad)], pending: [] })), role: 'tree' },
+      ],
+      { includesSnapshots: true },
+    );
+    await expect(importArchive(core, refused, { name: 'snapcfg-bad' })).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/relative path inside the VM bundle/) });
+    expect(vms()).toEqual(before);
+    // A saved kernel path of the exporting machine: dropped from the rebuilt settings, with a warning.
+    const tree = { version: 1, current: 'aaaa1111', nodes: [node('aaaa1111', JSON.parse(vmJson().toString())), node('bbbb1111', kernel)], pending: [] };
     const f = await archive(
       [
         { name: 'vm.json', data: vmJson(), role: 'config' },

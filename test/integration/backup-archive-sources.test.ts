@@ -21,10 +21,10 @@ describe('clone and export sources', () => {
   let secret: string;
 
   const vms = () => readdirSync(path.join(home, 'vms')).sort();
-  /** Rewrites a VM's vm.json as an older VMDesk (or a hand edit) could have left it. */
+  /** Rewrites a VM's vm.json as an older VMDesk (or a hand edit) could have left it, bypassing the schema. */
   async function setDisks(vm: string, disks: (c: VmConfig) => VmConfig['disks']): Promise<void> {
     const e = await core.resolve(vm);
-    await core.library.saveConfig(e.id, { ...e.config!, disks: disks(e.config!) });
+    writeFileSync(path.join(e.dir, 'vm.json'), JSON.stringify({ ...e.config!, disks: disks(e.config!) }, null, 2));
   }
 
   beforeAll(async () => {
@@ -53,14 +53,15 @@ describe('clone and export sources', () => {
   });
 
   it('refuses an owned disk whose path leaves the bundle (an older import could have written one)', async () => {
-    await core.create({ name: 'stray', cpus: 1, memoryMiB: 64, diskBytes: 2 * MiB, network: [{ mode: 'none', forwards: [] }] });
+    const stray = await core.create({ name: 'stray', cpus: 1, memoryMiB: 64, diskBytes: 2 * MiB, network: [{ mode: 'none', forwards: [] }] });
     const own = path.join(work, 'own.qcow2');
     makeQcow2(own);
     for (const p of [own, '../../../outside.qcow2']) {
-      await setDisks('stray', () => [{ id: 'disk0', path: p, format: 'qcow2', owned: true, readOnly: false }]);
+      await setDisks(stray.id, () => [{ id: 'disk0', path: p, format: 'qcow2', owned: true, readOnly: false }]);
       const before = vms();
-      await expect(cloneVm(core, snaps, 'stray', { name: 'stray-copy' })).rejects.toMatchObject({ code: 'EINVAL' });
-      await expect(exportVm(core, 'stray', path.join(work, 'stray.vmdesk'))).rejects.toMatchObject({ code: 'EINVAL' });
+      // Today's schema already calls such a bundle broken; clone and export refuse it either way.
+      await expect(cloneVm(core, snaps, stray.id, { name: 'stray-copy' })).rejects.toMatchObject({ code: expect.stringMatching(/^(EINVAL|EBROKEN)$/) });
+      await expect(exportVm(core, stray.id, path.join(work, 'stray.vmdesk'))).rejects.toMatchObject({ code: expect.stringMatching(/^(EINVAL|EBROKEN)$/) });
       expect(vms()).toEqual(before);
     }
   });

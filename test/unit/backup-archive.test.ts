@@ -86,7 +86,8 @@ describe('planImport', () => {
 
   it('refuses owned disks placed outside the bundle, and duplicate disk ids', () => {
     for (const p of ['/home/victim/disk.qcow2', '../../other/disks/disk0.qcow2', 'disks/../../x.qcow2']) {
-      const c = config({ disks: [{ id: 'disk0', path: p, format: 'qcow2', owned: true, readOnly: false }] });
+      // The schema refuses such a vm.json too; planImport must not rely on that alone (built without parse).
+      const c = { ...config(), disks: [{ id: 'disk0', path: p, format: 'qcow2', owned: true, readOnly: false }] } as VmConfig;
       expect(() => planImport(manifest([disk('disk0')]), c, null), p).toThrow(/outside its own bundle/);
     }
     const twice = config({

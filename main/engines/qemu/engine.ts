@@ -160,12 +160,12 @@ export class QemuEngine implements Engine {
 
   async start(ctx: EngineContext, opts: { paused?: boolean } = {}): Promise<StartResult> {
     const plan = await this.plan(ctx);
-    await checkHostPortsFree(ctx.config.network.filter((n) => n.mode !== 'none').flatMap((n) => n.forwards), ctx.config.name);
     const existing = await this.attach(ctx);
     if (existing) {
       existing.close();
       throw new VmdeskError(ErrorCode.state, `"${ctx.config.name}" is already running`);
     }
+    await checkHostPortsFree(ctx.config.network.filter((n) => n.mode !== 'none').flatMap((n) => n.forwards), ctx.config.name);
     const files = bundleFiles(ctx.bundleDir);
     const rt = runtimeFiles(ctx.runtimeDir);
     mkdirSync(ctx.runtimeDir, { recursive: true, mode: 0o700 });
