@@ -1,7 +1,29 @@
 // The wire contract between the renderer and the server: every RPC method, event and console stream message as a zod schema.
 import { z } from 'zod';
-import { CreateVmRequest, HostInfo, LIMITS, VmInfo, VmName, VmSettingsPatch, VmState } from './schema.js';
+import { CreateVmRequest, DiskBus, DiskFormat, HostInfo, LIMITS, VmInfo, VmName, VmSettingsPatch, VmState } from './schema.js';
 import type { VmEvent } from './events.js';
+
+export const DaemonStatus = z.object({
+  pid: z.number(),
+  /** VMDesk's version and the build the daemon runs (a client of another build restarts an idle daemon). */
+  version: z.string(),
+  build: z.string(),
+  protocol: z.number(),
+  home: z.string(),
+  startedAt: z.string(),
+  clients: z.number(),
+  vms: z.number(),
+  running: z.number(),
+  jobs: z.array(z.object({ vmId: z.string(), method: z.string(), startedAt: z.string() })),
+  /** How VMDesk's own process uses memory: resident set of the daemon. */
+  rssBytes: z.number(),
+  locks: z.string(),
+  idleExitMs: z.number(),
+});
+export type DaemonStatus = z.infer<typeof DaemonStatus>;
+
+/** The wire protocol's version: a client speaking another one gets an idle daemon restarted or is told. */
+export const PROTOCOL_VERSION = 2;
 
 /** A VM reference as the core resolves it: name, id or unique id prefix. */
 const VmRef = z.string().min(1, 'a VM name or id is required').max(128);
@@ -29,6 +51,18 @@ export const RpcMethods = {
   'vm.screenshot': { params: ById, result: z.object({ png: Base64 }) },
   'vm.serialLog': { params: z.object({ id: VmRef, maxBytes: z.number().int().min(1).max(4 * 1024 * 1024).optional() }).strict(), result: z.object({ data: Base64 }) },
   'host.info': { params: z.object({}).strict(), result: HostInfo },
+  /** The VNC unix socket of a running VM with a display: the GUI server bridges it to noVNC. */
+  'vm.vncSocket': { params: ById, result: z.object({ path: z.string() }) },
+  'disk.create': { params: z.object({ id: VmRef, bytes: z.number().int().positive() }).strict(), result: VmInfo },
+  'disk.attach': {
+    params: z.object({ id: VmRef, file: z.string().min(1).max(4096).refine((p) => p.startsWith('/'), 'path must be absolute'), format: DiskFormat.optional(), bus: DiskBus.optional(), readOnly: z.boolean().optional() }).strict(),
+    result: VmInfo,
+  },
+  'disk.resize': { params: z.object({ id: VmRef, disk: z.string().min(1).max(40), bytes: z.number().int().positive() }).strict(), result: VmInfo },
+  /** The daemon itself: version, clients, guests, jobs (vmdesk daemon status). */
+  'daemon.status': { params: z.object({}).strict(), result: DaemonStatus },
+  /** Asks the daemon to exit; with ifIdle it refuses while guests run, jobs run or other clients are connected. */
+  'daemon.stop': { params: z.object({ ifIdle: z.boolean().optional() }).strict(), result: z.object({ stopping: z.boolean(), reason: z.string().optional() }) },
 } as const;
 
 /** The VM methods' names; `RpcMethod` (below) also covers the snapshot module's. */
@@ -70,7 +104,8 @@ export type ClientFrame = z.infer<typeof ClientFrame>;
 
 /** Server → client. */
 export const ServerFrame = z.discriminatedUnion('t', [
-  z.object({ t: z.literal('hello'), version: z.literal(1) }),
+  /** First frame on every connection. `build` tells a client whether this daemon runs the code it has. */
+  z.object({ t: z.literal('hello'), version: z.number(), app: z.string().optional(), build: z.string().optional(), pid: z.number().optional() }),
   z.object({ t: z.literal('result'), id: z.number(), result: z.unknown() }),
   z.object({ t: z.literal('error'), id: z.number(), error: RpcError }),
   z.object({ t: z.literal('event'), event: VmEventSchema }),
@@ -143,6 +178,8 @@ export const SnapshotRpcMethods = {
   'snapshot.delete': { params: z.object({ id: VmRef, snapshot: SnapRef, branch: z.boolean().optional() }).strict(), result: z.object({ deleted: z.array(z.string()) }) },
   'snapshot.rename': { params: z.object({ id: VmRef, snapshot: SnapRef, name: z.string().max(256) }).strict(), result: SnapshotNodeWire },
   'snapshot.describe': { params: z.object({ id: VmRef, snapshot: SnapRef, description: z.string().max(4096) }).strict(), result: SnapshotNodeWire },
+  /** Converts a stopped VM's disk to the engine's snapshot-capable format (qcow2) in place. */
+  'snapshot.convertDisk': { params: z.object({ id: VmRef, disk: z.string().min(1).max(40) }).strict(), result: VmInfo },
   'snapshot.clone': {
     params: z.object({ id: VmRef, name: VmName, snapshot: SnapRef.optional(), linked: z.boolean().optional() }).strict(),
     result: VmInfo,
@@ -172,7 +209,7 @@ export type SnapshotRpcParams<M extends SnapshotRpcMethod> = z.input<(typeof Sna
 export type SnapshotRpcResult<M extends SnapshotRpcMethod> = z.output<(typeof SnapshotRpcMethods)[M]['result']>;
 
 /** Snapshot methods that take seconds and report progress events. */
-export const SNAPSHOT_LONG_METHODS: readonly SnapshotRpcMethod[] = ['snapshot.take', 'snapshot.restore', 'snapshot.delete', 'snapshot.clone', 'vm.export', 'vm.import'];
+export const SNAPSHOT_LONG_METHODS: readonly SnapshotRpcMethod[] = ['snapshot.take', 'snapshot.restore', 'snapshot.delete', 'snapshot.convertDisk', 'snapshot.clone', 'vm.export', 'vm.import'];
 
 // ---- the whole contract ------------------------------------------------------------------------------
 
@@ -189,4 +226,4 @@ export function isRpcMethod(name: string): name is RpcMethod {
 }
 
 /** Methods that may take seconds: the server reports their progress as VmEvent 'progress' under the call's opId. */
-export const LONG_METHODS: readonly RpcMethod[] = ['vm.create', 'vm.start', 'vm.stop', 'vm.delete', ...SNAPSHOT_LONG_METHODS];
+export const LONG_METHODS: readonly RpcMethod[] = ['vm.create', 'vm.start', 'vm.stop', 'vm.delete', 'disk.create', 'disk.resize', ...SNAPSHOT_LONG_METHODS];

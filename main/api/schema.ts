@@ -35,11 +35,13 @@ export const HostPath = z
   .refine((p) => !/[\u0000-\u001f\u007f]/.test(p), 'path must not contain newlines or control characters');
 
 export const OsType = z.enum(['linux', 'windows', 'bsd', 'other']);
-export const EngineKind = z.enum(['qemu', 'microvm']);
+/** An engine's kind as listed in main/engines/registry.ts ("qemu", "microvm", or one a test registers). */
+export const EngineKind = z.string().regex(/^[a-z][a-z0-9-]{1,31}$/, 'engine must be a short lowercase name such as qemu or microvm');
 export const Accel = z.enum(['auto', 'kvm', 'hvf', 'tcg']);
 export const Firmware = z.enum(['bios', 'uefi']);
 /** Image formats a disk may have; `vpc` is VHD (QEMU's name). Every one is opened with its format stated. */
 export const DiskFormat = z.enum(['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'vpc']);
+export type DiskFormat = z.infer<typeof DiskFormat>;
 /** How the guest sees a disk: virtio (fast, needs drivers on Windows), SATA (AHCI), IDE or SCSI (virtio-scsi). */
 export const DiskBus = z.enum(['virtio', 'sata', 'ide', 'scsi']);
 export type DiskBus = z.infer<typeof DiskBus>;
@@ -205,6 +207,17 @@ export const VmInfo = z.object({
   accel: AccelChoice.optional(),
   lastExit: ExitRecord.optional(),
   warnings: z.array(z.string()).default([]),
+  /** The operation that holds the VM right now (others are refused with EBUSY until it ends). */
+  job: z.object({ id: z.string(), op: z.string(), method: z.string(), startedAt: z.string() }).optional(),
+  /** What the VM's engine can do, so clients offer only that (console, snapshots, disk formats…). */
+  capabilities: z
+    .object({
+      display: z.boolean(),
+      liveSnapshots: z.union([z.literal('full'), z.literal('memory'), z.literal(false)]),
+      offlineSnapshots: z.boolean(),
+      linkedClones: z.boolean(),
+    })
+    .optional(),
 });
 export type VmInfo = z.infer<typeof VmInfo>;
 

@@ -1,0 +1,79 @@
+// The VM state machine: which operation may run in which state, and what each leaves the VM in.
+// Pure data, shared by the daemon (which enforces it), the CLI and the GUI (which grey out what is refused).
+import type { VmState } from './schema.js';
+
+/** Operations that change a VM. Each runs as the VM's one job; queries never wait for a job. */
+export type VmOperation =
+  | 'start'
+  | 'stop'
+  | 'kill'
+  | 'pause'
+  | 'resume'
+  | 'reset'
+  | 'update'
+  | 'update-hardware'
+  | 'rename'
+  | 'delete'
+  | 'disk'
+  | 'snapshot.take'
+  | 'snapshot.restore'
+  | 'snapshot.delete'
+  | 'snapshot.edit'
+  | 'clone'
+  | 'export';
+
+export interface OperationRule {
+  /** States in which the operation may start. */
+  from: readonly VmState[];
+  /** The state shown while it runs, when it differs from the current one. */
+  during?: VmState;
+  /** Runs even while another job holds the VM (a forced power-off must always be possible). */
+  preempts?: boolean;
+  /** Words for refusals: "cannot <verb> "x" while it is running". */
+  verb: string;
+}
+
+const ALIVE = ['starting', 'running', 'paused', 'stopping'] as const satisfies readonly VmState[];
+const DOWN = ['stopped', 'crashed'] as const satisfies readonly VmState[];
+const UP = ['running', 'paused'] as const satisfies readonly VmState[];
+
+export const OPERATIONS: Record<VmOperation, OperationRule> = {
+  start: { from: DOWN, during: 'starting', verb: 'start' },
+  stop: { from: UP, during: 'stopping', verb: 'shut down' },
+  kill: { from: ALIVE, preempts: true, verb: 'power off' },
+  pause: { from: ['running'], verb: 'pause' },
+  resume: { from: ['paused'], verb: 'resume' },
+  reset: { from: UP, verb: 'reset' },
+  /** Settings the running guest does not see (OS type, description). */
+  update: { from: [...DOWN, ...UP], verb: 'change the settings of' },
+  /** CPUs, memory, disks, network, firmware, engine: only while stopped. */
+  'update-hardware': { from: DOWN, verb: 'change the hardware of' },
+  rename: { from: [...DOWN, ...UP], verb: 'rename' },
+  delete: { from: DOWN, verb: 'delete' },
+  disk: { from: DOWN, verb: 'change the disks of' },
+  'snapshot.take': { from: [...DOWN, ...UP], verb: 'take a snapshot of' },
+  'snapshot.restore': { from: [...DOWN, ...UP], verb: 'restore a snapshot of' },
+  'snapshot.delete': { from: [...DOWN, ...UP], verb: 'delete a snapshot of' },
+  'snapshot.edit': { from: [...DOWN, ...ALIVE], verb: 'edit a snapshot of' },
+  clone: { from: [...DOWN, ...UP], verb: 'clone' },
+  export: { from: DOWN, verb: 'export' },
+};
+
+export function allowed(op: VmOperation, state: VmState): boolean {
+  return (OPERATIONS[op].from as readonly VmState[]).includes(state);
+}
+
+/** States in which a guest process exists. */
+export function isAlive(state: VmState): boolean {
+  return (ALIVE as readonly VmState[]).includes(state);
+}
+
+/** A job as clients see it: what holds the VM, since when. */
+export interface JobInfo {
+  id: string;
+  vmId: string;
+  op: VmOperation | 'create' | 'import';
+  /** The RPC method that started it. */
+  method: string;
+  startedAt: string;
+}
