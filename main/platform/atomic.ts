@@ -44,7 +44,7 @@ export async function sweepTempFiles(dir: string): Promise<void> {
   await Promise.all(entries.filter((n) => n.startsWith('.') && n.endsWith('.tmp')).map((n) => fs.rm(path.join(dir, n), { force: true })));
 }
 
-/** The same, synchronously: for process-exit paths (supervisors recording why a VM stopped). */
+/** The same, synchronously: for exit paths (recording why a guest stopped as it happens). */
 export function writeFileAtomicSync(file: string, data: string | Uint8Array, mode = 0o600): void {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(4).toString('hex')}.tmp`);

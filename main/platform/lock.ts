@@ -7,7 +7,9 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { VmdeskError, ErrorCode } from '../api/errors.js';
 import { loadAddon } from './native-addon.js';
-import { pidAlive } from './process.js';
+import { pidAlive, processStartTime } from './process.js';
+
+export { processStartTime };
 import { fromOsError } from './os-errors.js';
 
 const LOCK_NAME = '.lock';
@@ -27,16 +29,6 @@ function nativeFlock(): FlockApi | undefined {
 /** Which implementation this process uses (shown by `vmdesk daemon status` and tests). */
 export function lockImplementation(): 'flock' | 'portable' {
   return nativeFlock() ? 'flock' : 'portable';
-}
-
-/** The kernel's start time of a process (Linux: clock ticks since boot), so a reused pid is not taken for its owner. */
-export function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
 }
 
 const SELF = { pid: process.pid, start: processStartTime(process.pid) ?? '' };

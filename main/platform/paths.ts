@@ -75,3 +75,8 @@ export function shortHash(s: string): string {
   }
   return h.toString(36);
 }
+
+/** The daemon's socket for a library: in the private runtime root, one per home. */
+export function daemonSocketPath(home: string): string {
+  return path.join(runtimeRoot(path.resolve(home)), 'daemon.sock');
+}
