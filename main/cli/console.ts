@@ -1,10 +1,18 @@
 // `vmdesk console`: the guest's serial console on this terminal, or a pipe between stdin/stdout and the guest.
-import type { Duplex } from 'node:stream';
 import type { CliIo } from './main.js';
 
 const DETACH = 0x1d; // Ctrl-]
 
-export function attachConsole(guest: Duplex, io: CliIo, opts: { lingerMs: number }): Promise<number> {
+/** The guest's console as the daemon serves it (serial frames over the daemon connection). */
+export interface GuestConsole {
+  write(data: Buffer): void;
+  on(event: 'data', fn: (d: Buffer) => void): void;
+  on(event: 'close', fn: () => void): void;
+  on(event: 'error', fn: (e: Error) => void): void;
+  destroy(): void;
+}
+
+export function attachConsole(guest: GuestConsole, io: CliIo, opts: { lingerMs: number }): Promise<number> {
   const stdin = io.stdin;
   const interactive = !!stdin.isTTY && typeof stdin.setRawMode === 'function';
   return new Promise((resolve) => {

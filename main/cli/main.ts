@@ -1,15 +1,16 @@
 // The `vmdesk` command line: every verb maps onto one Core call; failures exit non-zero with one line on stderr.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import path from 'node:path';
-import { Core } from '../core/core.js';
 import { DiskBus, DiskFormat, parseSize, type CreateVmRequest, type NetAdapter, type PortForward, type VmInfo } from '../api/schema.js';
 import { EXIT_CODES, ErrorCode, VmdeskError, isVmdeskError } from '../api/errors.js';
-import { attachConsole } from './console.js';
+import { attachConsole, type GuestConsole } from './console.js';
+import { Rpc } from './rpc.js';
+import { connectDaemon } from '../client/daemon-client.js';
 import { formatInfo, formatList, formatHost, terminalSafeStream } from './format.js';
 import { ZodError } from 'zod';
 import { fromOsError } from '../platform/os-errors.js';
-import { makeFilesPrivate } from '../platform/paths.js';
-import { zodToError } from '../core/validate.js';
+import { defaultHome, makeFilesPrivate, userUmask } from '../platform/paths.js';
+import { zodToError } from './zod-error.js';
 
 export interface CliIo {
   stdout: NodeJS.WritableStream;
@@ -181,11 +182,22 @@ function print(io: CliIo, json: boolean, value: unknown, text: string): void {
   io.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : text.endsWith('\n') || text === '' ? text : text + '\n');
 }
 
-async function run(core: Core, verb: string, args: string[], io: CliIo): Promise<number> {
+async function run(home: string, verb: string, args: string[], io: CliIo): Promise<number> {
+  // Every verb but serve and daemon is one call to the library's daemon (started on demand).
+  let conn: Rpc | undefined;
+  const rpc = async (): Promise<Rpc> => (conn ??= new Rpc(await connectDaemon(home)));
+  try {
+    return await runVerb(verb, args, io, home, rpc);
+  } finally {
+    conn?.client.close();
+  }
+}
+
+async function runVerb(verb: string, args: string[], io: CliIo, home: string, rpc: () => Promise<Rpc>): Promise<number> {
   switch (verb) {
     case 'list': {
       const { values } = parse(args, {}, 0, []);
-      const vms = await core.list();
+      const vms = await (await rpc()).call('vm.list', {});
       print(io, !!values.json, vms, formatList(vms));
       return 0;
     }
@@ -208,7 +220,7 @@ async function run(core: Core, verb: string, args: string[], io: CliIo): Promise
       };
       if (req.diskBytes === 0) throw new VmdeskError(ErrorCode.invalid, '--disk must be larger than 0');
       for (const k of Object.keys(req) as (keyof CreateVmRequest)[]) if (req[k] === undefined) delete req[k];
-      const info = await core.create(req, (phase, fraction) => {
+      const info = await (await rpc()).long('vm.create', req, (phase, fraction) => {
         if (!values.json && fraction !== undefined) io.stderr.write(`${phase}: ${Math.round(fraction * 100)}%\n`);
       });
       for (const w of info.warnings) io.stderr.write(`vmdesk: warning: ${w}\n`);
@@ -217,7 +229,7 @@ async function run(core: Core, verb: string, args: string[], io: CliIo): Promise
     }
     case 'info': {
       const { values, pos } = parse(args, {}, 1, ['NAME']);
-      const info = await core.get(pos[0]!);
+      const info = await (await rpc()).call('vm.get', { id: pos[0]! });
       print(io, !!values.json, info, formatInfo(info));
       return info.broken ? EXIT_CODES.EBROKEN : 0;
     }
@@ -237,27 +249,27 @@ async function run(core: Core, verb: string, args: string[], io: CliIo): Promise
       if (values['no-iso']) patch.cdrom = null;
       if (values['no-kernel']) patch.directKernel = null;
       else if (values.kernel || values.initrd || values.cmdline !== undefined) {
-        const cur = (await core.get(pos[0]!)).config?.directKernel;
+        const cur = (await (await rpc()).call('vm.get', { id: pos[0]! })).config?.directKernel;
         const kernel = absPath(values.kernel as string | undefined) ?? cur?.kernel;
         if (!kernel) throw new VmdeskError(ErrorCode.invalid, '--initrd and --cmdline need --kernel');
         patch.directKernel = { kernel, initrd: absPath(values.initrd as string | undefined) ?? cur?.initrd, cmdline: (values.cmdline as string | undefined) ?? cur?.cmdline ?? '' };
       }
       for (const k of Object.keys(patch)) if (patch[k] === undefined) delete patch[k];
       if (Object.keys(patch).length === 0) throw new VmdeskError(ErrorCode.invalid, 'nothing to change (see vmdesk --help)');
-      const info = await core.update(pos[0]!, patch);
+      const info = await (await rpc()).call('vm.update', { id: pos[0]!, patch: patch as never });
       for (const w of info.warnings) io.stderr.write(`vmdesk: warning: ${w}\n`);
       print(io, !!values.json, info, `updated "${info.name}"`);
       return 0;
     }
     case 'rename': {
       const { values, pos } = parse(args, {}, 2, ['NAME', 'NEWNAME']);
-      const info = await core.rename(pos[0]!, pos[1]!);
+      const info = await (await rpc()).call('vm.rename', { id: pos[0]!, name: pos[1]! });
       print(io, !!values.json, info, `renamed to "${info.name}"`);
       return 0;
     }
     case 'start': {
       const { values, pos } = parse(args, { paused: { type: 'boolean' } }, 1, ['NAME']);
-      const info = await core.start(pos[0]!, { paused: !!values.paused });
+      const info = await (await rpc()).call('vm.start', { id: pos[0]!, paused: !!values.paused });
       for (const w of info.warnings) io.stderr.write(`vmdesk: ${w.startsWith('accelerator') ? '' : 'warning: '}${w}\n`);
       print(io, !!values.json, info, `started "${info.name}" (${info.state}, pid ${info.pid ?? '?'})`);
       return 0;
@@ -266,7 +278,7 @@ async function run(core: Core, verb: string, args: string[], io: CliIo): Promise
       const { values, pos } = parse(args, { timeout: { type: 'string' } }, 1, ['NAME']);
       const t = int(values.timeout as string | undefined, '--timeout');
       if (t !== undefined && (t < 0 || t > 3600)) throw new VmdeskError(ErrorCode.invalid, '--timeout must be 0-3600 seconds');
-      const info = await core.stop(pos[0]!, { timeoutMs: (t ?? 60) * 1000 });
+      const info = await (await rpc()).call('vm.stop', { id: pos[0]!, timeoutMs: (t ?? 60) * 1000 });
       print(io, !!values.json, info, `stopped "${info.name}" (${info.lastExit?.reason ?? 'unknown reason'})`);
       return 0;
     }
@@ -275,27 +287,27 @@ async function run(core: Core, verb: string, args: string[], io: CliIo): Promise
     case 'resume':
     case 'reset': {
       const { values, pos } = parse(args, {}, 1, ['NAME']);
-      const info = await core[verb](pos[0]!);
+      const info = await (await rpc()).call(`vm.${verb}`, { id: pos[0]! });
       const done = { kill: 'powered off', pause: 'paused', resume: 'resumed', reset: 'reset' }[verb];
       print(io, !!values.json, info, `${done} "${info.name}"`);
       return 0;
     }
     case 'delete': {
       const { values, pos } = parse(args, { 'keep-disks': { type: 'boolean' } }, 1, ['NAME']);
-      const r = await core.delete(pos[0]!, { keepDisks: !!values['keep-disks'] });
+      const r = await (await rpc()).call('vm.delete', { id: pos[0]!, keepDisks: !!values['keep-disks'] });
       print(io, !!values.json, r, `deleted "${pos[0]}"${r.keptDisks.length ? `; kept disks: ${r.keptDisks.join(', ')}` : ''}`);
       return 0;
     }
     case 'console': {
       const { values, pos } = parse(args, { 'linger-ms': { type: 'string' } }, 1, ['NAME']);
-      const stream = await core.openSerial(pos[0]!);
+      const stream = await openConsole(await rpc(), pos[0]!);
       return attachConsole(stream, io, { lingerMs: int(values['linger-ms'] as string | undefined, '--linger-ms') ?? 1000 });
     }
     case 'screenshot': {
       const { pos } = parse(args, {}, 2, ['NAME', 'FILE']);
-      const png = await core.screenshot(pos[0]!);
+      const { png } = await (await rpc()).call('vm.screenshot', { id: pos[0]! });
       const { writeFileAtomic } = await import('../platform/atomic.js');
-      await writeFileAtomic(path.resolve(pos[1]!), png);
+      await writeFileAtomic(path.resolve(pos[1]!), Buffer.from(png, 'base64'), 0o666 & ~userUmask);
       io.stdout.write(`saved ${path.resolve(pos[1]!)}\n`);
       return 0;
     }
@@ -305,17 +317,17 @@ async function run(core: Core, verb: string, args: string[], io: CliIo): Promise
       let info: VmInfo;
       if (sub === 'create') {
         const { values, pos } = parse(rest, {}, 2, ['NAME', 'SIZE']);
-        info = await core.diskCreate(pos[0]!, size(pos[1]!, 'SIZE'));
+        info = await (await rpc()).call('disk.create', { id: pos[0]!, bytes: size(pos[1]!, 'SIZE') });
         print(io, !!values.json, info, `added disk ${info.config?.disks.at(-1)?.id} to "${info.name}"`);
       } else if (sub === 'attach') {
         const { values, pos } = parse(rest, { format: { type: 'string' }, bus: { type: 'string' }, 'read-only': { type: 'boolean' } }, 2, ['NAME', 'PATH']);
         const format = oneOf(values.format as string | undefined, '--format', DiskFormat.options);
         const bus = oneOf(values.bus as string | undefined, '--bus', DiskBus.options);
-        info = await core.diskAttach(pos[0]!, path.resolve(pos[1]!), { format, bus, readOnly: !!values['read-only'] });
+        info = await (await rpc()).call('disk.attach', { id: pos[0]!, file: path.resolve(pos[1]!), ...(format ? { format } : {}), ...(bus ? { bus } : {}), readOnly: !!values['read-only'] });
         print(io, !!values.json, info, `attached ${path.resolve(pos[1]!)} to "${info.name}" as ${info.config?.disks.at(-1)?.id}`);
       } else if (sub === 'resize') {
         const { values, pos } = parse(rest, {}, 3, ['NAME', 'DISK', 'SIZE']);
-        info = await core.diskResize(pos[0]!, pos[1]!, size(pos[2]!, 'SIZE'));
+        info = await (await rpc()).call('disk.resize', { id: pos[0]!, disk: pos[1]!, bytes: size(pos[2]!, 'SIZE') });
         print(io, !!values.json, info, `resized ${pos[1]} of "${info.name}"`);
       } else {
         throw new VmdeskError(ErrorCode.invalid, 'usage: vmdesk disk create|attach|resize ...');
@@ -324,7 +336,7 @@ async function run(core: Core, verb: string, args: string[], io: CliIo): Promise
     }
     case 'host': {
       const { values } = parse(args, {}, 0, []);
-      const host = await core.host();
+      const host = await (await rpc()).call('host.info', {});
       print(io, !!values.json, host, formatHost(host));
       return 0;
     }
@@ -337,7 +349,7 @@ async function run(core: Core, verb: string, args: string[], io: CliIo): Promise
       const host = (values.host as string | undefined) ?? '127.0.0.1';
       // startServer refuses a non-loopback host unless told otherwise; the flag is the user telling it.
       const unsafeListenAll = !!values['unsafe-listen-all'];
-      const server = await startServer({ core, host, port: port ?? 0, unsafeListenAll });
+      const server = await startServer({ home, host, port: port ?? 0, unsafeListenAll });
       if (!isLoopbackHost(host)) {
         io.stderr.write(
           `vmdesk: WARNING: listening on ${host}, which other machines can reach. VMDesk speaks plain HTTP: the token in the URL below, ` +
@@ -363,7 +375,15 @@ async function run(core: Core, verb: string, args: string[], io: CliIo): Promise
     case 'import': {
       const { runSnapshotCli } = await import('./snapshot.js');
       const json = args.includes('--json');
-      return runSnapshotCli(core, verb, args.filter((a) => a !== '--json'), { stdout: io.stdout, stderr: io.stderr, json });
+      return runSnapshotCli(await rpc(), verb, args.filter((a) => a !== '--json'), { stdout: io.stdout, stderr: io.stderr, json });
+    }
+    case 'events': {
+      const { values } = parse(args, {}, 0, []);
+      return streamEvents(await rpc(), io, !!values.json);
+    }
+    case 'daemon': {
+      const { runDaemonCli } = await import('./daemon.js');
+      return runDaemonCli(home, args, io);
     }
     default:
       throw new VmdeskError(ErrorCode.invalid, `unknown verb "${verb}" (see vmdesk --help)`);
@@ -392,13 +412,12 @@ export async function main(argv: string[], io: CliIo = { stdout: process.stdout,
     return 0;
   }
   makeFilesPrivate();
-  const core = new Core({ home, watchMs: verb === 'serve' ? 2000 : 0 });
+  const lib = path.resolve(home ?? defaultHome());
   // Names and descriptions come from other people (imported appliances): never let them drive the terminal.
   // The console verb alone passes the guest's bytes through untouched.
   const shown: CliIo = verb === 'console' ? io : { ...io, stdout: terminalSafeStream(io.stdout), stderr: terminalSafeStream(io.stderr) };
   try {
-    await core.boot();
-    return await run(core, verb, rest, shown);
+    return await run(lib, verb, rest, shown);
   } catch (e) {
     const err = isVmdeskError(e) ? e : e instanceof ZodError ? zodToError(e) : fromOsError(e);
     shown.stderr.write(`vmdesk: ${err.message}\n`);
@@ -407,7 +426,61 @@ export async function main(argv: string[], io: CliIo = { stdout: process.stdout,
       if (!isVmdeskError(e)) shown.stderr.write(`${(e as Error)?.stack ?? ''}\n`);
     }
     return EXIT_CODES[err.code] ?? 1;
-  } finally {
-    await core.shutdown();
   }
+}
+
+/** The guest's serial console through the daemon, as the byte stream attachConsole drives. */
+async function openConsole(rpc: Rpc, vm: string): Promise<GuestConsole> {
+  const data: ((d: Buffer) => void)[] = [];
+  const closed: (() => void)[] = [];
+  let error: VmdeskError | undefined;
+  let opened = false;
+  let resolveOpen!: () => void;
+  let rejectOpen!: (e: unknown) => void;
+  const ready = new Promise<void>((res, rej) => ((resolveOpen = res), (rejectOpen = rej)));
+  const stream = rpc.client.openSerial(vm, {
+    onData(b64) {
+      opened = true;
+      resolveOpen();
+      const buf = Buffer.from(b64, 'base64');
+      for (const fn of data) fn(buf);
+    },
+    onClose(err) {
+      if (err) error = new VmdeskError((err.code === 'ENET' ? ErrorCode.host : err.code) as ErrorCode, err.message);
+      if (!opened) rejectOpen(error ?? new VmdeskError(ErrorCode.state, `"${vm}" has stopped`));
+      for (const fn of closed) fn();
+    },
+  });
+  // A console that cannot open says so at once (not running, unknown VM); otherwise output starts flowing.
+  await Promise.race([ready, new Promise<void>((r) => setTimeout(r, 300))]);
+  if (error && !opened) throw error;
+  return {
+    write: (d) => stream.write(d.toString('base64')),
+    on(event: 'data' | 'close' | 'error', fn: ((d: Buffer) => void) | (() => void)) {
+      if (event === 'data') data.push(fn as (d: Buffer) => void);
+      else if (event === 'close') closed.push(fn as () => void);
+    },
+    destroy: () => stream.close(),
+  } as GuestConsole;
+}
+
+/** `vmdesk events`: every change the daemon announces, one line (or JSON object) each, until interrupted. */
+async function streamEvents(rpc: Rpc, io: CliIo, json: boolean): Promise<number> {
+  rpc.client.onEvent((ev) => {
+    if (json) io.stdout.write(JSON.stringify(ev) + '\n');
+    else if (ev.type === 'progress') io.stdout.write(`progress ${ev.id ?? ''} ${ev.phase}${ev.fraction !== undefined ? ` ${Math.round(ev.fraction * 100)}%` : ''}${ev.error ? ` failed: ${ev.error}` : ''}\n`);
+    else if (ev.type === 'vm-deleted') io.stdout.write(`deleted ${ev.id}\n`);
+    else io.stdout.write(`${ev.type.slice(3)} ${ev.info.name} ${ev.info.state}${ev.info.job ? ` (${ev.info.job.method})` : ''}\n`);
+  });
+  await new Promise<void>((resolve) => {
+    rpc.client.onClosed(resolve);
+    const stop = () => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  return 0;
 }

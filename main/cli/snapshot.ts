@@ -1,20 +1,42 @@
-// `vmdesk snapshot …`, `vmdesk clone`, `vmdesk export`, `vmdesk import`: argument parsing and output over the core's snapshot modules.
+// `vmdesk snapshot …`, `vmdesk clone`, `vmdesk export`, `vmdesk import`: argument parsing and output; the work
+// is the daemon's (one RPC call each, progress from its events).
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import type { Core } from '../core/core.js';
 import { VmdeskError, ErrorCode } from '../api/errors.js';
-import { SnapshotManager, type SnapshotListing, type SnapshotView } from '../core/snapshots/manager.js';
-import { renderTreeText, type SnapshotTree } from '../core/snapshots/tree.js';
-import { cloneVm } from '../core/snapshots/clone.js';
-import { exportVm, importArchive } from '../core/backup/archive.js';
-import { importAppliance, importDiskImage, importKind } from '../core/backup/ovf.js';
-import { exportOva, OVA_EXTENSION } from '../core/backup/ova-export.js';
+import type { SnapshotListingWire, SnapshotViewWire } from '../api/rpc.js';
+import type { Rpc } from './rpc.js';
 
 export interface SnapshotCliIo {
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
   json: boolean;
+}
+
+type SnapshotListing = SnapshotListingWire;
+type SnapshotView = SnapshotViewWire;
+
+/** The snapshot tree as indented text, children under their parent, "<- current state" where it is. */
+export function renderTreeText(l: { current: string | null; snapshots: SnapshotView[] }, label: (n: SnapshotView) => string): string[] {
+  const lines: string[] = [];
+  const kids = (id: string | null) => l.snapshots.filter((s) => s.parent === id || (id === null && s.parent !== null && !l.snapshots.some((p) => p.id === s.parent)));
+  const walk = (n: SnapshotView, prefix: string, last: boolean, root: boolean, depth: number) => {
+    const here = l.current === n.id ? '  <- current state' : '';
+    lines.push(`${root ? '' : prefix + (last ? '└─ ' : '├─ ')}${label(n)}${here}`);
+    if (depth > 10_000) return;
+    const c = kids(n.id);
+    c.forEach((k, i) => walk(k, root ? '' : prefix + (last ? '   ' : '│  '), i === c.length - 1, false, depth + 1));
+  };
+  for (const r of kids(null)) walk(r, '', true, true, 0);
+  return lines;
+}
+
+/** Which importer a file goes to, by its name (the daemon decides the same way). */
+function importKind(file: string): 'archive' | 'appliance' | 'disk' {
+  const ext = path.extname(file).toLowerCase();
+  if (ext === '.vmdesk' || ext === '.tar') return 'archive';
+  if (ext === '.ova' || ext === '.ovf') return 'appliance';
+  return 'disk';
 }
 
 export const SNAPSHOT_USAGE = `usage:
@@ -81,9 +103,7 @@ export function formatListing(l: SnapshotListing, tree: boolean): string {
   const lines: string[] = [];
   if (!l.snapshots.length) lines.push(`"${l.vmName}" has no snapshots`);
   else if (tree) {
-    const t: SnapshotTree = { version: 1, current: l.current, nodes: l.snapshots, pending: [] };
-    const byId = new Map(l.snapshots.map((s) => [s.id, s]));
-    lines.push(...renderTreeText(t, (n) => label(byId.get(n.id)!)));
+    lines.push(...renderTreeText(l, label));
   } else {
     const w = Math.max(4, ...l.snapshots.map((s) => s.name.length));
     lines.push(`${'NAME'.padEnd(w)}  ID          KIND       TAKEN                 PARENT`);
@@ -98,8 +118,7 @@ export function formatListing(l: SnapshotListing, tree: boolean): string {
 }
 
 /** Runs one snapshot/clone/export/import command; returns the exit code, throws VmdeskError on failure. */
-export async function runSnapshotCli(core: Core, verb: 'snapshot' | 'clone' | 'export' | 'import', args: string[], io: SnapshotCliIo): Promise<number> {
-  const snaps = new SnapshotManager(core);
+export async function runSnapshotCli(rpc: Rpc, verb: 'snapshot' | 'clone' | 'export' | 'import', args: string[], io: SnapshotCliIo): Promise<number> {
   const out = (value: unknown, text: string) => io.stdout.write(io.json ? JSON.stringify(value, null, 2) + '\n' : text.endsWith('\n') ? text : text + '\n');
   // Progress goes to stderr as lines (scripts read stdout); percentages only when they move.
   let lastLine = '';
@@ -116,46 +135,38 @@ export async function runSnapshotCli(core: Core, verb: 'snapshot' | 'clone' | 'e
 
   if (verb === 'clone') {
     const { values, pos } = parse(args, { snapshot: { type: 'string' }, linked: { type: 'boolean' } }, 2, 2, ['NAME', 'NEWNAME']);
-    const info = await cloneVm(core, snaps, pos[0]!, { name: pos[1]!, snapshot: values.snapshot as string | undefined, mode: values.linked ? 'linked' : 'full', onProgress: progress });
+    const info = await rpc.long('snapshot.clone', { id: pos[0]!, name: pos[1]!, ...(values.snapshot ? { snapshot: values.snapshot as string } : {}), linked: !!values.linked }, progress);
     out(info, `cloned "${pos[0]}" to "${info.name}" (${info.id})${values.linked ? ', linked' : ''}`);
     return 0;
   }
   if (verb === 'export') {
     const { values, pos } = parse(args, { 'with-snapshots': { type: 'boolean' } }, 2, 2, ['NAME', 'FILE']);
-    if (path.extname(pos[1]!).toLowerCase() === OVA_EXTENSION) {
-      if (values['with-snapshots']) throw new VmdeskError(ErrorCode.invalid, 'an OVA cannot carry snapshots; export to a .vmdesk file to keep them');
-      const r = await exportOva(core, pos[0]!, pos[1]!, { onProgress: progress });
-      for (const w of r.warnings) io.stderr.write(`warning: ${w}\n`);
-      out(r, `exported "${pos[0]}" to ${r.file} (${bytes(r.bytes)}, OVA)`);
-      return 0;
-    }
-    const r = await exportVm(core, pos[0]!, pos[1]!, { includeSnapshots: !!values['with-snapshots'], onProgress: progress });
-    out(r, `exported "${pos[0]}" to ${r.file} (${bytes(r.bytes)}${r.manifest.includesSnapshots ? ', with snapshots' : ''})`);
+    const file = path.resolve(pos[1]!);
+    const ova = path.extname(file).toLowerCase() === '.ova';
+    if (ova && values['with-snapshots']) throw new VmdeskError(ErrorCode.invalid, 'an OVA cannot carry snapshots; export to a .vmdesk file to keep them');
+    const r = await rpc.long('vm.export', { id: pos[0]!, file, includeSnapshots: !!values['with-snapshots'] }, progress);
+    for (const w of r.warnings) io.stderr.write(`warning: ${w}\n`);
+    out(r, `exported "${pos[0]}" to ${r.file} (${bytes(r.bytes)}${ova ? ', OVA' : values['with-snapshots'] ? ', with snapshots' : ''})`);
     return 0;
   }
   if (verb === 'import') {
     const { values, pos } = parse(args, { name: { type: 'string' }, cpus: { type: 'string' }, memory: { type: 'string' }, format: { type: 'string' } }, 1, 1, ['FILE']);
     const file = path.resolve(pos[0]!);
-    const name = values.name as string | undefined;
     const cpus = intOption(values.cpus, '--cpus');
     const memoryMiB = intOption(values.memory, '--memory');
     const format = values.format as string | undefined;
     const kind = importKind(file);
     if (format !== undefined && kind !== 'disk') throw new VmdeskError(ErrorCode.invalid, '--format applies to bare disk images only (an archive or appliance says what its disks are)');
-    if (kind === 'archive') {
-      if (cpus !== undefined || memoryMiB !== undefined) throw new VmdeskError(ErrorCode.invalid, '--cpus and --memory do not apply to a .vmdesk archive (it keeps its settings); change them after import with vmdesk set');
-      const info = await importArchive(core, file, { name, onProgress: progress });
-      for (const w of info.warnings) io.stderr.write(`warning: ${w}\n`);
-      out(info, `imported "${info.name}" (${info.id})`);
-    } else if (kind === 'appliance') {
-      const r = await importAppliance(core, file, { name, cpus, memoryMiB, onProgress: progress });
-      for (const w of r.warnings) io.stderr.write(`warning: ${w}\n`);
-      out(r.info, `imported "${r.info.name}" (${r.info.id}): ${r.info.config?.cpus} CPU, ${r.info.config?.memoryMiB} MiB, ${r.info.config?.disks.length} disk(s)`);
-    } else {
-      const info = await importDiskImage(core, file, { name, cpus, memoryMiB, format, onProgress: progress });
-      for (const w of info.warnings) io.stderr.write(`warning: ${w}\n`);
-      out(info, `imported "${info.name}" (${info.id}) from ${path.basename(file)}`);
-    }
+    if (kind === 'archive' && (cpus !== undefined || memoryMiB !== undefined)) throw new VmdeskError(ErrorCode.invalid, '--cpus and --memory do not apply to a .vmdesk archive (it keeps its settings); change them after import with vmdesk set');
+    if (format !== undefined && !['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'vpc', 'vhd'].includes(format)) throw new VmdeskError(ErrorCode.invalid, `--format must be one of qcow2, raw, vmdk, vdi, vhdx, vhd, got "${format}"`);
+    const info = await rpc.long(
+      'vm.import',
+      { file, ...(values.name ? { name: values.name as string } : {}), ...(cpus !== undefined ? { cpus } : {}), ...(memoryMiB !== undefined ? { memoryMiB } : {}), ...(format ? { format: format as 'raw' } : {}) },
+      progress,
+    );
+    for (const w of info.warnings) io.stderr.write(`warning: ${w}\n`);
+    const hw = kind === 'appliance' ? `: ${info.config?.cpus} CPU, ${info.config?.memoryMiB} MiB, ${info.config?.disks.length} disk(s)` : kind === 'disk' ? ` from ${path.basename(file)}` : '';
+    out(info, `imported "${info.name}" (${info.id})${hw}`);
     return 0;
   }
 
@@ -163,19 +174,19 @@ export async function runSnapshotCli(core: Core, verb: 'snapshot' | 'clone' | 'e
   switch (sub) {
     case 'take': {
       const { values, pos } = parse(rest, { description: { type: 'string' } }, 2, 2, ['NAME', 'SNAP']);
-      const n = await snaps.take(pos[0]!, { name: pos[1]!, description: values.description as string | undefined, onProgress: progress });
+      const n = await rpc.long('snapshot.take', { id: pos[0]!, name: pos[1]!, ...(values.description !== undefined ? { description: values.description as string } : {}) }, progress);
       out(n, `took ${n.kind} snapshot "${n.name}" (${n.id}) of "${pos[0]}"`);
       return 0;
     }
     case 'list': {
       const { values, pos } = parse(rest, { tree: { type: 'boolean' } }, 1, 1, ['NAME']);
-      const l = await snaps.list(pos[0]!);
+      const l = await rpc.call('snapshot.list', { id: pos[0]! });
       out(l, formatListing(l, !!values.tree));
       return 0;
     }
     case 'info': {
       const { pos } = parse(rest, {}, 2, 2, ['NAME', 'SNAP']);
-      const d = await snaps.info(pos[0]!, pos[1]!);
+      const d = await rpc.call('snapshot.info', { id: pos[0]!, snapshot: pos[1]! });
       const lines = [
         `name:        ${d.name}`,
         `id:          ${d.id}`,
@@ -197,40 +208,41 @@ export async function runSnapshotCli(core: Core, verb: 'snapshot' | 'clone' | 'e
     }
     case 'restore': {
       const { values, pos } = parse(rest, { 'no-save-current': { type: 'boolean' } }, 2, 2, ['NAME', 'SNAP']);
-      const r = await snaps.restore(pos[0]!, pos[1]!, { snapshotCurrent: !values['no-save-current'], onProgress: progress });
+      const r = await rpc.long('snapshot.restore', { id: pos[0]!, snapshot: pos[1]!, saveCurrent: !values['no-save-current'] }, progress);
       for (const w of r.warnings) io.stderr.write(`warning: ${w}\n`);
       out(r, `restored "${r.restored.name}"; "${r.info.name}" is ${r.info.state}${r.safety ? ` (the previous state was saved as "${r.safety.name}")` : ''}`);
       return 0;
     }
     case 'delete': {
       const { values, pos } = parse(rest, { branch: { type: 'boolean' } }, 2, 2, ['NAME', 'SNAP']);
-      const r = await snaps.delete(pos[0]!, pos[1]!, { branch: !!values.branch, onProgress: progress });
+      const r = await rpc.long('snapshot.delete', { id: pos[0]!, snapshot: pos[1]!, branch: !!values.branch }, progress);
       out(r, `deleted ${r.deleted.length} snapshot${r.deleted.length === 1 ? '' : 's'}`);
       return 0;
     }
     case 'rename': {
       const { pos } = parse(rest, {}, 3, 3, ['NAME', 'SNAP', 'NEWNAME']);
-      const n = await snaps.rename(pos[0]!, pos[1]!, pos[2]!);
+      const n = await rpc.call('snapshot.rename', { id: pos[0]!, snapshot: pos[1]!, name: pos[2]! });
       out(n, `renamed snapshot to "${n.name}"`);
       return 0;
     }
     case 'describe': {
       const { pos } = parse(rest, {}, 3, 3, ['NAME', 'SNAP', 'TEXT']);
-      const n = await snaps.describe(pos[0]!, pos[1]!, pos[2]!);
+      const n = await rpc.call('snapshot.describe', { id: pos[0]!, snapshot: pos[1]!, description: pos[2]! });
       out(n, `updated the description of "${n.name}"`);
       return 0;
     }
     case 'thumbnail': {
       const { pos } = parse(rest, {}, 3, 3, ['NAME', 'SNAP', 'FILE']);
-      const png = await snaps.thumbnail(pos[0]!, pos[1]!);
+      const { png } = await rpc.call('snapshot.thumbnail', { id: pos[0]!, snapshot: pos[1]! });
       if (!png) throw new VmdeskError(ErrorCode.notFound, `snapshot "${pos[1]}" has no thumbnail (only live snapshots do)`);
-      await fs.writeFile(path.resolve(pos[2]!), png);
-      out({ file: path.resolve(pos[2]!), bytes: png.length }, `wrote ${path.resolve(pos[2]!)}`);
+      const data = Buffer.from(png, 'base64');
+      await fs.writeFile(path.resolve(pos[2]!), data);
+      out({ file: path.resolve(pos[2]!), bytes: data.length }, `wrote ${path.resolve(pos[2]!)}`);
       return 0;
     }
     case 'convert-disk': {
       const { pos } = parse(rest, {}, 2, 2, ['NAME', 'DISK']);
-      const info = await snaps.convertDisk(pos[0]!, pos[1]!, progress);
+      const info = await rpc.long('snapshot.convertDisk', { id: pos[0]!, disk: pos[1]! }, progress);
       out(info, `converted disk ${pos[1]} of "${info.name}" to qcow2`);
       return 0;
     }

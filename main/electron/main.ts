@@ -1,10 +1,14 @@
-// The Electron shell (the only main-process file importing 'electron'): hosts the core and server in-process and shows them in sandboxed windows.
+// The Electron shell (the only main-process file importing 'electron'): a client of the library's daemon that
+// serves the GUI to sandboxed windows through an in-process relay server on 127.0.0.1.
 import { app, BrowserWindow, Menu, dialog, ipcMain, screen, session, shell } from 'electron';
 import type { IpcMainInvokeEvent, MenuItemConstructorOptions, Session, WebContents, WebPreferences } from 'electron';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { z } from 'zod';
-import { Core } from '../core/core.js';
+import type { VmInfo } from '../api/schema.js';
+import type { FrameClient } from '../api/frame-client.js';
+import { connectDaemon } from '../client/daemon-client.js';
+import { defaultHome } from '../platform/paths.js';
 import { startServer, type RunningServer } from '../server/server.js';
 import { ConnectionArgs, IPC, OpenConsoleArgs, OpenFileArgs, RevealArgs, type DesktopConnection, type MenuCommand } from './ipc-contract.js';
 import { DEFAULT_WINDOW_STATE, fitToDisplays, loadWindowState, saveWindowState, windowStateFile, type WindowState } from './window-state.js';
@@ -86,7 +90,7 @@ export function validatedHandle<S extends z.ZodType<unknown[]>>(channel: string,
 }
 
 /** Asks what to do with running VMs; 'keep' also when nothing runs. */
-export async function askAboutRunningVms(core: Pick<Core, 'list'>, parent: BrowserWindow | undefined): Promise<{ choice: QuitChoice; running: string[] }> {
+export async function askAboutRunningVms(core: { list(): Promise<VmInfo[]> }, parent: BrowserWindow | undefined): Promise<{ choice: QuitChoice; running: string[] }> {
   const running = runningVms(await core.list());
   if (!running.length) return { choice: 'keep', running: [] };
   const q = quitQuestion(running);
@@ -96,7 +100,8 @@ export async function askAboutRunningVms(core: Pick<Core, 'list'>, parent: Brows
 }
 
 export class DesktopApp {
-  core: Core | undefined;
+  /** The daemon connection the shell itself uses (quit flow); windows have their own through the server. */
+  core: { list(): Promise<VmInfo[]>; stop(id: string, opts: { timeoutMs: number }): Promise<unknown>; shutdown(): Promise<void>; home: string } | undefined;
   server: RunningServer | undefined;
   mainWindow: BrowserWindow | undefined;
   private consoleWindows = new Map<string, BrowserWindow>();
@@ -108,9 +113,15 @@ export class DesktopApp {
   }
 
   async boot(home?: string): Promise<void> {
-    this.core = new Core({ home, watchMs: 2000 });
-    await this.core.boot();
-    this.server = await startServer({ core: this.core, host: '127.0.0.1' });
+    const lib = home ?? defaultHome();
+    const client: FrameClient = await connectDaemon(lib);
+    this.core = {
+      home: lib,
+      list: () => client.call('vm.list', {}),
+      stop: (id, opts) => client.call('vm.stop', { id, timeoutMs: opts.timeoutMs }),
+      shutdown: async () => client.close(),
+    };
+    this.server = await startServer({ home: lib, host: '127.0.0.1' });
     this.stateFile = windowStateFile(this.core.home);
     installPermissionPolicy(session.defaultSession, this.origin);
     this.registerIpc();

@@ -1,22 +1,33 @@
-// The GUI's server: the built renderer over HTTP and one WebSocket for RPC, events and serial, plus a VNC bridge per VM.
+// The GUI's server (`vmdesk serve`, and inside the Electron shell): the built renderer over HTTP, and per
+// window one WebSocket relayed to the library's daemon (RPC, events, serial) plus a VNC bridge per display.
+// It holds no VM state: everything comes from the daemon, like the CLI.
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer, type WebSocket } from 'ws';
-import type { Core } from '../core/core.js';
-import type { VmEvent } from '../api/events.js';
 import { WS_PATH, VNC_PATH_PREFIX } from '../api/rpc.js';
+import type { RpcError } from '../api/rpc.js';
+import { isVmdeskError } from '../api/errors.js';
+import { RpcCallError } from '../api/frame-client.js';
+import { connectDaemon } from '../client/daemon-client.js';
+import { connectUnixSocket } from '../platform/process.js';
+import { daemonSocketPath } from '../platform/paths.js';
+import { relay } from './relay.js';
 import { allowedHosts, assertListenHost, hostAllowed, newToken, originAllowed, presentedToken, sameOriginLocation, tokenCookie, tokenMatches } from './auth.js';
 import { StaticFiles, send } from './static-files.js';
-import { Session } from './session.js';
 import { bridgeVnc } from './vnc-bridge.js';
-import { toRpcError } from './rpc-handlers.js';
-import { emptyStats, resolveLimits, type ConnectionLimits, type ServerStats } from './limits.js';
+import { emptyStats, resolveLimits, type ConnectionLimits, type ServerStats } from '../daemon/limits.js';
+
+function toRpcError(e: unknown): RpcError {
+  if (isVmdeskError(e) || e instanceof RpcCallError) return { code: e.code, message: e.message, details: [...e.details] };
+  return { code: 'EINTERNAL', message: (e as Error)?.message ?? String(e), details: [] };
+}
 
 export interface ServerOptions {
-  core: Core;
+  /** The VM library whose daemon this server relays to (started on demand). */
+  home: string;
   /** Interface to bind; 127.0.0.1 unless the user asks otherwise. Anything but loopback needs unsafeListenAll. */
   host?: string;
   /**
@@ -74,24 +85,29 @@ export function defaultStaticDir(): string {
 }
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
-  const core = opts.core;
+  const home = opts.home;
   const bindHost = opts.host ?? '127.0.0.1';
   assertListenHost(bindHost, !!opts.unsafeListenAll);
   const limits = resolveLimits(opts.limits);
   const counters = emptyStats();
   const token = opts.token ?? newToken();
   const files = new StaticFiles(opts.staticDir ?? defaultStaticDir());
-  const sessions = new Set<Session>();
+  const sessions = new Set<{ pausedInput(): boolean; buffered(): number }>();
   const sockets = new Set<WebSocket>();
   /** VNC upgrades accepted, from the VM lookup until the bridge closes. */
   let vncBridges = 0;
   let hosts = new Set<string>();
   let port = 0;
 
-  const broadcast = (ev: VmEvent) => {
-    for (const s of sessions) s.pushEvent(ev);
-  };
-  core.on('event', broadcast);
+  /** A fresh connection to the daemon (started when none runs), for one browser connection. */
+  async function daemonSocket() {
+    const direct = await connectUnixSocket(daemonSocketPath(home)).catch(() => undefined);
+    if (direct) return direct;
+    (await connectDaemon(home)).close();
+    return connectUnixSocket(daemonSocketPath(home));
+  }
+  // Make sure a daemon of this build serves the library before the first page loads.
+  (await connectDaemon(home)).close();
 
   const server = http.createServer((req, res) => {
     void handleHttp(req, res).catch((e) => {
@@ -150,12 +166,21 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         counters.refusedUpgrades++;
         return refuse(503, `too many connections (limit ${limits.maxConnections})`);
       }
-      wss.handleUpgrade(req, socket, head, (ws) => {
-        track(ws);
-        const session = new Session(ws, socket, core, broadcast, limits, counters);
-        sessions.add(session);
-        ws.on('close', () => sessions.delete(session));
-      });
+      daemonSocket().then(
+        (daemon) =>
+          wss.handleUpgrade(req, socket, head, (ws) => {
+            track(ws);
+            const r = relay(ws, socket, daemon, {
+              highWater: limits.outputHighWater,
+              maxBuffered: limits.maxBufferedOutput,
+              onSlowClient: () => counters.slowClientsClosed++,
+              onPause: () => counters.congestions++,
+              onClose: () => sessions.delete(r),
+            });
+            sessions.add(r);
+          }),
+        (e) => refuse(503, `the VMDesk daemon is not available: ${toRpcError(e).message}`),
+      );
       return;
     }
     if (pathname.startsWith(VNC_PATH_PREFIX)) {
@@ -178,7 +203,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         released = true;
       };
       socket.once('close', release);
-      core.vncSocket(vm).then(
+      connectDaemon(home)
+        .then(async (c) => {
+          try {
+            return (await c.call('vm.vncSocket', { id: vm })).path;
+          } finally {
+            c.close();
+          }
+        })
+        .then(
         (sockPath) =>
           wss.handleUpgrade(req, socket, head, (ws) => {
             track(ws);
@@ -217,17 +250,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     stats() {
       const out: ServerStats = { ...counters, connections: sessions.size, vncBridges, bufferedBytes: 0, serialStreams: 0, pausedSerialStreams: 0, pausedInputs: 0 };
       for (const s of sessions) {
-        const u = s.usage();
-        out.bufferedBytes += u.bufferedBytes;
-        out.serialStreams += u.serialStreams;
-        out.pausedSerialStreams += u.pausedSerialStreams;
-        if (u.inputPaused) out.pausedInputs++;
+        out.bufferedBytes += s.buffered();
+        if (s.pausedInput()) out.pausedInputs++;
       }
       return out;
     },
     async close() {
-      core.off('event', broadcast);
-      for (const s of sessions) s.close();
       for (const ws of sockets) ws.terminate();
       wss.close();
       server.closeAllConnections();

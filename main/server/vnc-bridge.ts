@@ -2,7 +2,7 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
-import { whenDrained } from './limits.js';
+import { whenDrained } from '../daemon/limits.js';
 
 export interface VncBridgeOptions {
   /** Unread output on the WebSocket above which the VNC socket is paused until the client catches up. */

@@ -1,0 +1,88 @@
+// One browser (or Electron window) WebSocket relayed to its own connection to the daemon: the same frames
+// both ways, the daemon validating and bounding what the client asks. The relay adds no state; it only
+// passes backpressure along, so a client that does not read makes the daemon, not this process, hold back.
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { WebSocket } from 'ws';
+import { whenDrained } from '../daemon/limits.js';
+
+export interface RelayOptions {
+  /** Unread output on the WebSocket above which reading from the daemon pauses. */
+  highWater: number;
+  /** Unread output past which the browser is taken for one that will never read: both ends are dropped. */
+  maxBuffered: number;
+  onClose?: () => void;
+  /** A browser client was dropped for not reading (counted by stats()). */
+  onSlowClient?: () => void;
+  onPause?: () => void;
+}
+
+export function relay(ws: WebSocket, wsSocket: Duplex, daemon: Socket, opts: RelayOptions): { pausedInput(): boolean; buffered(): number } {
+  let closed = false;
+  let cancelDrain: (() => void) | undefined;
+  let inputHeld = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    cancelDrain?.();
+    daemon.destroy();
+    if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.terminate();
+    opts.onClose?.();
+  };
+  let pending: Buffer[] = [];
+  daemon.on('data', (chunk: Buffer) => {
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(0x0a, start);
+      if (nl < 0) break;
+      const part = chunk.subarray(start, nl);
+      const line = pending.length ? Buffer.concat([...pending, part]) : part;
+      pending = [];
+      start = nl + 1;
+      if (ws.readyState !== ws.OPEN) continue;
+      if (ws.bufferedAmount > opts.maxBuffered) {
+        opts.onSlowClient?.();
+        close();
+        return;
+      }
+      ws.send(line.toString('utf8'));
+    }
+    if (start < chunk.length) pending.push(chunk.subarray(start));
+    if (ws.bufferedAmount > opts.highWater && !cancelDrain) {
+      daemon.pause();
+      opts.onPause?.();
+      cancelDrain = whenDrained(wsSocket, () => {
+        cancelDrain = undefined;
+        if (!closed) daemon.resume();
+      });
+    }
+  });
+  daemon.on('error', () => close());
+  daemon.on('close', () => close());
+  ws.on('message', (data, isBinary) => {
+    if (closed) return;
+    if (isBinary) {
+      ws.close(1003, 'frames must be JSON text');
+      close();
+      return;
+    }
+    const text = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+    // One frame per line on the daemon's socket: a newline inside would split it (JSON text never has one).
+    if (text.includes(0x0a)) {
+      ws.close(1003, 'a frame must not contain a raw newline');
+      close();
+      return;
+    }
+    if (!daemon.write(Buffer.concat([text, Buffer.from('\n')])) && !inputHeld) {
+      inputHeld = true;
+      ws.pause();
+      daemon.once('drain', () => {
+        inputHeld = false;
+        if (!closed) ws.resume();
+      });
+    }
+  });
+  ws.on('close', close);
+  ws.on('error', close);
+  return { pausedInput: () => inputHeld, buffered: () => (closed ? 0 : ws.bufferedAmount) };
+}
