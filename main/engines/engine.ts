@@ -1,61 +1,165 @@
-// The one interface every engine (QEMU, the built-in micro-VMM) implements for the core.
-import type { Duplex } from 'node:stream';
-import type { AccelChoice, ExitRecord, VmConfig, VmState } from '../api/schema.js';
+// What an engine is to the core: one module per kind (QEMU, the built-in micro-VMM, a test's fake) listed
+// in registry.ts. The core asks capabilities and calls these interfaces; it never branches on an engine's
+// name, and nothing here imports the core.
+import type { AccelChoice, DiskBus, DiskFormat, ExitRecord, NicModel, VmConfig, VmState } from '../api/schema.js';
 
 export interface EngineContext {
   config: VmConfig;
   /** Absolute path of the VM bundle (vm.json, disks, logs/). */
   bundleDir: string;
-  /** Per-VM runtime directory (0700, short enough for unix socket paths): sockets and pid files. */
+  /** Per-VM runtime directory (0700, short enough for unix socket paths): sockets and runtime records. */
   runtimeDir: string;
 }
 
-export interface StartResult {
-  handle: VmHandle;
-  accel: AccelChoice;
-  /** What the user should know about how the guest runs (e.g. NAT without host isolation). */
-  warnings?: string[];
-}
+/** Progress of a long operation, 0..1 when known. */
+export type Progress = (phase: string, fraction?: number) => void;
 
-/** Progress of a long operation (0..1 when known). */
-export type ProgressFn = (p: { phase: string; fraction?: number }) => void;
-
-export interface Engine {
-  readonly kind: 'qemu' | 'microvm';
-  /** Throws VmdeskError(EHOST/EINVAL) when this engine cannot run the config here; changes nothing. */
-  check(ctx: EngineContext): Promise<AccelChoice>;
+export interface EngineCapabilities {
+  /** A graphical console (VNC over a unix socket) and PNG screenshots. */
+  display: boolean;
   /**
-   * Launches the guest in its own supervisor process, detached from the caller: the guest keeps running
-   * when the calling process (CLI, app) exits. Resolves when the guest is running (or paused if asked).
+   * Snapshots of a running guest: 'full' keeps memory, devices and disks together (QEMU's internal
+   * snapshots); 'memory' keeps memory and device state only, the disks are not captured; false: none.
    */
-  start(ctx: EngineContext, opts?: { paused?: boolean }): Promise<StartResult>;
-  /** Reattaches to a guest started earlier by any process; null when none runs for this VM. */
-  attach(ctx: EngineContext): Promise<VmHandle | null>;
+  liveSnapshots: 'full' | 'memory' | false;
+  /** Snapshots of a stopped VM's disks. */
+  offlineSnapshots: boolean;
+  /** Disk formats the engine opens in place. */
+  diskFormats: readonly DiskFormat[];
+  /** The format of disks the engine makes (new disks, clones, imports). */
+  nativeDiskFormat: DiskFormat;
+  /** Linked clones: overlays reading through a shared read-only base. */
+  linkedClones: boolean;
+  /** Boots only a kernel given directly (no firmware, no CD-ROM). */
+  directKernelOnly: boolean;
+  /** The guest sees an ACPI power button (else a graceful stop is Ctrl-Alt-Del). */
+  acpi: boolean;
+  diskBuses: readonly DiskBus[];
+  nicModels: readonly NicModel[];
+  /** Network modes the engine offers ('none' always). */
+  networkModes: readonly ('nat' | 'nat-host' | 'none')[];
 }
 
-/** A connection to a running guest's supervisor. Closing it leaves the guest running. */
-export interface VmHandle {
+export interface StartOptions {
+  /** Leave the vCPUs stopped once the guest is up (snapshot restore loads into it, then resumes). */
+  paused?: boolean;
+}
+
+/** The guest's serial console as one byte stream; the core fans it out to clients. */
+export interface SerialPort {
+  /** False when the guest is not reading and input is queued: wait for onceDrain before writing more. */
+  write(data: Buffer): boolean;
+  onceDrain(fn: () => void): void;
+  /** Subscribes to output; returns the unsubscribe function. */
+  onData(fn: (chunk: Buffer) => void): () => void;
+  /** The log file the engine keeps (appended across runs): replay for clients that attach late. */
+  readonly logFile: string;
+}
+
+/**
+ * A running guest as the daemon holds it: QEMU or a micro-VM process, a child of the daemon (or adopted
+ * from a previous daemon). No Node process sits in between.
+ */
+export interface VmRuntime {
   readonly pid: number;
   readonly accel: AccelChoice;
-  state(): Promise<VmState>;
+  readonly startedAt: string;
+  /** running | paused | stopping (until exited settles); tracked from the engine's own events. */
+  readonly state: VmState;
+  /** Found running by this daemon rather than started by it (no exit status: classified from events). */
+  readonly adopted: boolean;
+  /** What the user should know about how it runs (e.g. NAT without host isolation). */
+  readonly warnings: readonly string[];
+  onState(fn: (state: VmState) => void): () => void;
+  /** Settles once, when the guest is gone, with the record also written to the bundle's logs/last-exit.json. */
+  readonly exited: Promise<ExitRecord>;
   pause(): Promise<void>;
   resume(): Promise<void>;
   reset(): Promise<void>;
-  /** ACPI power button, then force off after timeoutMs; resolves with the exit record. */
+  /** Graceful power-off (ACPI or Ctrl-Alt-Del), forced after timeoutMs. */
   shutdown(timeoutMs: number): Promise<ExitRecord>;
-  /** Force off at once. */
   kill(): Promise<ExitRecord>;
-  /** Resolves when the guest's process has exited, with the record the supervisor wrote. */
-  exited(): Promise<ExitRecord>;
-  /** A bidirectional byte stream to the guest's serial console (several may be open at once). */
-  openSerial(): Promise<Duplex>;
-  /** Path of the VNC unix socket, when the engine has a display. */
-  readonly vncSocket: string | undefined;
-  /** Raw QMP-style command (QEMU engine) for features built on top, such as snapshots. */
-  command(execute: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<unknown>;
-  /** Subscribe to engine events (QMP events or micro-VM events): name + data. */
-  onEvent(fn: (name: string, data: unknown) => void): () => void;
-  close(): void;
+  readonly serial: SerialPort;
+  /** The VNC unix socket, when capabilities.display. */
+  readonly vncSocket?: string;
+  /** A PNG of the screen, when capabilities.display. */
+  screenshot?(): Promise<Buffer>;
+  /** Stops watching (the daemon is going away); the guest keeps running and can be adopted again. */
+  detach(): void;
 }
 
-export type { Duplex };
+/** A file that carries a VM's snapshots: a writable disk, or the UEFI variable store. */
+export interface SnapshotTarget {
+  /** Disk id, or "uefi-vars". */
+  id: string;
+  file: string;
+  format: DiskFormat;
+}
+
+/** One snapshot as the engine names it: VMDesk's tag, and a state file for 'memory' snapshots. */
+export interface SnapshotRef {
+  id: string;
+  tag: string;
+  /** Absolute path of the state file ('memory' snapshots). */
+  stateFile: string;
+}
+
+/** What the engine's storage holds for one tag: per target id, the saved RAM size and the date. */
+export type StoredSnapshots = Map<string, Map<string, { vmStateBytes: number; dateSec: number }>>;
+
+/**
+ * How an engine keeps snapshots. The core's snapshot modules own the tree, names, policy and
+ * reconciliation; this owns the bytes.
+ */
+export interface SnapshotProvider {
+  /** The files that would hold snapshots, and the disks that cannot (with the fix). */
+  targets(ctx: EngineContext): { targets: SnapshotTarget[]; unsupported: { diskId: string; format: string; hint: string }[] };
+  /** Saves the running guest; resolves with the saved RAM size and the targets that hold it. */
+  saveLive(rt: VmRuntime, ctx: EngineContext, snap: SnapshotRef, progress: Progress): Promise<{ vmStateBytes: number; targets: string[] }>;
+  /** Replaces the running (or paused) guest's state with the snapshot's; the guest ends paused. */
+  loadLive(rt: VmRuntime, ctx: EngineContext, snap: SnapshotRef, progress: Progress): Promise<void>;
+  /** Removes a snapshot while the guest runs. */
+  deleteLive(rt: VmRuntime, ctx: EngineContext, snap: SnapshotRef): Promise<void>;
+  /** Stopped VM: snapshot every target (all or nothing). */
+  saveOffline(ctx: EngineContext, snap: SnapshotRef, progress: Progress): Promise<{ targets: string[] }>;
+  /** Stopped VM: revert every target to the snapshot. */
+  applyOffline(ctx: EngineContext, snap: SnapshotRef, progress: Progress): Promise<void>;
+  deleteOffline(ctx: EngineContext, snap: SnapshotRef): Promise<void>;
+  /** What the storage holds, read without disturbing a running guest when `live`. */
+  stored(ctx: EngineContext, live: boolean): Promise<StoredSnapshots>;
+  /** Work the engine itself may still be doing, or left behind by a daemon that died (job names). */
+  busy(rt: VmRuntime): Promise<string[]>;
+  /** Clears what a dead daemon left in the engine (concluded jobs). */
+  recover(rt: VmRuntime): Promise<void>;
+}
+
+/** Disk files of the engine's formats. */
+export interface DiskProvider {
+  /** A new empty disk of the native format; fails rather than overwrite. */
+  create(file: string, bytes: number): Promise<void>;
+  /** Grows a disk (shrinking is refused). */
+  resize(file: string, format: DiskFormat, bytes: number): Promise<void>;
+  /** Virtual and allocated size of one of the VM's own disks. */
+  info(file: string, format: DiskFormat): Promise<{ virtualSize: number; actualSize: number }>;
+  /** EBUSY when another process (a running guest) holds the file. */
+  checkFree(file: string, format: DiskFormat): Promise<void>;
+}
+
+export interface EngineModule {
+  readonly kind: string;
+  /** One line for `vmdesk host` and the GUI's engine picker. */
+  readonly description: string;
+  readonly capabilities: EngineCapabilities;
+  /** Checks a configuration against what the engine can run (EINVAL with the reason); no I/O. */
+  validate(config: VmConfig): void;
+  /** Host checks and the accelerator choice, without side effects (EHOST when the host lacks something). */
+  check(ctx: EngineContext): Promise<{ accel: AccelChoice; warnings: string[] }>;
+  /** Launches the guest as a child of the calling process that outlives it; resolves once it runs. */
+  start(ctx: EngineContext, opts?: StartOptions): Promise<VmRuntime>;
+  /** Takes over a guest left running by a previous daemon, from its runtime record; null when none. */
+  adopt(ctx: EngineContext): Promise<VmRuntime | null>;
+  /** The exit of a guest that ended while no daemon watched it (from its runtime record), once. */
+  reapOrphan?(ctx: EngineContext): Promise<ExitRecord | undefined>;
+  readonly snapshots: SnapshotProvider;
+  readonly disks: DiskProvider;
+}

@@ -1,4 +1,4 @@
-// The files a supervisor leaves for others to read: exit records (written atomically) and QEMU log tails.
+// Reading what a QEMU run left behind: its log's tail (for exit records) and the bundle's last exit record.
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { ExitRecord } from '../../api/schema.js';

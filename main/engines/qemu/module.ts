@@ -1,0 +1,134 @@
+// The QEMU engine as a plug-in: host checks and the accelerator choice, the command line, launching QEMU as
+// the daemon's own (detached) child, adopting one a previous daemon left running, snapshots and disks.
+import { existsSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { AccelChoice, VmConfig } from '../../api/schema.js';
+import { ErrorCode, VmdeskError } from '../../api/errors.js';
+import * as img from '../../platform/qemu-img.js';
+import type { DiskProvider, EngineContext, EngineModule } from '../engine.js';
+import { resolveAccel } from './accel.js';
+import { buildQemuArgs, type QemuArgsInput } from './args.js';
+import { findUefiFirmware, qemuCapabilities, qemuImgPath, requireQemuSystem, type FirmwarePaths, type QemuCapabilities } from './host.js';
+import { bundleFiles, runtimeFiles, SOCKET_PATH_MAX } from './layout.js';
+import { checkHostPortsFree, passtPath, PASST_MISSING } from './passt.js';
+import { QemuRuntime, recordedQemuRuns } from './runtime.js';
+import { qemuSnapshots } from './snapshots.js';
+
+const run = promisify(execFile);
+
+interface LaunchPlan {
+  qemuPath: string;
+  caps: QemuCapabilities;
+  accel: AccelChoice;
+  firmware: FirmwarePaths | undefined;
+  /** passt's path when "nat" adapters are isolated through it; undefined falls back to QEMU's user network. */
+  passt: string | undefined;
+  warnings: string[];
+}
+
+function checkSocketPaths(runtimeDir: string): void {
+  const files = runtimeFiles(runtimeDir);
+  for (const p of [files.qmp, files.serial, files.vnc, files.net(3)]) {
+    if (Buffer.byteLength(p) >= SOCKET_PATH_MAX) {
+      throw new VmdeskError(ErrorCode.host, `runtime directory path is too long for unix sockets (${p} is ${Buffer.byteLength(p)} bytes, limit ${SOCKET_PATH_MAX})`);
+    }
+  }
+}
+
+function argsInput(ctx: EngineContext, plan: LaunchPlan, paused = false): QemuArgsInput {
+  return {
+    config: ctx.config,
+    bundleDir: ctx.bundleDir,
+    runtimeDir: ctx.runtimeDir,
+    accel: plan.accel.used,
+    capabilities: { sandbox: plan.caps.sandbox, passt: !!plan.passt },
+    ...(plan.firmware ? { uefi: { code: plan.firmware.code, vars: bundleFiles(ctx.bundleDir).uefiVars } } : {}),
+    // The guest runs from the first instant (no -S round trip through QMP) unless asked to wait.
+    paused,
+  };
+}
+
+async function plan(ctx: EngineContext): Promise<LaunchPlan> {
+  const qemuPath = requireQemuSystem();
+  const caps = await qemuCapabilities(qemuPath);
+  let accel = await resolveAccel(ctx.config.accel);
+  if (caps.accelerators.length && !caps.accelerators.includes(accel.used)) {
+    if (ctx.config.accel !== 'auto') throw new VmdeskError(ErrorCode.host, `this QEMU (${qemuPath}) was built without ${accel.used.toUpperCase()} support`);
+    accel = { requested: 'auto', used: 'tcg', reason: `this QEMU was built without ${accel.used.toUpperCase()}; using TCG (software emulation, slower)` };
+  }
+  const firmware = ctx.config.firmware === 'uefi' ? findUefiFirmware() : undefined;
+  if (ctx.config.firmware === 'uefi' && !firmware) throw new VmdeskError(ErrorCode.host, 'UEFI firmware (OVMF) is not installed; install it with: sudo apt install ovmf');
+  checkSocketPaths(ctx.runtimeDir);
+  const warnings: string[] = [];
+  const nat = ctx.config.network.some((n) => n.mode === 'nat');
+  const passt = nat ? passtPath() : undefined;
+  if (nat && !passt) warnings.push(PASST_MISSING);
+  if (accel.requested !== accel.used || accel.used === 'tcg') warnings.push(`accelerator: ${accel.used} (${accel.reason})`);
+  const p = { qemuPath, caps, accel, firmware, passt, warnings };
+  // Building the command line validates every user string (control characters) without side effects.
+  buildQemuArgs(argsInput(ctx, p));
+  return p;
+}
+
+const disks: DiskProvider = {
+  create: (file, bytes) => img.createImage(file, bytes, 'qcow2'),
+  resize: (file, format, bytes) => img.resize(file, format, bytes),
+  async info(file, format) {
+    const i = await img.imgInfo(file, { format, shared: true });
+    return { virtualSize: i.virtualSize, actualSize: i.actualSize };
+  },
+  checkFree: (file, format) => img.checkFree(file, format),
+};
+
+export const qemuEngine: EngineModule = {
+  kind: 'qemu',
+  description: 'QEMU, accelerated by KVM (Linux) or Hypervisor.framework (macOS), else TCG',
+  capabilities: {
+    display: true,
+    liveSnapshots: 'full',
+    offlineSnapshots: true,
+    diskFormats: ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'vpc'],
+    nativeDiskFormat: 'qcow2',
+    linkedClones: true,
+    directKernelOnly: false,
+    acpi: true,
+    diskBuses: ['virtio', 'sata', 'ide', 'scsi'],
+    nicModels: ['virtio-net', 'e1000e', 'e1000', 'rtl8139'],
+    networkModes: ['nat', 'nat-host', 'none'],
+  },
+
+  validate(config: VmConfig) {
+    const ahci = config.disks.filter((d) => d.bus === 'sata' || d.bus === 'ide').length + (config.cdrom ? 1 : 0);
+    if (ahci > 6) throw new VmdeskError(ErrorCode.invalid, `${ahci} SATA/IDE devices (disks and CD-ROM) but the machine has 6 ports; put some disks on virtio or scsi`);
+  },
+
+  async check(ctx) {
+    const p = await plan(ctx);
+    return { accel: p.accel, warnings: p.warnings };
+  },
+
+  async start(ctx, opts = {}) {
+    const p = await plan(ctx);
+    if (recordedQemuRuns(ctx)) throw new VmdeskError(ErrorCode.state, `"${ctx.config.name}" is already running`);
+    await checkHostPortsFree(ctx.config.network.filter((n) => n.mode !== 'none').flatMap((n) => n.forwards), ctx.config.name);
+    const files = bundleFiles(ctx.bundleDir);
+    if (p.firmware && !existsSync(files.uefiVars)) {
+      // The VM's own UEFI variable store, as qcow2 so snapshots include it.
+      await run(qemuImgPath(), ['convert', '-q', '-f', 'raw', '-O', 'qcow2', p.firmware.varsTemplate, files.uefiVars]);
+    }
+    return QemuRuntime.launch(ctx, {
+      qemuPath: p.qemuPath,
+      args: buildQemuArgs(argsInput(ctx, p, opts.paused === true)),
+      accel: p.accel,
+      paused: opts.paused === true,
+      warnings: p.warnings,
+      ...(p.passt ? { passt: { path: p.passt, adapters: ctx.config.network.flatMap((n, index) => (n.mode === 'nat' ? [{ index, forwards: n.forwards }] : [])) } } : {}),
+    });
+  },
+
+  adopt: (ctx) => QemuRuntime.adopt(ctx),
+  reapOrphan: async (ctx) => QemuRuntime.reapOrphan(ctx),
+  snapshots: qemuSnapshots,
+  disks,
+};

@@ -1,0 +1,459 @@
+// A running QEMU as the daemon holds it: QEMU is the daemon's own child (or adopted from a daemon that died),
+// spawned detached so it outlives the daemon. The daemon owns the only QMP connection and the serial socket;
+// QEMU writes the serial log itself, so history survives any gap. How a guest ended is classified from QMP
+// events, and from QEMU's exit status where this process is its parent, then written to logs/last-exit.json.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { join } from 'node:path';
+import type { AccelChoice, ExitRecord, PortForward, VmState } from '../../api/schema.js';
+import { ErrorCode, VmdeskError } from '../../api/errors.js';
+import type { EngineContext, SerialPort, VmRuntime } from '../engine.js';
+import { writeFileAtomicSync } from '../../platform/atomic.js';
+import { connectUnixSocket, processRunning, processStartTime } from '../../platform/process.js';
+import { bundleFiles, runtimeFiles } from './layout.js';
+import { QmpClient, type QmpEvent } from './qmp.js';
+import { startPasst } from './passt.js';
+import { logTail, RUN_HEADER } from './records.js';
+
+const LOG_TAIL_LINES = 20;
+const START_TIMEOUT_MS = 90_000;
+
+/** <runtimeDir>/qemu.json: what a later daemon needs to find and adopt this QEMU. */
+export interface QemuRecord {
+  vmId: string;
+  pid: number;
+  /** Kernel start time of the process: a reused pid is not our QEMU. */
+  startTime: string;
+  startedAt: string;
+  accel: AccelChoice;
+  warnings: string[];
+  /** Adapters whose QEMU socket has a passt (re-connected if the daemon restarts passt). */
+  passt?: { path: string; adapters: { index: number; forwards: PortForward[] }[] };
+}
+
+export interface LaunchSpec {
+  qemuPath: string;
+  args: string[];
+  accel: AccelChoice;
+  paused: boolean;
+  warnings: string[];
+  passt?: QemuRecord['passt'];
+}
+
+type StopIntent = 'shutdown' | 'kill';
+
+/** Keeps logs from growing forever: one previous generation is kept as <name>.1. */
+function rotateLog(path: string, maxBytes = 2 * 1024 * 1024): void {
+  try {
+    if (statSync(path).size > maxBytes) renameSync(path, `${path}.1`);
+  } catch {
+    // absent: nothing to rotate
+  }
+}
+
+function readRecord(ctx: EngineContext): QemuRecord | undefined {
+  try {
+    const r = JSON.parse(readFileSync(runtimeFiles(ctx.runtimeDir).record, 'utf8')) as QemuRecord;
+    return r.vmId === ctx.config.id && Number.isSafeInteger(r.pid) && r.pid > 0 ? r : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function clearRuntimeFiles(ctx: EngineContext): void {
+  const rt = runtimeFiles(ctx.runtimeDir);
+  for (const p of [rt.qmp, rt.serial, rt.vnc, rt.record, rt.net(0), rt.net(1), rt.net(2), rt.net(3)]) rmSync(p, { force: true });
+}
+
+async function retry<T>(what: string, fn: () => Promise<T>, alive: () => boolean, deadline: number): Promise<T> {
+  for (;;) {
+    try {
+      return await fn();
+    } catch (e) {
+      // QEMU binds a socket a moment before it listens: refused/absent means "not yet" while it lives.
+      const retryable = /ECONNREFUSED|ENOENT/.test((e as Error).message);
+      if (!retryable || !alive() || Date.now() > deadline) throw new VmdeskError(ErrorCode.engine, `${what}: ${(e as Error).message}`);
+      await new Promise((r) => setTimeout(r, 15));
+    }
+  }
+}
+
+export class QemuRuntime extends EventEmitter implements VmRuntime {
+  state: VmState;
+  readonly vncSocket: string;
+  readonly serial: SerialPort;
+  qmp: QmpClient | undefined;
+  private serialSock: Socket | undefined;
+  private readonly serialListeners = new Set<(chunk: Buffer) => void>();
+  private exitRecord: ExitRecord | undefined;
+  private settle!: (r: ExitRecord) => void;
+  readonly exited: Promise<ExitRecord>;
+  private stopIntent: StopIntent | undefined;
+  private forcedOff: { afterMs: number } | undefined;
+  private shutdownEvent: { guest: boolean; reason: string } | undefined;
+  private detached = false;
+  private child: ChildProcess | undefined;
+  private readonly files: ReturnType<typeof bundleFiles>;
+  private readonly rt: ReturnType<typeof runtimeFiles>;
+
+  private constructor(
+    private readonly ctx: EngineContext,
+    private readonly record: QemuRecord,
+    readonly adopted: boolean,
+  ) {
+    super();
+    this.files = bundleFiles(ctx.bundleDir);
+    this.rt = runtimeFiles(ctx.runtimeDir);
+    this.vncSocket = this.rt.vnc;
+    this.state = 'starting';
+    this.exited = new Promise((r) => (this.settle = r));
+    const listeners = this.serialListeners;
+    const self = this;
+    this.serial = {
+      logFile: this.files.serialLog,
+      write(data: Buffer) {
+        return self.serialSock ? self.serialSock.write(data) : true;
+      },
+      onceDrain(fn: () => void) {
+        if (self.serialSock && self.serialSock.writableNeedDrain) self.serialSock.once('drain', fn);
+        else queueMicrotask(fn);
+      },
+      onData(fn) {
+        listeners.add(fn);
+        return () => listeners.delete(fn);
+      },
+    };
+  }
+
+  get pid(): number {
+    return this.record.pid;
+  }
+
+  get accel(): AccelChoice {
+    return this.record.accel;
+  }
+
+  get startedAt(): string {
+    return this.record.startedAt;
+  }
+
+  get warnings(): readonly string[] {
+    return this.record.warnings;
+  }
+
+  /** Spawns QEMU (detached: it survives the daemon), connects passt, serial and QMP; resolves once it runs. */
+  static async launch(ctx: EngineContext, spec: LaunchSpec): Promise<QemuRuntime> {
+    const files = bundleFiles(ctx.bundleDir);
+    mkdirSync(ctx.runtimeDir, { recursive: true, mode: 0o700 });
+    mkdirSync(files.logs, { recursive: true, mode: 0o700 });
+    for (const log of [files.qemuLog, files.serialLog]) rotateLog(log);
+    clearRuntimeFiles(ctx);
+    const logFd = openSync(files.qemuLog, 'a');
+    let child: ChildProcess;
+    try {
+      writeSync(logFd, `${RUN_HEADER}${new Date().toISOString()} starting ${spec.qemuPath} ${spec.args.map((a) => JSON.stringify(a)).join(' ')}\n`);
+      // Its own session (no terminal signals from the daemon's), output to its log file (a pipe to us would
+      // break when we go), no pdeathsig: a guest must not die with the daemon.
+      child = spawn(spec.qemuPath, spec.args, { detached: true, stdio: ['ignore', logFd, logFd], cwd: ctx.bundleDir });
+    } finally {
+      closeSync(logFd);
+    }
+    const early: { code?: number | null; signal?: NodeJS.Signals | null; error?: string } = {};
+    let gone = false;
+    child.once('error', (e) => {
+      early.error = e.message;
+      gone = true;
+    });
+    child.once('exit', (code, signal) => {
+      early.code = code;
+      early.signal = signal;
+      gone = true;
+    });
+    child.unref();
+    const pid = child.pid;
+    if (!pid) {
+      await new Promise((r) => setImmediate(r));
+      throw new VmdeskError(ErrorCode.host, `QEMU could not be started: ${early.error ?? 'no process'}`);
+    }
+    const record: QemuRecord = {
+      vmId: ctx.config.id,
+      pid,
+      startTime: processStartTime(pid) ?? '',
+      startedAt: new Date().toISOString(),
+      accel: spec.accel,
+      warnings: spec.warnings,
+      ...(spec.passt ? { passt: spec.passt } : {}),
+    };
+    const runtime = new QemuRuntime(ctx, record, false);
+    runtime.child = child;
+    child.removeAllListeners('exit');
+    child.on('exit', (code, signal) => runtime.onExit(code, signal));
+    if (gone) {
+      runtime.onExit(early.code ?? null, early.signal ?? null, early.error);
+    }
+    writeFileAtomicSync(runtime.rt.record, JSON.stringify(record, null, 2) + '\n');
+    const alive = () => !runtime.exitRecord;
+    try {
+      await runtime.attach(Date.now() + START_TIMEOUT_MS, alive);
+      runtime.setState(spec.paused ? 'paused' : 'running');
+    } catch (e) {
+      // QEMU's own complaint ("-device ...: reason") says more than our socket error.
+      if (alive()) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      const rec = await runtime.exited;
+      throw new VmdeskError(ErrorCode.engine, `QEMU failed to start: ${rec.detail ?? (e as Error).message}`, rec.logTail);
+    }
+    return runtime;
+  }
+
+  /** Finds a QEMU a previous daemon started; null when its record is absent or the process is gone. */
+  static async adopt(ctx: EngineContext): Promise<QemuRuntime | null> {
+    const record = readRecord(ctx);
+    if (!record || !processRunning(record.pid, record.startTime || undefined)) return null;
+    const runtime = new QemuRuntime(ctx, record, true);
+    const alive = () => processRunning(record.pid, record.startTime || undefined);
+    try {
+      await runtime.attach(Date.now() + 10_000, alive);
+      const status = await runtime.qmp!.execute<{ status: string; running: boolean }>('query-status', undefined, 10_000);
+      runtime.setState(status.status === 'shutdown' ? 'stopping' : status.running ? 'running' : 'paused');
+    } catch {
+      runtime.detach();
+      return null;
+    }
+    return runtime;
+  }
+
+  /** A record whose QEMU ended while no daemon watched: one exit record, and the runtime files cleared. */
+  static reapOrphan(ctx: EngineContext): ExitRecord | undefined {
+    const record = readRecord(ctx);
+    if (!record || processRunning(record.pid, record.startTime || undefined)) return undefined;
+    const files = bundleFiles(ctx.bundleDir);
+    const exit: ExitRecord = {
+      at: new Date().toISOString(),
+      reason: 'unknown',
+      detail: 'QEMU stopped while no VMDesk daemon was watching it (see logs/qemu.log)',
+      exitCode: null,
+      signal: null,
+      logTail: logTail(files.qemuLog, LOG_TAIL_LINES, true),
+    };
+    writeFileAtomicSync(files.lastExit, JSON.stringify(exit, null, 2) + '\n');
+    clearRuntimeFiles(ctx);
+    return exit;
+  }
+
+  /** Connects passt (fresh start only), serial and QMP. */
+  private async attach(deadline: number, alive: () => boolean): Promise<void> {
+    if (this.record.passt && !this.adopted) await this.startNetwork(alive, deadline);
+    await retry('serial console socket', () => this.connectSerial(), alive, deadline);
+    const qmp = await retry('QMP socket', () => QmpClient.connect(this.rt.qmp, { timeoutMs: Math.max(1000, deadline - Date.now()) }), alive, deadline);
+    this.qmp = qmp;
+    qmp.on('event', (ev: QmpEvent) => this.onQmpEvent(ev));
+    qmp.on('close', () => this.onQmpClose());
+    if (!alive()) throw new VmdeskError(ErrorCode.engine, 'QEMU exited during start-up');
+  }
+
+  /** One passt per "nat" adapter, connected to QEMU's netdev socket; each quits when QEMU does. */
+  private async startNetwork(alive: () => boolean, deadline: number): Promise<void> {
+    const spec = this.record.passt!;
+    const log = openSync(join(this.files.logs, 'passt.log'), 'a');
+    try {
+      for (const a of spec.adapters) {
+        const child = await startPasst({ passt: spec.path, socket: this.rt.net(a.index), forwards: a.forwards, log, alive, timeoutMs: Math.max(1000, deadline - Date.now()) });
+        child.unref();
+      }
+    } finally {
+      closeSync(log);
+    }
+  }
+
+  private async connectSerial(): Promise<void> {
+    const sock = await connectUnixSocket(this.rt.serial);
+    this.serialSock = sock;
+    sock.on('data', (chunk: Buffer) => {
+      for (const fn of this.serialListeners) fn(chunk);
+    });
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      if (this.serialSock === sock) this.serialSock = undefined;
+    });
+  }
+
+  private onQmpEvent(ev: QmpEvent): void {
+    if (ev.event === 'SHUTDOWN') {
+      const d = ev.data as { guest?: boolean; reason?: string };
+      this.shutdownEvent = { guest: d.guest === true, reason: d.reason ?? 'unknown' };
+      this.setState('stopping');
+    } else if (ev.event === 'STOP' && this.state === 'running') {
+      this.setState('paused');
+    } else if (ev.event === 'RESUME' && (this.state === 'paused' || this.state === 'starting')) {
+      this.setState('running');
+    }
+    this.emit('qmp-event', ev);
+  }
+
+  /** QMP closes when QEMU exits; an adopted QEMU's exit status is not ours to read: wait for it to be gone. */
+  private onQmpClose(): void {
+    if (this.detached || this.exitRecord || this.child) return;
+    void (async () => {
+      for (let i = 0; i < 200 && processRunning(this.record.pid, this.record.startTime || undefined); i++) await new Promise((r) => setTimeout(r, 50));
+      this.onExit(null, null);
+    })();
+  }
+
+  private setState(state: VmState): void {
+    if (this.state === state || this.exitRecord) return;
+    this.state = state;
+    this.emit('state', state);
+  }
+
+  onState(fn: (state: VmState) => void): () => void {
+    this.on('state', fn);
+    return () => this.off('state', fn);
+  }
+
+  private requireQmp(): QmpClient {
+    if (this.exitRecord) throw new VmdeskError(ErrorCode.state, `"${this.ctx.config.name}" has stopped`);
+    if (!this.qmp || this.qmp.isClosed) throw new VmdeskError(ErrorCode.state, `"${this.ctx.config.name}" is not reachable (its QMP connection is closed)`);
+    return this.qmp;
+  }
+
+  /** Raw QMP for this engine's own modules (snapshots): not part of VmRuntime. */
+  command<T = unknown>(execute: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<T> {
+    return this.requireQmp().execute<T>(execute, args, timeoutMs);
+  }
+
+  async pause(): Promise<void> {
+    await this.command('stop');
+    this.setState('paused');
+  }
+
+  async resume(): Promise<void> {
+    await this.command('cont');
+    this.setState('running');
+  }
+
+  async reset(): Promise<void> {
+    await this.command('system_reset');
+  }
+
+  async shutdown(timeoutMs: number): Promise<ExitRecord> {
+    if (this.exitRecord) return this.exitRecord;
+    if (this.stopIntent) return this.exited;
+    this.stopIntent = 'shutdown';
+    const ms = Number.isFinite(timeoutMs) && timeoutMs >= 0 ? timeoutMs : 60_000;
+    const force = setTimeout(() => {
+      this.forcedOff = { afterMs: ms };
+      this.signal('SIGKILL');
+    }, ms);
+    void this.exited.finally(() => clearTimeout(force));
+    this.setState('stopping');
+    try {
+      // A paused guest cannot see the power button.
+      const status = await this.command<{ running: boolean }>('query-status', undefined, 5000);
+      if (!status.running) await this.command('cont', undefined, 5000);
+      await this.command('system_powerdown', undefined, 5000);
+    } catch {
+      // QEMU not answering: the timeout forces it off.
+    }
+    return this.exited;
+  }
+
+  async kill(): Promise<ExitRecord> {
+    if (this.exitRecord) return this.exitRecord;
+    if (this.stopIntent === 'shutdown') this.forcedOff = { afterMs: 0 };
+    else this.stopIntent = 'kill';
+    this.setState('stopping');
+    this.signal('SIGKILL');
+    return this.exited;
+  }
+
+  private signal(sig: NodeJS.Signals): void {
+    try {
+      process.kill(this.record.pid, sig);
+    } catch {
+      /* already gone */
+    }
+  }
+
+  async screenshot(): Promise<Buffer> {
+    const file = join(this.ctx.runtimeDir, `screen-${process.pid}-${Date.now()}.png`);
+    await this.command('screendump', { filename: file, format: 'png' }, 10_000);
+    try {
+      return readFileSync(file);
+    } finally {
+      rmSync(file, { force: true });
+    }
+  }
+
+  detach(): void {
+    this.detached = true;
+    this.qmp?.close();
+    this.serialSock?.destroy();
+    this.child?.removeAllListeners('exit');
+  }
+
+  private classify(code: number | null, signal: NodeJS.Signals | null, spawnError?: string): Pick<ExitRecord, 'reason' | 'detail'> {
+    const how = signal ? `signal ${signal}` : code === null ? 'exit status unknown' : `exit code ${code}`;
+    if (spawnError) return { reason: 'crashed', detail: `QEMU could not be started: ${spawnError}` };
+    if (this.state === 'starting' && !this.stopIntent) {
+      const complaint = logTail(this.files.qemuLog, LOG_TAIL_LINES, true)
+        .filter((l) => /qemu-system[^:]*: /.test(l))
+        .at(-1)
+        ?.replace(/^\S+Z qemu-system[^:]*: /, '')
+        .replace(/^qemu-system[^:]*: /, '');
+      return { reason: 'crashed', detail: complaint ? `${complaint} (${how})` : `QEMU exited during start-up (${how})` };
+    }
+    if (this.stopIntent === 'kill') return { reason: 'killed', detail: 'forced off' };
+    if (this.stopIntent === 'shutdown') {
+      if (this.forcedOff) return { reason: 'killed', detail: `the guest did not power off within ${this.forcedOff.afterMs} ms; forced off` };
+      return { reason: 'shutdown', detail: this.shutdownEvent ? `ACPI power-down; guest shut down (${this.shutdownEvent.reason})` : `QEMU exited (${how})` };
+    }
+    if (this.shutdownEvent?.reason === 'guest-panic') return { reason: 'crashed', detail: 'the guest kernel panicked' };
+    if (this.shutdownEvent?.guest) return { reason: 'guest-poweroff', detail: `the guest powered off (${this.shutdownEvent.reason})` };
+    if (this.shutdownEvent?.reason === 'host-signal') return { reason: 'host-signal', detail: `QEMU stopped by a host signal (${how})` };
+    if (this.shutdownEvent) return { reason: 'shutdown', detail: `stopped by the host (${this.shutdownEvent.reason})` };
+    if (signal || (code !== null && code !== 0)) return { reason: 'crashed', detail: `QEMU died unexpectedly (${how})` };
+    if (code === null) return { reason: 'crashed', detail: 'QEMU exited without telling why (its exit status was not ours to read)' };
+    return { reason: 'unknown', detail: 'QEMU exited without saying why' };
+  }
+
+  private onExit(code: number | null, signal: NodeJS.Signals | null, spawnError?: string): void {
+    if (this.exitRecord || this.detached) return;
+    const { reason, detail } = this.classify(code, signal, spawnError);
+    const at = new Date().toISOString();
+    try {
+      const fd = openSync(this.files.qemuLog, 'a');
+      writeSync(fd, `${RUN_HEADER}${at} QEMU exited (${signal ? `signal ${signal}` : `exit code ${code}`}): ${reason}: ${detail}\n`);
+      closeSync(fd);
+    } catch {
+      // the log is a courtesy; the record below is what counts
+    }
+    const record: ExitRecord = { at, reason, detail, exitCode: code, signal, logTail: logTail(this.files.qemuLog, LOG_TAIL_LINES, true) };
+    this.exitRecord = record;
+    try {
+      writeFileAtomicSync(this.files.lastExit, JSON.stringify(record, null, 2) + '\n');
+    } catch {
+      /* a full disk: the daemon still reports it */
+    }
+    clearRuntimeFiles(this.ctx);
+    this.qmp?.close();
+    this.serialSock?.destroy();
+    this.state = reason === 'crashed' ? 'crashed' : 'stopped';
+    this.emit('state', this.state);
+    this.settle(record);
+  }
+}
+
+/** True when a record says a QEMU of this VM may still run (used before starting a second one). */
+export function recordedQemuRuns(ctx: EngineContext): boolean {
+  const r = readRecord(ctx);
+  return !!r && processRunning(r.pid, r.startTime || undefined);
+}
+
