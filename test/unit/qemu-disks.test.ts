@@ -5,7 +5,17 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { VmdeskError } from '../../main/api/errors.js';
-import { checkInUse, convert, createQcow2, info, parseConvertProgress, resize } from '../../main/engines/qemu/disks.js';
+import { checkFree, convert as imgConvert, createImage, imgInfo, parseConvertProgress, resize } from '../../main/platform/qemu-img.js';
+
+// The old engine-level names, as thin calls over the one qemu-img module.
+const createQcow2 = (p: string, bytes: number, onProgress?: (e: { fraction?: number }) => void) => {
+  onProgress?.({ fraction: 0 });
+  return createImage(p, bytes, 'qcow2').then(() => onProgress?.({ fraction: 1 }));
+};
+const info = (p: string, format: string) => imgInfo(p, { format, shared: true });
+const checkInUse = (p: string, format: string) => checkFree(p, format);
+const convert = (src: string, srcFormat: string, dst: string, dstFormat: 'qcow2' | 'raw', onProgress?: (e: { fraction?: number }) => void, signal?: AbortSignal) =>
+  imgConvert(src, dst, { srcFormat, dstFormat, onProgress: (f) => onProgress?.({ fraction: f }), signal });
 
 const dir = mkdtempSync(join(tmpdir(), 'vmdesk-disks-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

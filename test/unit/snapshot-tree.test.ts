@@ -17,7 +17,7 @@ import {
   type SnapshotTree,
 } from '../../main/core/snapshots/tree.js';
 import { idFromTag, newSnapshotId, tagFor } from '../../main/core/snapshots/store.js';
-import { parseConvertProgress } from '../../main/core/snapshots/qemu-img.js';
+import { parseConvertProgress } from '../../main/platform/qemu-img.js';
 
 let clock = 0;
 function node(id: string, parent: string | null, name = id): SnapshotNode {
