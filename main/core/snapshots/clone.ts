@@ -1,20 +1,20 @@
 // Clones a VM into a new one, from a snapshot or the current state: full (qemu-img convert) or linked (qcow2 overlay).
 import { promises as fs, existsSync } from 'node:fs';
 import path from 'node:path';
-import { VmName, type Disk, type VmConfig, type VmInfo } from '../../api/schema.js';
+import type { Disk, VmConfig, VmInfo } from '../../api/schema.js';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
 import { writeJsonAtomic } from '../../platform/atomic.js';
 import { containedPath, isInside } from '../../platform/contain.js';
-import { inspectImage } from '../../platform/image-inspect.js';
-import { processStartTime } from '../../platform/lock.js';
-import { pidAlive } from '../../platform/process.js';
-import { admitImage, blockSpec, qemuImgSource } from '../images/gate.js';
 import type { BundleEntry } from '../library.js';
-import { parseOrThrow } from '../validate.js';
-import * as img from './qemu-img.js';
-import { SnapshotManager, uefiVarsFile, type ProgressFn, type SnapshotCore } from './manager.js';
+import * as img from '../../platform/qemu-img.js';
+import { SnapshotManager } from './manager.js';
+import { isStalePartial, partialPath, uefiVarsDisk, vmDiskSource } from './sources.js';
 import { basesDir, readTree, snapshotDir, writeTree } from './store.js';
 import { SnapshotNode, findNode, updateNode } from './tree.js';
+import { uefiVarsFile, uniqueSnapshotName, type ProgressFn, type SnapshotCore } from './vm.js';
+
+// Where these lived before sources.ts: archive.ts and older callers import them from here.
+export { isStalePartial, partialPath, vmDiskSource, writerAlive, writerTag } from './sources.js';
 
 export interface CloneOptions {
   name: string;
@@ -46,93 +46,8 @@ function isAutoLinkedBase(n: Pick<SnapshotNode, 'name' | 'description'>): boolea
   return n.name.startsWith(LINKED_BASE_PREFIX) && n.description.startsWith('Base of linked clone "');
 }
 
-function refuse(message: string, details: string[] = []): VmdeskError {
-  return new VmdeskError(ErrorCode.invalid, message, details);
-}
-
-// ---- files being written: named after their writer, so a crash leaves nothing that lives forever ------
-
-const SELF_START = processStartTime(process.pid) ?? '';
-const PARTIAL = /\.partial-(\d{1,10})-(\d*)$/;
-
-/** "<pid>-<start time>" of this process: put into the names of files it is still writing. */
-export function writerTag(): string {
-  return `${process.pid}-${SELF_START}`;
-}
-
-/** Where to write `file` before renaming it into place: the writer's pid and start time are in the name. */
-export function partialPath(file: string): string {
-  return `${file}.partial-${writerTag()}`;
-}
-
-/** True for a partialPath() name whose writer has died (a reused pid is told apart by its start time). */
-export function isStalePartial(name: string): boolean {
-  const m = PARTIAL.exec(name);
-  if (!m) return false;
-  return !writerAlive(Number(m[1]), m[2]!);
-}
-
-export function writerAlive(pid: number, start: string): boolean {
-  if (!pidAlive(pid)) return false;
-  const now = processStartTime(pid);
-  return !start || now === undefined || now === start;
-}
-
-// ---- reading a VM's disks ---------------------------------------------------------------------------
-
-/**
- * The qemu-img source for one of a VM's disks, as a `json:` spec that names the format and switches
- * backing files off, so qemu-img never probes a format nor opens a file an image names:
- * - an attached (unowned) file is not VMDesk's: it passes the image gate with its stated format first;
- * - an owned disk must be a relative path inside the bundle (containedPath) and passes the gate too (an
- *   older VMDesk imported images without it);
- * - a linked clone's overlay reads through the base recorded in its Disk (`base`), never through the
- *   backing file its own header names; the base itself passes the gate and must lie in the library.
- */
-export async function vmDiskSource(bundleDir: string, d: Disk, opts: { what: string; vmsDir?: string }): Promise<string> {
-  if (!d.owned) {
-    if (!path.isAbsolute(d.path)) throw refuse(`${opts.what} is attached by the relative path "${d.path}"; attached disks are named by absolute paths`);
-    return qemuImgSource(await admitImage({ path: d.path }, { what: opts.what, stated: d.format }));
-  }
-  const file = await containedPath(bundleDir, d.path);
-  if (!d.base) return qemuImgSource(await admitImage({ path: file }, { what: opts.what, stated: d.format, within: bundleDir }));
-  if (d.format !== 'qcow2') throw refuse(`${opts.what} has a base image but is ${d.format}; only qcow2 overlays have one`);
-  if (opts.vmsDir && !isInside(opts.vmsDir, d.base)) throw refuse(`the base image of ${opts.what} (${d.base}) lies outside the VM library; refused`);
-  const insp = await inspectImage({ path: file }).catch((e: Error) => {
-    throw refuse(`${opts.what} cannot be read: ${e.message}`);
-  });
-  // The overlay's header names its base (qemu-img create -b wrote it): that reference is replaced by the
-  // recorded base below. Any other reference (an external data file) is refused like anywhere else.
-  const other = insp.references.filter((r) => !r.startsWith('backing file'));
-  if (insp.format !== 'qcow2' || other.length || insp.problems.length) {
-    throw refuse(`${opts.what} cannot be used: ${insp.format !== 'qcow2' ? `it is ${insp.format}, not qcow2` : [...other, ...insp.problems].join('; ')}`, [...other, ...insp.problems]);
-  }
-  const base = await admitImage({ path: d.base }, { what: `the base image of ${opts.what}`, stated: 'qcow2', allow: ['qcow2'] });
-  return `json:${JSON.stringify({ ...blockSpec({ path: file, format: 'qcow2' }), backing: blockSpec(base) })}`;
-}
-
-/** The UEFI variable store as a Disk, so it is read through vmDiskSource like any other owned file. */
-function uefiVarsDisk(): Disk {
-  return { id: 'uefi-vars', path: path.basename(uefiVarsFile('/')), format: 'qcow2', owned: true, readOnly: false };
-}
-
-/** Checks a new VM name and that no VM has it (case-insensitive), like Core.create does. */
-export async function checkNewVmName(core: SnapshotCore, raw: unknown): Promise<string> {
-  const name = parseOrThrow(VmName, raw, 'invalid name');
-  const taken = (await core.library.list()).some((e) => e.config?.name.toLowerCase() === name.toLowerCase());
-  if (taken) throw new VmdeskError(ErrorCode.exists, `a VM named "${name}" already exists`);
-  return name;
-}
-
-/** A VM in a new bundle, created atomically under the library lock, announced with a vm-created event. */
-export async function createVmBundle(core: SnapshotCore, name: string, fill: (staging: string, id: string) => Promise<VmConfig>): Promise<VmInfo> {
-  const entry = await core.library.withLibraryLock(async () => {
-    await checkNewVmName(core, name);
-    return core.library.createBundle(fill);
-  });
-  const info = await core.get(entry.id);
-  core.emit('event', { type: 'vm-created', id: info.id, info });
-  return info;
+function memoryOnly(snap: SnapshotNode): VmdeskError {
+  return new VmdeskError(ErrorCode.invalid, `snapshot "${snap.name}" is a memory snapshot (memory and CPU state only, no disk contents); clone from the current state instead`);
 }
 
 /** The clone's settings: the source's, with a new identity and no fixed MAC addresses (two NICs must not share one). */
@@ -153,7 +68,7 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
   const mode = opts.mode ?? 'full';
   const progress = opts.onProgress ?? (() => {});
   const signal = opts.signal;
-  const name = await checkNewVmName(core, opts.name);
+  const name = await core.checkNewVmName(opts.name);
   const cancelled = () => {
     if (signal?.aborted) throw new VmdeskError(ErrorCode.cancelled, `cloning to "${name}" was cancelled`);
   };
@@ -162,15 +77,17 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
 
   try {
     return await snaps.withLock(ref, async (src, take) => {
-      if (mode === 'linked' && src.config.engine !== 'qemu') throw new VmdeskError(ErrorCode.invalid, `linked clones need qcow2 disks, which the ${src.config.engine} engine cannot use; make a full clone`);
       const state = (await core.get(src.id)).state;
       const running = state !== 'stopped' && state !== 'crashed';
       let snap: SnapshotNode | undefined = opts.snapshot ? findNode(await readTree(src.dir), opts.snapshot) : undefined;
-      if (snap?.stateFile) throw new VmdeskError(ErrorCode.invalid, `snapshot "${snap.name}" is a micro-VM snapshot (memory and CPU state only, no disk contents); clone from the current state instead`);
+      if (snap?.stateFile) throw memoryOnly(snap);
+      const config = snap?.config ?? src.config;
+      // The clone runs on the engine of the settings it copies: its disks are made in that engine's format.
+      const caps = (await core.engineOf(config)).capabilities;
+      if (mode === 'linked' && !caps.linkedClones) throw new VmdeskError(ErrorCode.invalid, `the ${config.engine} engine has no linked clones (overlays on a shared base); make a full clone`);
       if (!snap && running && mode !== 'linked') {
         throw new VmdeskError(ErrorCode.state, `"${src.config.name}" is ${state}: its disks are changing. Shut it down, or clone from a snapshot (--snapshot NAME)`);
       }
-      const config = snap?.config ?? src.config;
       const sourceDisks = config.disks;
       // The disks must still exist (a snapshot's config may list a disk deleted since).
       for (const d of sourceDisks) {
@@ -181,8 +98,9 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
       if (!snap && mode === 'linked') {
         // A linked clone needs an immutable base: like VirtualBox, snapshot the current state first.
         progress('snapshotting the current state', 0);
-        snap = await take({ name: uniqueName(await readTree(src.dir), `${LINKED_BASE_PREFIX}${name}`), description: linkedBaseDescription(name) });
+        snap = await take({ name: uniqueSnapshotName(await readTree(src.dir), `${LINKED_BASE_PREFIX}${name}`), description: linkedBaseDescription(name) });
         taken = { vmId: src.id, snapId: snap.id };
+        if (snap.stateFile) throw memoryOnly(snap);
       }
       // Every file read goes through the gate (attached files) or at least its own format with backing off.
       const sources = new Map<string, string>();
@@ -224,7 +142,7 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
           }
         }
 
-        const info = await createVmBundle(core, name, async (staging, id) => {
+        const info = await core.createVmBundle(name, async (staging, id) => {
           await fs.mkdir(await containedPath(staging, 'disks'), { recursive: true });
           const disks: Disk[] = [];
           for (const [i, d] of sourceDisks.entries()) {
@@ -235,17 +153,17 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
               continue;
             }
             cancelled();
-            // The micro-VMM reads raw images only: its clones keep raw disks (and cannot be linked).
-            const fmt = config.engine === 'qemu' ? ('qcow2' as const) : ('raw' as const);
-            const rel = `disks/${d.id}.${fmt === 'raw' ? 'img' : 'qcow2'}`;
-            const dst = await containedPath(staging, rel);
             const frac = (f: number) => progress(`copying disk ${d.id}`, (i + f) / sourceDisks.length);
             if (mode === 'linked' && bases[d.id]) {
-              await img.createOverlay(dst, bases[d.id]!);
-              // QEMU opens no backing file an image names: the engine is given this base explicitly.
-              disks.push({ id: d.id, path: rel, format: fmt, owned: true, readOnly: d.readOnly, ...bus, base: bases[d.id]! });
+              const rel = `disks/${d.id}.qcow2`;
+              await img.createOverlay(await containedPath(staging, rel), bases[d.id]!);
+              // The engine opens no backing file an image names: it is given this base explicitly.
+              disks.push({ id: d.id, path: rel, format: 'qcow2', owned: true, readOnly: d.readOnly, ...bus, base: bases[d.id]! });
               continue;
             }
+            const fmt = caps.nativeDiskFormat;
+            const rel = `disks/${d.id}.${fmt === 'raw' ? 'img' : fmt}`;
+            const dst = await containedPath(staging, rel);
             await img.convert(sources.get(d.id)!, dst, {
               dstFormat: fmt,
               snapshotTag: snap && d.format === 'qcow2' ? snap.tag : undefined,
@@ -271,8 +189,8 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
         taken = undefined;
         made.length = 0;
         if (mode === 'linked' && snap) {
-          // Held under the snapshot lock already taken by withLock: write directly. A crash before this
-          // line is repaired by sweepOrphanLinkedBases (it finds the clone through its linked-base.json).
+          // withLock holds the source's snapshot gate: write directly. A crash before this line is repaired
+          // by sweepOrphanLinkedBases (it finds the clone through its linked-base.json).
           const tree = await readTree(src.dir);
           const node = tree.nodes.find((n) => n.id === snap!.id);
           if (node) await writeTree(src.dir, updateNode(tree, node.id, { linkedClones: [...new Set([...node.linkedClones, info.id])] }));
@@ -280,7 +198,7 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
         progress('done', 1);
         return info;
       } catch (e) {
-        // Nothing can use what this attempt made: the snapshot lock is held and no clone was created.
+        // Nothing can use what this attempt made: the snapshot gate is held and no clone was created.
         for (const f of made.reverse()) await fs.rm(f, { force: true }).catch(() => {});
         if (baseDir) await fs.rmdir(baseDir).catch(() => {}); // only when empty: other clones' bases stay
         throw e;
@@ -289,18 +207,12 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
   } catch (e) {
     if (taken) {
       // Roll back the snapshot taken for a clone that does not exist (outside withLock: delete takes the
-      // snapshot lock itself, and handles a running source through QEMU). What cannot be removed now is
-      // left to sweepOrphanLinkedBases.
+      // gate itself, and handles a running source through its engine). What cannot be removed now is left
+      // to sweepOrphanLinkedBases.
       await snaps.delete(taken.vmId, taken.snapId).catch(() => {});
     }
     throw e;
   }
-}
-
-function uniqueName(tree: { nodes: { name: string }[] }, base: string): string {
-  let name = base.slice(0, 60);
-  for (let i = 2; tree.nodes.some((n) => n.name.toLowerCase() === name.toLowerCase()); i++) name = `${base.slice(0, 56)} (${i})`;
-  return name;
 }
 
 /** The linked-base.json of a bundle, when it is a linked clone (and the file parses). */
@@ -379,7 +291,7 @@ export async function sweepOrphanLinkedBases(core: SnapshotCore, snaps: Snapshot
         );
       }
       if (users.length || !isAutoLinkedBase(n)) continue;
-      // Delete re-checks linkedClones under the snapshot lock, and a clone in progress holds that lock.
+      // Delete re-checks linkedClones under the snapshot gate, and a clone in progress holds that gate.
       await snaps.delete(e.id, n.id).then(
         () => notes.push(`removed snapshot "${n.name}" of "${vmName}": no linked clone is built on it`),
         (err: Error) => notes.push(`could not remove snapshot "${n.name}" of "${vmName}": ${err.message}`),
@@ -398,9 +310,9 @@ async function recordBases(core: SnapshotCore, e: BundleEntry): Promise<string[]
   if (!link || !e.config || !e.config.disks.some((d) => d.owned && !d.base && link.bases[d.id])) return [];
   const where = path.join(basesDir(core.library.bundleDir(link.sourceVmId)), link.snapshotId);
   const name = e.config.name;
-  return core.library.withVmLock(e.id, name, async () => {
-    const fresh = await core.library.load(e.id);
-    if (!fresh.config) return [];
+  try {
+    // The index's config (the daemon is the only writer), saved back through the core so clients see it.
+    const fresh = await core.usable(e.id);
     const notes: string[] = [];
     const disks = fresh.config.disks.map((d) => {
       const base = link.bases[d.id];
@@ -408,7 +320,9 @@ async function recordBases(core: SnapshotCore, e: BundleEntry): Promise<string[]
       notes.push(`linked clone "${name}": disk ${d.id} now names its base ${base} explicitly`);
       return { ...d, base };
     });
-    if (notes.length) await core.library.saveConfig(e.id, { ...fresh.config, disks });
+    if (notes.length) await core.saveConfig(e.id, { ...fresh.config, disks });
     return notes;
-  }).catch((err: Error) => [`could not record the base images of linked clone "${name}": ${err.message}`]);
+  } catch (err) {
+    return [`could not record the base images of linked clone "${name}": ${(err as Error).message}`];
+  }
 }

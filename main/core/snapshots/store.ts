@@ -1,10 +1,9 @@
-// Reads and writes a VM's snapshots/ directory: tree.json (atomic), thumbnails, and the snapshot lock.
+// Reads and writes a VM's snapshots/ directory: tree.json (atomic), thumbnails, state files and bases.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
 import { writeFileAtomic, writeJsonAtomic } from '../../platform/atomic.js';
-import { withLock } from '../../platform/lock.js';
 import { SnapshotTree, emptyTree, normalizeTree } from './tree.js';
 
 export const SNAPSHOT_DIR = 'snapshots';
@@ -81,13 +80,4 @@ export async function readThumbnail(bundleDir: string, id: string): Promise<Buff
 
 export async function removeThumbnail(bundleDir: string, id: string): Promise<void> {
   await fs.rm(thumbnailPath(bundleDir, id), { force: true });
-}
-
-/**
- * One snapshot operation per VM at a time, across processes. Separate from the VM lock because a restore
- * calls Core.start, which takes the VM lock itself.
- */
-export async function withSnapshotLock<T>(bundleDir: string, vmName: string, fn: () => Promise<T>, waitMs = 500): Promise<T> {
-  await fs.mkdir(snapshotDir(bundleDir), { recursive: true });
-  return withLock(snapshotDir(bundleDir), `snapshots of VM "${vmName}" (another snapshot operation is running)`, fn, waitMs);
 }

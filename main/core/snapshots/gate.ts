@@ -1,0 +1,68 @@
+// One snapshot operation per VM at a time, in this process. The daemon is the only writer of its library and
+// runs one job per VM, so no cross-process lock is needed; what remains is in-process: a query (a snapshot
+// list) may run while a take is in progress, and must then neither adopt the half-made snapshot nor write
+// tree.json under the take's feet. Shared by every SnapshotManager of one core.
+import { VmdeskError, ErrorCode } from '../../api/errors.js';
+
+interface VmGate {
+  /** The operation holding the VM's snapshots, in words for refusals. */
+  op?: string;
+  /** Tail of the chain of reconciliations that write (lists), so takes wait for them rather than fail. */
+  writes: Promise<unknown>;
+}
+
+export class SnapshotGate {
+  private readonly vms = new Map<string, VmGate>();
+
+  private gate(vmId: string): VmGate {
+    let g = this.vms.get(vmId);
+    if (!g) this.vms.set(vmId, (g = { writes: Promise.resolve() }));
+    return g;
+  }
+
+  /** True while an operation (take, restore, delete, edit, clone) holds the VM's snapshots. */
+  busy(vmId: string): boolean {
+    return this.vms.get(vmId)?.op !== undefined;
+  }
+
+  /**
+   * Runs `fn` as the VM's one snapshot operation. Another operation already running is refused at once
+   * (EBUSY, naming it) rather than queued: the caller decides whether to try again. A reconciliation in
+   * progress is waited for (it is short).
+   */
+  async exclusive<T>(vmId: string, vmName: string, what: string, fn: () => Promise<T>): Promise<T> {
+    const g = this.gate(vmId);
+    if (g.op !== undefined) {
+      throw new VmdeskError(ErrorCode.busy, `snapshots of VM "${vmName}" are busy (another snapshot operation is running: ${g.op}); try again when it has finished`);
+    }
+    // Claimed before the first await, so two callers in the same tick cannot both get through.
+    g.op = what;
+    try {
+      await g.writes.catch(() => {});
+      return await fn();
+    } finally {
+      g.op = undefined;
+    }
+  }
+
+  /**
+   * Runs a reconciliation: `fn(true)` may write tree.json (adopt, finish or drop interrupted takes) when no
+   * operation holds the VM; otherwise `fn(false)` only reports. Writing reconciliations run one at a time.
+   */
+  reconcile<T>(vmId: string, fn: (write: boolean) => Promise<T>): Promise<T> {
+    const g = this.gate(vmId);
+    if (g.op !== undefined) return fn(false);
+    const run = g.writes.catch(() => {}).then(() => fn(g.op === undefined));
+    g.writes = run;
+    return run;
+  }
+}
+
+const gates = new WeakMap<object, SnapshotGate>();
+
+/** The gate of one core (every SnapshotManager made for it shares it). */
+export function gateOf(core: object): SnapshotGate {
+  let g = gates.get(core);
+  if (!g) gates.set(core, (g = new SnapshotGate()));
+  return g;
+}

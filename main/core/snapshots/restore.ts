@@ -1,0 +1,148 @@
+// Bringing a VM back to a snapshot. Disk-only: the VM ends stopped with its disks reverted. Live ('full' or
+// 'memory'): the VM ends running where it was when the snapshot was taken. Settings return to the
+// snapshot's. Unless told not to, the current state is saved first ("Before restoring X").
+import { existsSync } from 'node:fs';
+import type { VmConfig, VmInfo } from '../../api/schema.js';
+import { VmdeskError, ErrorCode } from '../../api/errors.js';
+import type { EngineModule } from '../../engines/engine.js';
+import { readTree, stateFilePath, writeTree } from './store.js';
+import { takeSnapshot } from './take.js';
+import { diffConfigs, findNode, isStateFileNode, type SnapshotNode, type SnapshotTree } from './tree.js';
+import { diskFile, isRunning, livePhase, loadVm, powerOff, refOf, requireSettled, runtimeOf, uniqueSnapshotName, unsupportedError, type ProgressFn, type SnapVm, type UsableEntry } from './vm.js';
+
+export interface RestoreOptions {
+  /** Take a snapshot of the current state first (default true), so nothing is lost by restoring. */
+  snapshotCurrent?: boolean;
+  /** Name for that safety snapshot. */
+  currentName?: string;
+  onProgress?: ProgressFn;
+}
+
+export interface RestoreResult {
+  restored: SnapshotNode;
+  safety?: SnapshotNode;
+  info: VmInfo;
+  warnings: string[];
+}
+
+/** What a snapshot needs of the engine that will run it: 'full' or 'memory' live snapshots, or disk snapshots. */
+type Need = 'full' | 'memory' | 'offline';
+
+function needOf(node: SnapshotNode): Need {
+  return isStateFileNode(node) ? 'memory' : node.kind === 'live' ? 'full' : 'offline';
+}
+
+function offers(eng: EngineModule, need: Need): boolean {
+  return need === 'offline' ? eng.capabilities.offlineSnapshots : eng.capabilities.liveSnapshots === need;
+}
+
+/** The snapshot's settings, keeping the VM's identity (id, name) and reporting disks added since. */
+function configForRestore(entry: UsableEntry, snap: VmConfig, warnings: string[]): VmConfig {
+  for (const d of entry.config.disks) {
+    if (!snap.disks.some((x) => x.id === d.id)) warnings.push(`disk ${d.id} was added after the snapshot and is now detached; its file is kept at ${diskFile(entry.dir, d)}`);
+  }
+  return { ...snap, id: entry.config.id, name: entry.config.name, createdAt: entry.config.createdAt };
+}
+
+/** Refuses what cannot be restored before anything changes: a lost state file, a target lacking the tag. */
+async function checkRestorable(vm: SnapVm, node: SnapshotNode, need: Need): Promise<void> {
+  const { entry, eng, ctx } = vm;
+  if (need === 'memory') {
+    const file = stateFilePath(entry.dir, node.id);
+    if (!existsSync(file)) throw new VmdeskError(ErrorCode.broken, `the state file of snapshot "${node.name}" (${file}) is missing; it cannot be restored`);
+    return;
+  }
+  const { targets, unsupported } = eng.snapshots.targets(ctx);
+  if (unsupported[0]) throw unsupportedError(entry.config.name, unsupported[0]);
+  // Every target must hold the snapshot, or the guest would come back with a mix of old and new disks.
+  const stored = (await eng.snapshots.stored(ctx, isRunning(vm.info.state))).get(node.tag);
+  for (const t of targets) {
+    if (stored?.has(t.id)) continue;
+    if (node.disks.length ? node.disks.includes(t.id) : true) throw new VmdeskError(ErrorCode.broken, `snapshot "${node.name}" is missing from disk ${t.id}; it cannot be restored`);
+    throw new VmdeskError(ErrorCode.invalid, `disk ${t.id} was added after snapshot "${node.name}"; detach it before restoring`);
+  }
+}
+
+/** Whether the current state can be saved at all (a stopped VM of an engine without disk snapshots cannot). */
+function canSaveCurrent(vm: SnapVm): boolean {
+  const caps = vm.eng.capabilities;
+  return isRunning(vm.info.state) ? caps.liveSnapshots !== false : caps.offlineSnapshots;
+}
+
+/** Restores; the caller holds the VM's snapshot gate. */
+export async function restoreSnapshot(vm: SnapVm, snapRef: string, opts: RestoreOptions): Promise<RestoreResult> {
+  const progress = opts.onProgress ?? (() => {});
+  const { core, entry } = vm;
+  const tree0 = await readTree(entry.dir);
+  const node = findNode(tree0, snapRef);
+  const need = needOf(node);
+  requireSettled(vm);
+  // The settings restore writes back name the engine that will run the snapshot.
+  const target = await core.engineOf(node.config ?? entry.config);
+  if (!offers(target, need)) {
+    const what = need === 'offline' ? 'disk snapshots' : need === 'memory' ? 'memory snapshots' : 'live snapshots of memory and disks';
+    throw new VmdeskError(ErrorCode.invalid, `snapshot "${node.name}" needs an engine with ${what}, which the ${target.kind} engine does not offer; it cannot be restored`);
+  }
+  await checkRestorable(vm, node, need);
+
+  const warnings: string[] = [];
+  const safety = opts.snapshotCurrent !== false && canSaveCurrent(vm) ? await takeSafety(vm, tree0, node, opts, progress) : undefined;
+  // Taking the safety snapshot does not change the run state, but the guest may have gone meanwhile.
+  const now = safety ? await loadVm(core, entry.id) : vm;
+  const running = isRunning(now.info.state);
+  const sameConfig = node.config === null || diffConfigs(node.config, entry.config).length === 0;
+
+  if (need !== 'offline' && running && sameConfig) {
+    // Fast path: the running guest is replaced by the snapshot's in place.
+    progress(livePhase('loading', need), 0);
+    await now.eng.snapshots.loadLive(runtimeOf(now), now.ctx, refOf(entry.dir, node), progress);
+    await core.resume(entry.id);
+  } else {
+    if (running) {
+      // The guest's current state is being replaced (and was saved above unless the caller declined).
+      progress('powering off', 0);
+      await powerOff(core, entry.id);
+    }
+    const state = (await core.get(entry.id)).state;
+    if (state !== 'stopped' && state !== 'crashed') throw new VmdeskError(ErrorCode.state, `"${entry.config.name}" started meanwhile; try again`);
+    if (need === 'offline') {
+      // Reverted through the engine that holds the disks' snapshots now, before its settings change.
+      await now.eng.snapshots.applyOffline(now.ctx, refOf(entry.dir, node), progress);
+    }
+    if (node.config) {
+      const config = configForRestore(entry, node.config, warnings);
+      if (diffConfigs(config, entry.config).length) await core.saveConfig(entry.id, config);
+    }
+    if (need !== 'offline') {
+      progress('starting paused', 0.2);
+      await core.start(entry.id, { paused: true });
+      const started = await loadVm(core, entry.id);
+      progress(livePhase('loading', need), 0.4);
+      try {
+        await started.eng.snapshots.loadLive(runtimeOf(started), started.ctx, refOf(entry.dir, node), (p, f) => progress(p, f === undefined ? undefined : 0.4 + f * 0.5));
+      } catch (e) {
+        // A half-loaded guest (or a freshly booted one that is not the state asked for) must not run.
+        await powerOff(core, entry.id).catch(() => {});
+        throw e;
+      }
+      await core.resume(entry.id);
+    }
+  }
+  if (need === 'memory' && (node.config ?? entry.config).disks.some((d) => !d.readOnly)) {
+    warnings.push('the disks were not reverted: memory snapshots do not capture disk contents');
+  }
+  // "You are here" moves to the restored snapshot.
+  const tree = await readTree(entry.dir);
+  await writeTree(entry.dir, { ...tree, current: node.id });
+  progress('done', 1);
+  const info = await core.get(entry.id);
+  core.emit('event', { type: 'vm-updated', id: info.id, info });
+  return { restored: node, safety, info, warnings };
+}
+
+/** The automatic "Before restoring X" snapshot, named so it never clashes with an existing one. */
+function takeSafety(vm: SnapVm, tree0: SnapshotTree, node: SnapshotNode, opts: RestoreOptions, progress: ProgressFn): Promise<SnapshotNode> {
+  progress('saving the current state', 0);
+  const name = uniqueSnapshotName(tree0, opts.currentName ?? `Before restoring ${node.name}`);
+  return takeSnapshot(vm, { name, description: `Taken automatically before restoring "${node.name}".`, onProgress: (p, f) => progress(`saving the current state: ${p}`, f) });
+}
