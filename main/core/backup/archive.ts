@@ -8,16 +8,17 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip, createGunzip, constants as zc } from 'node:zlib';
 import { z } from 'zod';
-import { LIMITS, VmConfig, VM_SCHEMA_VERSION, type Disk, type VmInfo } from '../../api/schema.js';
+import { LIMITS, VmConfig, VM_SCHEMA_VERSION, type Disk, type DiskFormat, type VmInfo } from '../../api/schema.js';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
 import { writeJsonAtomic } from '../../platform/atomic.js';
 import { containedPath } from '../../platform/contain.js';
 import { admitImage, qemuImgSource } from '../images/gate.js';
-import * as img from '../snapshots/qemu-img.js';
-import { uefiVarsFile, type ProgressFn, type SnapshotCore } from '../snapshots/manager.js';
+import * as img from '../../platform/qemu-img.js';
+import type { ProgressFn, SnapshotCore } from '../services.js';
+import { uefiVarsFile } from '../snapshots/vm.js';
 import { readTree, thumbnailPath, TREE_FILE } from '../snapshots/store.js';
 import { SnapshotNode, SnapshotTree, isStateFileNode, normalizeTree, removeNode } from '../snapshots/tree.js';
-import { checkNewVmName, createVmBundle, isStalePartial, partialPath, vmDiskSource, writerAlive, writerTag } from '../snapshots/clone.js';
+import { isStalePartial, partialPath, vmDiskSource, writerAlive, writerTag } from '../snapshots/sources.js';
 import { TarWriter, entryStream, hashEntry, readEntry, readTarIndex, type TarEntry } from './tar.js';
 
 export const ARCHIVE_FORMAT = 'vmdesk-export';
@@ -156,8 +157,7 @@ async function publish(partial: string, out: string): Promise<void> {
 
 export async function exportVm(core: SnapshotCore, ref: string, file: string, opts: ExportOptions = {}): Promise<{ file: string; manifest: Manifest; bytes: number }> {
   const progress = opts.onProgress ?? (() => {});
-  const entry = await core.resolve(ref);
-  if (!entry.config) throw new VmdeskError(ErrorCode.broken, `VM bundle ${entry.dir} is broken: ${entry.broken}`);
+  const entry = await core.usable(ref);
   const config = entry.config;
   const out = path.resolve(file);
   const folder = path.dirname(out);
@@ -166,95 +166,94 @@ export async function exportVm(core: SnapshotCore, ref: string, file: string, op
   // What an earlier export killed half-way left here (a dead writer's files only).
   await sweepStaleExports(folder);
 
-  return core.library.withVmLock(entry.id, config.name, async () => {
-    const state = (await core.get(entry.id)).state;
-    if (state !== 'stopped' && state !== 'crashed') throw new VmdeskError(ErrorCode.state, `"${config.name}" is ${state}; shut it down before exporting (its disks are changing)`);
-    const withSnaps = !!opts.includeSnapshots;
-    const tree = withSnaps ? await readTree(entry.dir) : null;
-    const files: Manifest['files'] = [];
-    const disks = config.disks.filter((d) => !(d.readOnly && !d.owned));
-    // Every disk is read with its format stated and backing files off (a linked clone's base given
-    // explicitly); attached files pass the image gate first. Checked before anything is written.
-    const sources = new Map<string, string>();
-    for (const d of disks) {
-      if (withSnaps && d.base) throw new VmdeskError(ErrorCode.invalid, `disk ${d.id} is a linked clone's overlay: export without snapshots (they would need its base)`);
-      sources.set(d.id, await vmDiskSource(entry.dir, d, { what: `disk ${d.id} of "${config.name}"`, vmsDir: core.library.vmsDir }));
+  // No VM lock: the daemon runs one job per VM, so the VM cannot start while this export reads its disks.
+  const state = (await core.get(entry.id)).state;
+  if (state !== 'stopped' && state !== 'crashed') throw new VmdeskError(ErrorCode.state, `"${config.name}" is ${state}; shut it down before exporting (its disks are changing)`);
+  const withSnaps = !!opts.includeSnapshots;
+  const tree = withSnaps ? await readTree(entry.dir) : null;
+  const files: Manifest['files'] = [];
+  const disks = config.disks.filter((d) => !(d.readOnly && !d.owned));
+  // Every disk is read with its format stated and backing files off (a linked clone's base given
+  // explicitly); attached files pass the image gate first. Checked before anything is written.
+  const sources = new Map<string, string>();
+  for (const d of disks) {
+    if (withSnaps && d.base) throw new VmdeskError(ErrorCode.invalid, `disk ${d.id} is a linked clone's overlay: export without snapshots (they would need its base)`);
+    sources.set(d.id, await vmDiskSource(entry.dir, d, { what: `disk ${d.id} of "${config.name}"`, vmsDir: core.library.vmsDir }));
+  }
+  const tmpDir = await fs.mkdtemp(path.join(folder, `.vmdesk-export-${writerTag()}-`));
+  const partial = partialPath(out);
+  let tar: TarWriter | undefined;
+  try {
+    tar = await TarWriter.create(partial);
+    const exportedDisks: Disk[] = [];
+    for (const [i, d] of disks.entries()) {
+      const share = (x: number) => progress(`exporting disk ${d.id}`, (i + x) / disks.length);
+      let name: string;
+      let tmp: string;
+      if (withSnaps && d.format === 'qcow2') {
+        // The qcow2 file as it is (internal snapshots and RAM states inside), gzip-compressed. Its bytes
+        // were admitted by vmDiskSource above (no backing or data file).
+        const f = d.owned ? await containedPath(entry.dir, d.path) : d.path;
+        name = `disks/${d.id}.qcow2.gz`;
+        tmp = path.join(tmpDir, `${d.id}.qcow2.gz`);
+        const { size } = await fs.stat(f);
+        let done = 0;
+        const src = createReadStream(f, { highWaterMark: 1024 * 1024 });
+        src.on('data', (c) => {
+          done += c.length;
+          share((0.9 * done) / Math.max(1, size));
+        });
+        await pipeline(src, createGzip({ level: 3 }), createWriteStream(tmp, { flags: 'wx' }));
+      } else {
+        // qemu-img convert -c: compressed clusters, flattened onto its base for a linked clone, no snapshots.
+        name = `disks/${d.id}.qcow2`;
+        tmp = path.join(tmpDir, `${d.id}.qcow2`);
+        await img.convert(sources.get(d.id)!, tmp, { dstFormat: 'qcow2', compress: true, onProgress: (x) => share(0.9 * x) });
+      }
+      const { size } = await fs.stat(tmp);
+      const r = await tar.add(name, { size, stream: createReadStream(tmp, { highWaterMark: 1024 * 1024 }) }, (done) => share(0.9 + (0.1 * done) / size));
+      await fs.rm(tmp, { force: true });
+      files.push({ name, size: r.size, sha256: r.sha256, role: 'disk', diskId: d.id, gzip: name.endsWith('.gz') });
+      exportedDisks.push({ id: d.id, path: `disks/${d.id}.qcow2`, format: 'qcow2', owned: true, readOnly: d.readOnly, ...(d.bus ? { bus: d.bus } : {}) });
     }
-    const tmpDir = await fs.mkdtemp(path.join(folder, `.vmdesk-export-${writerTag()}-`));
-    const partial = partialPath(out);
-    let tar: TarWriter | undefined;
-    try {
-      tar = await TarWriter.create(partial);
-      const exportedDisks: Disk[] = [];
-      for (const [i, d] of disks.entries()) {
-        const share = (x: number) => progress(`exporting disk ${d.id}`, (i + x) / disks.length);
-        let name: string;
-        let tmp: string;
-        if (withSnaps && d.format === 'qcow2') {
-          // The qcow2 file as it is (internal snapshots and RAM states inside), gzip-compressed. Its bytes
-          // were admitted by vmDiskSource above (no backing or data file).
-          const f = d.owned ? await containedPath(entry.dir, d.path) : d.path;
-          name = `disks/${d.id}.qcow2.gz`;
-          tmp = path.join(tmpDir, `${d.id}.qcow2.gz`);
-          const { size } = await fs.stat(f);
-          let done = 0;
-          const src = createReadStream(f, { highWaterMark: 1024 * 1024 });
-          src.on('data', (c) => {
-            done += c.length;
-            share((0.9 * done) / Math.max(1, size));
-          });
-          await pipeline(src, createGzip({ level: 3 }), createWriteStream(tmp, { flags: 'wx' }));
-        } else {
-          // qemu-img convert -c: compressed clusters, flattened onto its base for a linked clone, no snapshots.
-          name = `disks/${d.id}.qcow2`;
-          tmp = path.join(tmpDir, `${d.id}.qcow2`);
-          await img.convert(sources.get(d.id)!, tmp, { dstFormat: 'qcow2', compress: true, onProgress: (x) => share(0.9 * x) });
-        }
-        const { size } = await fs.stat(tmp);
-        const r = await tar.add(name, { size, stream: createReadStream(tmp, { highWaterMark: 1024 * 1024 }) }, (done) => share(0.9 + (0.1 * done) / size));
-        await fs.rm(tmp, { force: true });
-        files.push({ name, size: r.size, sha256: r.sha256, role: 'disk', diskId: d.id, gzip: name.endsWith('.gz') });
-        exportedDisks.push({ id: d.id, path: `disks/${d.id}.qcow2`, format: 'qcow2', owned: true, readOnly: d.readOnly, ...(d.bus ? { bus: d.bus } : {}) });
-      }
-      if (config.firmware === 'uefi' && existsSync(uefiVarsFile(entry.dir))) {
-        const data = await fs.readFile(uefiVarsFile(entry.dir));
-        const r = await tar.add('uefi-vars.qcow2', data);
-        files.push({ name: 'uefi-vars.qcow2', ...r, role: 'uefi-vars' });
-      }
-      if (tree) {
-        // Micro-VM snapshots live in state files of the running host's memory layout: they are not exported.
-        const portable = tree.nodes.filter((n) => isStateFileNode(n)).reduce((t, n) => removeNode(t, n.id), tree);
-        const kept = { ...portable, pending: [], nodes: portable.nodes.map((n) => ({ ...n, linkedClones: [] })) };
-        const r = await tar.add(`snapshots/${TREE_FILE}`, Buffer.from(JSON.stringify(kept, null, 2)));
-        files.push({ name: `snapshots/${TREE_FILE}`, ...r, role: 'tree' });
-        for (const n of portable.nodes.filter((x) => x.thumbnail)) {
-          const png = await fs.readFile(thumbnailPath(entry.dir, n.id)).catch(() => null);
-          if (!png) continue;
-          const r2 = await tar.add(`snapshots/${n.id}.png`, png);
-          files.push({ name: `snapshots/${n.id}.png`, ...r2, role: 'thumbnail' });
-        }
-      }
-      // Kept disks are all owned qcow2 in the archive; shared read-only media stay referenced by path (an
-      // importer shows them to the user and attaches nothing by path).
-      const shared = config.disks.filter((d) => d.readOnly && !d.owned);
-      const vmJson = Buffer.from(JSON.stringify({ ...config, disks: [...exportedDisks, ...shared] }, null, 2));
-      const rc = await tar.add('vm.json', vmJson);
-      files.push({ name: 'vm.json', ...rc, role: 'config' });
-      const manifest: Manifest = { format: ARCHIVE_FORMAT, version: ARCHIVE_VERSION, createdAt: new Date().toISOString(), vm: { id: config.id, name: config.name }, includesSnapshots: withSnaps, files };
-      await tar.add('manifest.json', Buffer.from(JSON.stringify(manifest, null, 2)));
-      await tar.close();
-      tar = undefined;
-      await publish(partial, out);
-      progress('done', 1);
-      return { file: out, manifest, bytes: (await fs.stat(out)).size };
-    } catch (e) {
-      await tar?.abort();
-      await fs.rm(partial, { force: true });
-      throw e;
-    } finally {
-      await fs.rm(tmpDir, { recursive: true, force: true });
+    if (config.firmware === 'uefi' && existsSync(uefiVarsFile(entry.dir))) {
+      const data = await fs.readFile(uefiVarsFile(entry.dir));
+      const r = await tar.add('uefi-vars.qcow2', data);
+      files.push({ name: 'uefi-vars.qcow2', ...r, role: 'uefi-vars' });
     }
-  });
+    if (tree) {
+      // Memory snapshots live in state files of one engine's memory layout: they are not exported.
+      const portable = tree.nodes.filter((n) => isStateFileNode(n)).reduce((t, n) => removeNode(t, n.id), tree);
+      const kept = { ...portable, pending: [], nodes: portable.nodes.map((n) => ({ ...n, linkedClones: [] })) };
+      const r = await tar.add(`snapshots/${TREE_FILE}`, Buffer.from(JSON.stringify(kept, null, 2)));
+      files.push({ name: `snapshots/${TREE_FILE}`, ...r, role: 'tree' });
+      for (const n of portable.nodes.filter((x) => x.thumbnail)) {
+        const png = await fs.readFile(thumbnailPath(entry.dir, n.id)).catch(() => null);
+        if (!png) continue;
+        const r2 = await tar.add(`snapshots/${n.id}.png`, png);
+        files.push({ name: `snapshots/${n.id}.png`, ...r2, role: 'thumbnail' });
+      }
+    }
+    // Kept disks are all owned qcow2 in the archive; shared read-only media stay referenced by path (an
+    // importer shows them to the user and attaches nothing by path).
+    const shared = config.disks.filter((d) => d.readOnly && !d.owned);
+    const vmJson = Buffer.from(JSON.stringify({ ...config, disks: [...exportedDisks, ...shared] }, null, 2));
+    const rc = await tar.add('vm.json', vmJson);
+    files.push({ name: 'vm.json', ...rc, role: 'config' });
+    const manifest: Manifest = { format: ARCHIVE_FORMAT, version: ARCHIVE_VERSION, createdAt: new Date().toISOString(), vm: { id: config.id, name: config.name }, includesSnapshots: withSnaps, files };
+    await tar.add('manifest.json', Buffer.from(JSON.stringify(manifest, null, 2)));
+    await tar.close();
+    tar = undefined;
+    await publish(partial, out);
+    progress('done', 1);
+    return { file: out, manifest, bytes: (await fs.stat(out)).size };
+  } catch (e) {
+    await tar?.abort();
+    await fs.rm(partial, { force: true });
+    throw e;
+  } finally {
+    await fs.rm(tmpDir, { recursive: true, force: true });
+  }
 }
 
 // ---- import -----------------------------------------------------------------------------------------
@@ -350,7 +349,7 @@ export interface ImportPlan {
  * files of the exporting machine (attached disks, CD/DVD image, kernel and initrd), since an archive must
  * never make VMDesk read, move or delete a file of this host.
  */
-export function planImport(manifest: Manifest, config: VmConfig, tree: SnapshotTree | null): ImportPlan {
+export function planImport(manifest: Manifest, config: VmConfig, tree: SnapshotTree | null, diskFormat: DiskFormat = 'qcow2'): ImportPlan {
   const warnings: string[] = [];
   const settings = settingsOf(config);
   const entries = new Map(manifest.files.filter((f) => f.role === 'disk').map((f) => [f.diskId!, f]));
@@ -370,9 +369,9 @@ export function planImport(manifest: Manifest, config: VmConfig, tree: SnapshotT
     const entry = entries.get(d.id);
     if (!entry) throw refuse(`archive lacks disk ${d.id}`);
     if (d.base) warnings.push(`disk ${d.id} named a base image (${shown(d.base)}); it was ignored (exported disks are complete on their own)`);
-    // The micro-VMM reads raw images only: its disks are turned back into raw ones after the gate.
-    const raw = settings.engine !== 'qemu';
-    const disk: Disk = { id: d.id, path: `disks/${d.id}.${raw ? 'img' : 'qcow2'}`, format: raw ? 'raw' : 'qcow2', owned: true, readOnly: d.readOnly, ...(d.bus ? { bus: d.bus } : {}) };
+    // Disks arrive as qcow2 and are kept in the format the VM's engine makes (converted after the gate).
+    const ext = diskFormat === 'raw' ? 'img' : diskFormat;
+    const disk: Disk = { id: d.id, path: `disks/${d.id}.${ext}`, format: diskFormat, owned: true, readOnly: d.readOnly, ...(d.bus ? { bus: d.bus } : {}) };
     disks.push({ id: d.id, entry, disk });
   }
   for (const id of entries.keys()) if (!seen.has(id)) warnings.push(`the archive holds disk ${id}, which its vm.json does not use; it was not imported`);
@@ -406,7 +405,7 @@ export function planImport(manifest: Manifest, config: VmConfig, tree: SnapshotT
       ids.add(n.id);
       const name = n.name.replace(/[\u0000-\u001f\u007f]/g, ' ').trim() || n.id;
       if (isStateFileNode(n) || !SAFE_TAG.test(n.tag)) {
-        warnings.push(`snapshot "${shown(name)}" was not imported (${isStateFileNode(n) ? 'a micro-VM state file is not portable' : 'its tag is not one VMDesk uses'})`);
+        warnings.push(`snapshot "${shown(name)}" was not imported (${isStateFileNode(n) ? 'a memory snapshot\'s state file is not portable' : 'its tag is not one VMDesk uses'})`);
         drop.push(n.id);
       }
       let cfg: VmConfig | null = null;
@@ -588,11 +587,13 @@ export async function importArchive(core: SnapshotCore, file: string, opts: Impo
   const src = path.resolve(file);
   if (!existsSync(src)) throw new VmdeskError(ErrorCode.invalid, `${src} does not exist`);
   const { manifest, config, tree, index } = await verifyArchive(src, (p, f) => progress(p, f === undefined ? undefined : f * 0.4));
-  const plan = planImport(manifest, config, tree);
-  const name = await checkNewVmName(core, opts.name ?? config.name);
+  // The engine the archive names must exist here; its own disk format is what the new VM gets.
+  const diskFormat = (await core.engineOf(config)).capabilities.nativeDiskFormat;
+  const plan = planImport(manifest, config, tree, diskFormat);
+  const name = await core.checkNewVmName(opts.name ?? config.name);
   const total = plan.disks.reduce((a, d) => a + d.entry.size, 0) || 1;
   let done = 0;
-  const info = await createVmBundle(core, name, async (staging, id) => {
+  const info = await core.createVmBundle(name, async (staging, id) => {
     // Every destination below is resolved inside the staging bundle; names come from validated ids only.
     const at = (...segments: string[]) => containedPath(staging, ...segments);
     await fs.mkdir(await at('disks'), { recursive: true });
@@ -606,8 +607,8 @@ export async function importArchive(core: SnapshotCore, file: string, opts: Impo
       const admitted = await admitImage({ path: q }, { what: `disk ${d.id} in the archive`, stated: 'qcow2', allow: ['qcow2'], within: staging });
       // And qemu-img must open it as that (a last sanity check of the rest of its structure).
       await img.imgInfo(qemuImgSource(admitted));
-      if (d.disk.format === 'raw') {
-        await img.convert(qemuImgSource(admitted), await at(d.disk.path), { dstFormat: 'raw' });
+      if (d.disk.format !== 'qcow2') {
+        await img.convert(qemuImgSource(admitted), await at(d.disk.path), { dstFormat: d.disk.format });
         await fs.rm(q, { force: true });
       }
     }

@@ -1,24 +1,19 @@
 // Exports a VM as an OVA that VirtualBox, VMware and VMDesk itself import: a tar with the OVF 1.0 descriptor
 // first (in the shape VirtualBox 7 writes), then each disk as a streamOptimized VMDK, then a SHA256 manifest.
-// Disks are read under the VM lock through explicit json: block specs (format stated, backing files off but
-// for a linked clone's own base), like the engine opens them; a running VM is refused (its disks change).
+// Disks are read through the same sources as clones and archive exports (sources.ts: format stated, backing
+// files off but for a linked clone's recorded base, attached files through the image gate); a running VM is
+// refused (its disks change).
 import { createReadStream, promises as fs, existsSync } from 'node:fs';
 import path from 'node:path';
-import type { Disk, DiskBus, NetAdapter, VmConfig } from '../../api/schema.js';
+import type { DiskBus, NetAdapter, VmConfig } from '../../api/schema.js';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
-import * as img from '../snapshots/qemu-img.js';
-import { diskFile, type ProgressFn, type SnapshotCore } from '../snapshots/manager.js';
+import * as img from '../../platform/qemu-img.js';
+import type { ProgressFn, SnapshotCore } from '../services.js';
+import { vmDiskSource } from '../snapshots/sources.js';
 import { TarWriter } from './tar.js';
 import { xmlEscape } from './ovf-xml.js';
 
 export const OVA_EXTENSION = '.ova';
-
-/** The qemu-img source for one of the VM's own disks: its format stated, only its own base as backing. */
-export function vmDiskSource(bundleDir: string, d: Disk): string {
-  const file = { driver: 'file', filename: diskFile(bundleDir, d) };
-  const backing = d.base ? { driver: 'qcow2', backing: null, file: { driver: 'file', filename: d.base } } : null;
-  return `json:${JSON.stringify({ driver: d.format, backing, file })}`;
-}
 
 export interface OvfDiskOut {
   /** Entry name of the VMDK in the OVA. */
@@ -160,68 +155,63 @@ export interface OvaExportResult {
 /** Exports a stopped VM as an OVA (see the file comment); the file appears complete or not at all. */
 export async function exportOva(core: SnapshotCore, ref: string, file: string, opts: OvaExportOptions = {}): Promise<OvaExportResult> {
   const progress = opts.onProgress ?? (() => {});
-  const entry = await core.resolve(ref);
-  if (!entry.config) throw new VmdeskError(ErrorCode.broken, `VM bundle ${entry.dir} is broken: ${entry.broken}`);
+  const entry = await core.usable(ref);
+  const config = entry.config;
   const out = path.resolve(file);
   if (path.extname(out).toLowerCase() !== OVA_EXTENSION) throw new VmdeskError(ErrorCode.invalid, `${out}: an OVA export must end in .ova`);
   if (existsSync(out)) throw new VmdeskError(ErrorCode.exists, `${out} already exists`);
   if (!existsSync(path.dirname(out))) throw new VmdeskError(ErrorCode.invalid, `folder ${path.dirname(out)} does not exist`);
 
-  return core.library.withVmLock(entry.id, entry.config.name, async () => {
-    // Read again under the lock: the settings may have changed since resolve().
-    const current = await core.resolve(entry.id);
-    if (!current.config) throw new VmdeskError(ErrorCode.broken, `VM bundle ${current.dir} is broken: ${current.broken}`);
-    const config = current.config;
-    const state = (await core.get(entry.id)).state;
-    if (state !== 'stopped' && state !== 'crashed') throw new VmdeskError(ErrorCode.state, `"${config.name}" is ${state}; shut it down before exporting (its disks are changing)`);
-    const warnings: string[] = [];
-    const disks = config.disks.filter((d) => !(d.readOnly && !d.owned));
-    for (const d of config.disks.filter((x) => x.readOnly && !x.owned)) warnings.push(`the shared read-only disk ${d.path} is not included`);
-    const base = config.name;
-    const outDisks: (OvfDiskOut & { src: string; id: string })[] = [];
-    for (const [i, d] of disks.entries()) {
-      const src = vmDiskSource(current.dir, d);
-      const info = await img.imgInfo(src);
-      outDisks.push({ href: `${base}-disk${String(i + 1).padStart(3, '0')}.vmdk`, capacityBytes: info.virtualSize, bus: d.bus ?? 'virtio', src, id: d.id });
-    }
-    const ovf = buildOvf(config, outDisks);
-    warnings.push(...ovf.warnings);
+  // No VM lock: the daemon runs one job per VM, so the VM cannot start while this export reads its disks.
+  const state = (await core.get(entry.id)).state;
+  if (state !== 'stopped' && state !== 'crashed') throw new VmdeskError(ErrorCode.state, `"${config.name}" is ${state}; shut it down before exporting (its disks are changing)`);
+  const warnings: string[] = [];
+  const disks = config.disks.filter((d) => !(d.readOnly && !d.owned));
+  for (const d of config.disks.filter((x) => x.readOnly && !x.owned)) warnings.push(`the shared read-only disk ${d.path} is not included`);
+  const base = config.name;
+  const outDisks: (OvfDiskOut & { src: string; id: string })[] = [];
+  for (const [i, d] of disks.entries()) {
+    const src = await vmDiskSource(entry.dir, d, { what: `disk ${d.id} of "${config.name}"`, vmsDir: core.library.vmsDir });
+    const info = await img.imgInfo(src);
+    outDisks.push({ href: `${base}-disk${String(i + 1).padStart(3, '0')}.vmdk`, capacityBytes: info.virtualSize, bus: d.bus ?? 'virtio', src, id: d.id });
+  }
+  const ovf = buildOvf(config, outDisks);
+  warnings.push(...ovf.warnings);
 
-    const tmpDir = await fs.mkdtemp(path.join(path.dirname(out), '.vmdesk-ova-'));
-    const partial = `${out}.partial`;
-    let tar: TarWriter | undefined;
-    try {
-      tar = await TarWriter.create(partial);
-      const sums: [string, string][] = [];
-      const entries: string[] = [];
-      const add = async (name: string, data: Parameters<TarWriter['add']>[1], onBytes?: (done: number, total: number) => void) => {
-        const r = await tar!.add(name, data, onBytes);
-        sums.push([name, r.sha256]);
-        entries.push(name);
-      };
-      // The descriptor comes first: importers read it before deciding what to do with the rest.
-      await add(`${base}.ovf`, Buffer.from(ovf.xml, 'utf8'));
-      for (const [i, d] of outDisks.entries()) {
-        const share = (x: number) => progress(`exporting disk ${d.id}`, (i + x) / outDisks.length);
-        const tmp = path.join(tmpDir, `disk${i}.vmdk`);
-        await img.convert(d.src, tmp, { dstFormat: 'vmdk', options: ['subformat=streamOptimized'], onProgress: (x) => share(0.9 * x) });
-        const { size } = await fs.stat(tmp);
-        await add(d.href, { size, stream: createReadStream(tmp, { highWaterMark: 1024 * 1024 }) }, (done) => share(0.9 + (0.1 * done) / Math.max(1, size)));
-        await fs.rm(tmp, { force: true });
-      }
-      // The manifest comes last: it covers everything before it.
-      await add(`${base}.mf`, Buffer.from(sums.map(([n, h]) => `SHA256(${n})= ${h}\n`).join(''), 'utf8'));
-      await tar.close();
-      tar = undefined;
-      await fs.rename(partial, out);
-      progress('done', 1);
-      return { file: out, bytes: (await fs.stat(out)).size, entries, warnings };
-    } catch (e) {
-      await tar?.abort();
-      await fs.rm(partial, { force: true });
-      throw e;
-    } finally {
-      await fs.rm(tmpDir, { recursive: true, force: true });
+  const tmpDir = await fs.mkdtemp(path.join(path.dirname(out), '.vmdesk-ova-'));
+  const partial = `${out}.partial`;
+  let tar: TarWriter | undefined;
+  try {
+    tar = await TarWriter.create(partial);
+    const sums: [string, string][] = [];
+    const entries: string[] = [];
+    const add = async (name: string, data: Parameters<TarWriter['add']>[1], onBytes?: (done: number, total: number) => void) => {
+      const r = await tar!.add(name, data, onBytes);
+      sums.push([name, r.sha256]);
+      entries.push(name);
+    };
+    // The descriptor comes first: importers read it before deciding what to do with the rest.
+    await add(`${base}.ovf`, Buffer.from(ovf.xml, 'utf8'));
+    for (const [i, d] of outDisks.entries()) {
+      const share = (x: number) => progress(`exporting disk ${d.id}`, (i + x) / outDisks.length);
+      const tmp = path.join(tmpDir, `disk${i}.vmdk`);
+      await img.convert(d.src, tmp, { dstFormat: 'vmdk', options: ['subformat=streamOptimized'], onProgress: (x) => share(0.9 * x) });
+      const { size } = await fs.stat(tmp);
+      await add(d.href, { size, stream: createReadStream(tmp, { highWaterMark: 1024 * 1024 }) }, (done) => share(0.9 + (0.1 * done) / Math.max(1, size)));
+      await fs.rm(tmp, { force: true });
     }
-  });
+    // The manifest comes last: it covers everything before it.
+    await add(`${base}.mf`, Buffer.from(sums.map(([n, h]) => `SHA256(${n})= ${h}\n`).join(''), 'utf8'));
+    await tar.close();
+    tar = undefined;
+    await fs.rename(partial, out);
+    progress('done', 1);
+    return { file: out, bytes: (await fs.stat(out)).size, entries, warnings };
+  } catch (e) {
+    await tar?.abort();
+    await fs.rm(partial, { force: true });
+    throw e;
+  } finally {
+    await fs.rm(tmpDir, { recursive: true, force: true });
+  }
 }

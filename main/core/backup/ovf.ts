@@ -9,11 +9,12 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { z } from 'zod';
-import { LIMITS, VM_SCHEMA_VERSION, type Disk, type DiskBus, type NetAdapter, type NicModel, type VmConfig, type VmInfo } from '../../api/schema.js';
+import { LIMITS, VM_SCHEMA_VERSION, VmConfig, type Disk, type DiskBus, type NetAdapter, type NicModel, type VmInfo } from '../../api/schema.js';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
-import * as img from '../snapshots/qemu-img.js';
-import type { ProgressFn, SnapshotCore } from '../snapshots/manager.js';
-import { checkNewVmName, createVmBundle } from '../snapshots/clone.js';
+import * as img from '../../platform/qemu-img.js';
+import type { EngineModule } from '../../engines/engine.js';
+import { engine as engineModule } from '../../engines/registry.js';
+import type { ProgressFn, SnapshotCore } from '../services.js';
 import { admitImage, formatFromName, qemuImgSource, DISK_IMAGE_FORMATS, type AdmittedImage, type DiskImageFormat } from '../images/gate.js';
 import { checkResources, hostCapacity, parseOrThrow } from '../validate.js';
 import { entryStream, hashEntry, indexByName, readEntry, readTarIndex, type HashAlgo, type TarEntry } from './tar.js';
@@ -621,7 +622,8 @@ export async function importAppliance(core: SnapshotCore, file: string, opts: Ap
   const app = parseOvf(pkg.ovfText);
   const hw = chooseHardware(app, opts);
   const warnings = [...pkg.warnings, ...app.warnings, ...hw.warnings];
-  const name = await checkNewVmName(core, opts.name ?? app.name);
+  const name = await core.checkNewVmName(opts.name ?? app.name);
+  const { kind, eng } = await importEngine();
 
   // Every disk is located and, unless compressed, admitted by the gate before anything is hashed or written.
   const plans: DiskPlan[] = [];
@@ -644,40 +646,54 @@ export async function importAppliance(core: SnapshotCore, file: string, opts: Ap
   const required = [pkg.ovfName, ...new Set(app.disks.flatMap((d) => (d.href ? [d.href] : [])))];
   await verifyManifest(pkg, required, (f) => progress('verifying checksums', 0.3 * f));
 
-  const info = await createVmBundle(core, name, async (staging, id) => {
+  const fmt = eng.capabilities.nativeDiskFormat;
+  const info = await core.createVmBundle(name, async (staging, id) => {
     await fs.mkdir(path.join(staging, 'disks'), { recursive: true });
     const disks: Disk[] = [];
     for (const [i, p] of plans.entries()) {
       const diskId = `disk${i}`;
-      const rel = `disks/${diskId}.qcow2`;
+      const rel = `disks/${diskId}.${diskExt(fmt)}`;
       const dst = path.join(staging, rel);
       const label = p.d.href ?? `blank disk ${p.d.diskId}`;
       const share = (f: number) => progress(`converting disk ${label}`, 0.3 + (0.7 * (i + f)) / plans.length);
       if (p.kind === 'blank') {
-        await img.qemuImg(['create', '-q', '-f', 'qcow2', dst, String(p.bytes)]);
+        await eng.disks.create(dst, p.bytes);
       } else if (p.kind === 'gzip') {
         // Decompressed into the staging bundle (swept if anything fails), then admitted like any other disk.
         const tmp = path.join(staging, 'disks', `.${diskId}.unpacked`);
         const limit = await gunzipLimit(p.d.capacityBytes, staging);
         await gunzipBounded(p.file.stream(), tmp, limit, `the compressed disk ${shown(p.d.href)}`, (done) => share((0.5 * done) / Math.max(1, p.d.capacityBytes)));
         const admitted = await admitImage({ path: tmp }, { what: `OVF disk ${shown(p.d.href)}`, stated: p.stated });
-        await img.convert(qemuImgSource(admitted), dst, { dstFormat: 'qcow2', onProgress: (f) => share(0.5 + 0.5 * f) });
+        await img.convert(qemuImgSource(admitted), dst, { dstFormat: fmt, onProgress: (f) => share(0.5 + 0.5 * f) });
         await fs.rm(tmp, { force: true });
       } else {
-        await img.convert(qemuImgSource(p.admitted), dst, { dstFormat: 'qcow2', onProgress: share });
+        await img.convert(qemuImgSource(p.admitted), dst, { dstFormat: fmt, onProgress: share });
       }
-      disks.push({ id: diskId, path: rel, format: 'qcow2', owned: true, readOnly: false, ...(p.d.bus ? { bus: p.d.bus } : {}) });
+      disks.push({ id: diskId, path: rel, format: fmt, owned: true, readOnly: false, ...(p.d.bus ? { bus: p.d.bus } : {}) });
     }
     const network: NetAdapter[] = app.adapters.map((a) => ({ mode: 'nat' as const, forwards: [], ...(a.model ? { model: a.model } : {}) }));
-    return newConfig(id, name, { cpus: hw.cpus, memoryMiB: hw.memoryMiB, osType: app.osType, firmware: app.firmware, disks, network: network.length ? network : [{ mode: 'none', forwards: [] }] });
+    return newConfig(id, name, kind, { cpus: hw.cpus, memoryMiB: hw.memoryMiB, osType: app.osType, firmware: app.firmware, disks, network: network.length ? network : [{ mode: 'none', forwards: [] }] });
   });
   progress('done', 1);
   return { info, warnings };
 }
 
-function newConfig(id: string, name: string, p: Pick<VmConfig, 'cpus' | 'memoryMiB' | 'osType' | 'firmware' | 'disks' | 'network'>): VmConfig {
+/**
+ * Imported VMs run on the engine `create` gives a VM by default (the schema's default), with disks in that
+ * engine's own format.
+ */
+async function importEngine(): Promise<{ kind: string; eng: EngineModule }> {
+  const kind = VmConfig.shape.engine.parse(undefined);
+  return { kind, eng: await engineModule(kind) };
+}
+
+function diskExt(format: Disk['format']): string {
+  return format === 'raw' ? 'img' : format;
+}
+
+function newConfig(id: string, name: string, engine: string, p: Pick<VmConfig, 'cpus' | 'memoryMiB' | 'osType' | 'firmware' | 'disks' | 'network'>): VmConfig {
   const now = new Date().toISOString();
-  return { schemaVersion: VM_SCHEMA_VERSION, id, name, engine: 'qemu', accel: 'auto', ...p, createdAt: now, modifiedAt: now };
+  return { schemaVersion: VM_SCHEMA_VERSION, id, name, engine, accel: 'auto', ...p, createdAt: now, modifiedAt: now };
 }
 
 export interface DiskImportOptions {
@@ -710,11 +726,14 @@ export async function importDiskImage(core: SnapshotCore, file: string, opts: Di
   if (opts.format === undefined && !DISK_EXTENSIONS.includes(ext)) throw refuse(`${src}: unknown disk image type (expected .vdi, .vmdk, .vhdx, .vhd, .qcow2, .img or .raw, or give --format)`);
   const hw = chooseHardware({ cpus: 1, memoryMiB: 1024 }, opts);
   const admitted = await admitImage({ path: src }, { what: `disk image ${src}`, stated });
-  const name = await checkNewVmName(core, opts.name ?? sanitizeName(path.basename(src, ext)));
-  const info = await createVmBundle(core, name, async (staging, id) => {
+  const name = await core.checkNewVmName(opts.name ?? sanitizeName(path.basename(src, ext)));
+  const { kind, eng } = await importEngine();
+  const fmt = eng.capabilities.nativeDiskFormat;
+  const rel = `disks/disk0.${diskExt(fmt)}`;
+  const info = await core.createVmBundle(name, async (staging, id) => {
     await fs.mkdir(path.join(staging, 'disks'), { recursive: true });
-    await img.convert(qemuImgSource(admitted), path.join(staging, 'disks', 'disk0.qcow2'), { dstFormat: 'qcow2', onProgress: (f) => opts.onProgress?.('converting disk', f) });
-    return newConfig(id, name, { cpus: hw.cpus, memoryMiB: hw.memoryMiB, osType: 'other', firmware: 'bios', disks: [{ id: 'disk0', path: 'disks/disk0.qcow2', format: 'qcow2', owned: true, readOnly: false }], network: [{ mode: 'nat', forwards: [] }] });
+    await img.convert(qemuImgSource(admitted), path.join(staging, rel), { dstFormat: fmt, onProgress: (f) => opts.onProgress?.('converting disk', f) });
+    return newConfig(id, name, kind, { cpus: hw.cpus, memoryMiB: hw.memoryMiB, osType: 'other', firmware: 'bios', disks: [{ id: 'disk0', path: rel, format: fmt, owned: true, readOnly: false }], network: [{ mode: 'nat', forwards: [] }] });
   });
   return hw.warnings.length ? { ...info, warnings: [...info.warnings, ...hw.warnings] } : info;
 }
