@@ -99,8 +99,8 @@ describe('planImport', () => {
     expect(() => planImport(manifest([disk('disk0')]), twice, null)).toThrow(/twice/);
   });
 
-  it('gives micro-VM imports raw disks under disks/<id>.img', () => {
-    const plan = planImport(manifest([disk('disk0')]), config({ engine: 'microvm' }), null);
+  it("keeps disks in the engine's own format: raw ones under disks/<id>.img", () => {
+    const plan = planImport(manifest([disk('disk0')]), config({ engine: 'microvm' }), null, 'raw');
     expect(plan.disks[0]!.disk).toEqual({ id: 'disk0', path: 'disks/disk0.img', format: 'raw', owned: true, readOnly: false });
   });
 
@@ -141,7 +141,7 @@ describe('planImport', () => {
     expect(w).toMatch(/entry disks\/disk0.qcow2.png is not the thumbnail/);
     expect(w).toMatch(/entry vm.json is not the thumbnail/);
     expect(w).toMatch(/its tag is not one VMDesk uses/);
-    expect(w).toMatch(/micro-VM state file is not portable/);
+    expect(w).toMatch(/memory snapshot's state file is not portable/);
     expect(w).toMatch(/settings saved with snapshot "snap aaaa1111" named files of the exporting machine/);
   });
 });

@@ -5,19 +5,12 @@ import { mkdtempSync, rmSync, existsSync, readFileSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Core } from '../../main/core/core.js';
-import type { Engine } from '../../main/engines/engine.js';
+import { registerEngine, unregisterEngine } from '../../main/engines/registry.js';
 import { SnapshotManager, diskFile } from '../../main/core/snapshots/manager.js';
 import { VmdeskError } from '../../main/api/errors.js';
+import { FAKE_KIND, fakeMemoryEngine } from './snapshot-fake-engine.js';
 
-// These tests never run a guest: an engine that reports "not running" keeps the core from loading QEMU.
-const offlineEngine: Engine = {
-  kind: 'qemu',
-  check: async () => ({ requested: 'tcg', used: 'tcg', reason: 'offline test' }),
-  start: async () => {
-    throw new Error('offline test: no guest');
-  },
-  attach: async () => null,
-};
+// These tests never run a guest: the real QEMU engine module only makes and snapshots disks (qemu-img).
 
 function writePattern(file: string, byte: number): void {
   execFileSync('qemu-io', ['-f', 'qcow2', '-c', `write -P ${byte} 0 64k`, file], { stdio: 'ignore' });
@@ -45,7 +38,8 @@ describe('offline snapshots', () => {
 
   beforeAll(async () => {
     home = mkdtempSync(path.join(tmpdir(), 'vmdesk-snap-'));
-    core = new Core({ home, engines: { qemu: offlineEngine } });
+    registerEngine(fakeMemoryEngine);
+    core = new Core({ home });
     await core.boot();
     const info = await core.create({ name: 'offline', diskBytes: 64 * 1024 * 1024, memoryMiB: 128 });
     snaps = new SnapshotManager(core);
@@ -53,6 +47,7 @@ describe('offline snapshots', () => {
   });
   afterAll(async () => {
     await core.shutdown();
+    unregisterEngine(FAKE_KIND);
     rmSync(home, { recursive: true, force: true });
   });
 
@@ -187,22 +182,22 @@ describe('offline snapshots', () => {
     expect(existsSync(raw)).toBe(true); // attached images belong to the user
   });
 
-  it('refuses disk-only snapshots of a stopped microvm-engine VM, saying why and what works', async () => {
+  it('refuses disk-only snapshots of a stopped VM whose engine has memory snapshots only, saying why and what works', async () => {
     const kernel = path.join(home, 'vmlinuz');
     writeFileSync(kernel, 'not really a kernel');
     const raw = path.join(home, 'micro.img');
     execFileSync('qemu-img', ['create', '-f', 'raw', raw, '16M']);
-    await core.create({ name: 'micro', engine: 'microvm', attachDisks: [raw], memoryMiB: 64, directKernel: { kernel, cmdline: '' } });
-    await expectError(snaps.take('micro', { name: 'x' }), 'EINVAL', /stopped and runs on the microvm engine, whose raw disks cannot hold snapshots: only live snapshots of the running micro-VM/);
+    await core.create({ name: 'micro', engine: FAKE_KIND, attachDisks: [raw], memoryMiB: 64, directKernel: { kernel, cmdline: '' } });
+    await expectError(snaps.take('micro', { name: 'x' }), 'EINVAL', /stopped and runs on the fakemem engine, whose raw disks cannot hold snapshots: only live snapshots of the running VM/);
     const listing = await snaps.list('micro');
     expect(listing.snapshots).toEqual([]);
-    expect(listing.unsupported[0]?.hint).toMatch(/raw disks are not captured by snapshots.*memory and CPU state only.*disk snapshots need the qemu engine/);
-    // Its clones and exports keep raw disks, which is all the micro-VMM reads.
+    expect(listing.unsupported[0]).toMatchObject({ diskId: 'ext0', format: 'raw' });
+    // Its clones and exports keep disks in its engine's own format (raw), and it has no linked clones.
     const { cloneVm } = await import('../../main/core/snapshots/clone.js');
     const { exportVm, importArchive } = await import('../../main/core/backup/archive.js');
     const c = await cloneVm(core, snaps, 'micro', { name: 'micro2' });
     expect(c.config!.disks[0]).toMatchObject({ format: 'raw', path: 'disks/ext0.img', owned: true });
-    await expect(cloneVm(core, snaps, 'micro', { name: 'micro3', mode: 'linked' })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(cloneVm(core, snaps, 'micro', { name: 'micro3', mode: 'linked' })).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/no linked clones/) });
     const file = path.join(home, 'micro.vmdesk');
     await exportVm(core, 'micro', file);
     const im = await importArchive(core, file, { name: 'micro4' });
