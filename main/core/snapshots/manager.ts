@@ -48,12 +48,13 @@ export class SnapshotManager {
   async reconcileAll(): Promise<{ vm: string; notes: string[] }[]> {
     const out: { vm: string; notes: string[] }[] = [];
     for (const e of await this.core.library.list()) {
-      if (!e.config) continue;
+      // Only VMs the core can use (a bundle on an engine this VMDesk lacks is listed as broken, not checked).
+      if (!(await this.core.resolve(e.id).catch(() => null))?.config) continue;
       try {
         const l = await this.list(e.id);
         if (l.notes.length) out.push({ vm: l.vmName, notes: l.notes });
       } catch (err) {
-        out.push({ vm: e.config.name, notes: [`snapshots could not be checked: ${(err as Error).message}`] });
+        out.push({ vm: e.config?.name ?? e.id, notes: [`snapshots could not be checked: ${(err as Error).message}`] });
       }
     }
     return out;
