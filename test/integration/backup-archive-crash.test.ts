@@ -40,13 +40,14 @@ describe('crashed and failed exports and clones', () => {
   let core: Core;
   let home: string;
   let cleanup: () => Promise<void>;
+  let reopen: () => Promise<Core>;
   let work: string;
   let snaps: SnapshotManager;
 
   const treeOf = async (vm: string) => JSON.parse(readFileSync(path.join((await core.get(vm)).bundle, 'snapshots', 'tree.json'), 'utf8')) as { nodes: { id: string; name: string; linkedClones: string[] }[] };
 
   beforeAll(async () => {
-    ({ core, home, cleanup } = await makeCore('vmdesk-bkc-'));
+    ({ core, home, cleanup, reopen } = await makeCore('vmdesk-bkc-'));
     work = mkdtempSync(path.join(tmpdir(), 'vmdesk-crash-'));
     snaps = new SnapshotManager(core);
     // Incompressible data, so that exporting and making bases take long enough to be interrupted.
@@ -148,6 +149,9 @@ describe('crashed and failed exports and clones', () => {
     writeFileSync(cfgFile, JSON.stringify(cfg));
     // Even unrecorded, the clone protects its source from deletion.
     expect(await linkedClonesOf(core, (await core.get('small')).bundle)).toEqual(['kept']);
+    // The sweep runs when a daemon starts, on the bundles as it indexes them.
+    core = await reopen();
+    snaps = new SnapshotManager(core);
 
     const notes = await sweepOrphanLinkedBases(core);
     expect(notes.join('\n')).toMatch(/linked clone "kept": disk disk0 now names its base/);

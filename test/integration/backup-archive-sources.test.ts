@@ -16,19 +16,25 @@ describe('clone and export sources', () => {
   let core: Core;
   let home: string;
   let cleanup: () => Promise<void>;
+  let reopen: () => Promise<Core>;
   let work: string;
   let snaps: SnapshotManager;
   let secret: string;
 
   const vms = () => readdirSync(path.join(home, 'vms')).sort();
-  /** Rewrites a VM's vm.json as an older VMDesk (or a hand edit) could have left it, bypassing the schema. */
+  /**
+   * Rewrites a VM's vm.json as an older VMDesk (or a hand edit) could have left it, bypassing the schema,
+   * and starts a new core (a daemon restart), which indexes the bundle as it finds it.
+   */
   async function setDisks(vm: string, disks: (c: VmConfig) => VmConfig['disks']): Promise<void> {
     const e = await core.resolve(vm);
     writeFileSync(path.join(e.dir, 'vm.json'), JSON.stringify({ ...e.config!, disks: disks(e.config!) }, null, 2));
+    core = await reopen();
+    snaps = new SnapshotManager(core);
   }
 
   beforeAll(async () => {
-    ({ core, home, cleanup } = await makeCore('vmdesk-bks-'));
+    ({ core, home, cleanup, reopen } = await makeCore('vmdesk-bks-'));
     work = mkdtempSync(path.join(tmpdir(), 'vmdesk-src-'));
     snaps = new SnapshotManager(core);
     secret = path.join(work, 'secret.raw');

@@ -17,7 +17,7 @@ import { TarWriter, readEntry, readTarIndex } from '../../main/core/backup/tar.j
 import { importAppliance, importDiskImage, parseOvf } from '../../main/core/backup/ovf.js';
 import { exportOva } from '../../main/core/backup/ova-export.js';
 import { runSnapshotCli } from '../../main/cli/snapshot.js';
-import { createGuestVm, killVm, makeCore } from './snapshot-harness.js';
+import { createGuestVm, inProcessRpc, killVm, makeCore } from './snapshot-harness.js';
 
 const MiB = 1024 * 1024;
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -199,7 +199,7 @@ describe('OVA export and re-import', () => {
     const run = async (verb: 'export' | 'import', args: string[]) => {
       const x = io();
       try {
-        return { code: await runSnapshotCli(core, verb, args, x.io), ...x.text() };
+        return { code: await runSnapshotCli(inProcessRpc(core), verb, args, x.io), ...x.text() };
       } catch (e) {
         if (e instanceof VmdeskError) return { code: EXIT_CODES[e.code], ...x.text(), err: x.text().err + e.message };
         throw e;

@@ -203,7 +203,7 @@ describe('export and import', () => {
     expect(info.config!.disks[0]!.bus).toBe('sata');
     expect([...phases]).toEqual(expect.arrayContaining(['verifying checksums', 'converting disk appliance-disk1.vmdk']));
     // The test guest carries virtio drivers only: move the disk to virtio to boot it.
-    await core.library.saveConfig(info.id, { ...info.config!, disks: info.config!.disks.map((d) => ({ ...d, bus: 'virtio' as const })) });
+    await core.saveConfig(info.id, { ...info.config!, disks: info.config!.disks.map((d) => ({ ...d, bus: 'virtio' as const })) });
     await useTestKernel(core, info.name);
     await core.update(info.name, { cpus: 1 });
     expect(await markerOf(core, info.name)).toBe('disk-final');

@@ -1,4 +1,5 @@
-// Child process for snapshot-crash.test.ts: takes one snapshot through its own core, to be SIGKILLed mid-way.
+// Child process for snapshot-crash.test.ts: a daemon of its own (its core adopts the running guest) that takes
+// one snapshot, to be SIGKILLed mid-way.
 import { Core } from '../../main/core/core.js';
 import { SnapshotManager } from '../../main/core/snapshots/manager.js';
 

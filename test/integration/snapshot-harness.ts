@@ -1,18 +1,32 @@
 // Shared by the snapshot integration suites: a core in a temp home, the test guest as a VM, a serial console driver.
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { Duplex } from 'node:stream';
 import { Core } from '../../main/core/core.js';
+import type { SerialSession } from '../../main/core/serial.js';
+import type { QemuRuntime } from '../../main/engines/qemu/runtime.js';
 import type { VmInfo } from '../../main/api/schema.js';
+import type { VmEvent } from '../../main/api/events.js';
+import type { Rpc } from '../../main/cli/rpc.js';
+import { dispatch } from '../../main/daemon/dispatch.js';
 import { GUEST_READY_MARKER, guestPaths } from '../guest/guest.js';
 
 export const MiB = 1024 * 1024;
 
-export async function makeCore(prefix = 'vmdesk-snapit-'): Promise<{ core: Core; home: string; cleanup: () => Promise<void> }> {
+export interface TestCore {
+  core: Core;
+  home: string;
+  /** Kills what still runs and removes the home; uses the core `reopen` made last. */
+  cleanup: () => Promise<void>;
+  /** A fresh core on the same home, as after a daemon restart: the old one lets go of its guests first. */
+  reopen: () => Promise<Core>;
+}
+
+export async function makeCore(prefix = 'vmdesk-snapit-'): Promise<TestCore> {
   // Short home: the runtime dir (sockets) is derived from it and must stay under ~100 bytes.
   const home = mkdtempSync(path.join(tmpdir(), prefix));
-  const core = new Core({ home });
+  let core = new Core({ home });
   await core.boot();
   return {
     core,
@@ -24,7 +38,20 @@ export async function makeCore(prefix = 'vmdesk-snapit-'): Promise<{ core: Core;
       await core.shutdown();
       rmSync(home, { recursive: true, force: true });
     },
+    reopen: async () => {
+      await core.shutdown();
+      core = new Core({ home });
+      await core.boot();
+      return core;
+    },
   };
+}
+
+/** Raw QMP to a running guest, through its QEMU runtime (not part of the core's interface). */
+export async function qmp(core: Core, ref: string, execute: string, args?: Record<string, unknown>): Promise<unknown> {
+  const rt = core.runtime((await core.get(ref)).id) as QemuRuntime | undefined;
+  if (!rt) throw new Error(`${ref} is not running`);
+  return rt.command(execute, args);
 }
 
 /** The test guest as a VM with an empty qcow2 disk (the guest sees it as /dev/vda). */
@@ -45,12 +72,13 @@ export async function createGuestVm(core: Core, name: string, opts: { memoryMiB?
 /** Serial console driver: collects output, waits for patterns, runs shell commands between unique markers. */
 export class GuestConsole {
   text = '';
-  private constructor(readonly stream: Duplex) {
-    stream.on('data', (d: Buffer) => (this.text += d.toString('utf8')));
+  private constructor(readonly session: SerialSession) {
+    this.text = session.history.toString('utf8');
+    session.onData((d: Buffer) => (this.text += d.toString('utf8')));
   }
 
   static async open(core: Core, ref: string): Promise<GuestConsole> {
-    return new GuestConsole(await core.openSerial(ref));
+    return new GuestConsole(core.openSerial(ref));
   }
 
   async waitFor(pattern: RegExp, from = 0, timeoutMs = 90_000): Promise<RegExpExecArray> {
@@ -66,13 +94,13 @@ export class GuestConsole {
   async run(command: string, timeoutMs = 30_000): Promise<string> {
     const tag = `M${Math.random().toString(36).slice(2, 8)}`;
     const from = this.text.length;
-    this.stream.write(`echo ${tag}''BEGIN; ${command}; echo ${tag}''END\n`);
+    this.session.write(Buffer.from(`echo ${tag}''BEGIN; ${command}; echo ${tag}''END\n`));
     const m = await this.waitFor(new RegExp(`${tag}BEGIN\\r?\\n([\\s\\S]*?)${tag}END`), from, timeoutMs);
     return m[1]!.replace(/\r/g, '').trim();
   }
 
   close(): void {
-    this.stream.destroy();
+    this.session.close();
   }
 }
 
@@ -129,7 +157,7 @@ export async function readDiskMarker(con: GuestConsole): Promise<string> {
   return con.run(`dd if=/dev/vda bs=32 count=1 iflag=direct 2>/dev/null | tr -d ' \\000'; echo`);
 }
 
-/** Forced power-off; tolerates the core closing the handle on exit while the kill reply is in flight. */
+/** Forced power-off; tolerates the guest going away on its own while the kill is in flight. */
 export async function killVm(core: Core, ref: string): Promise<void> {
   await core.kill(ref).catch(() => {});
   const deadline = Date.now() + 10_000;
@@ -137,4 +165,20 @@ export async function killVm(core: Core, ref: string): Promise<void> {
     if (Date.now() > deadline) throw new Error(`${ref} did not stop`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * The CLI's connection to a daemon, answered in this process by the daemon's own dispatch on `core`: params
+ * checked against the contract, results through JSON as on the wire, progress from the call's events.
+ */
+export function inProcessRpc(core: Core): Rpc {
+  const run = async (method: string, params: unknown, progress?: (phase: string, fraction?: number) => void): Promise<unknown> => {
+    const opId = randomUUID();
+    const emit = (ev: VmEvent) => {
+      if (ev.type === 'progress' && ev.opId === opId && !ev.done) progress?.(ev.phase, ev.fraction);
+    };
+    const result = await dispatch(core, method, params, { opId, emit });
+    return result === undefined ? undefined : JSON.parse(JSON.stringify(result));
+  };
+  return { call: (m: string, p: unknown) => run(m, p), long: (m: string, p: unknown, progress: (phase: string, fraction?: number) => void) => run(m, p, progress) } as unknown as Rpc;
 }

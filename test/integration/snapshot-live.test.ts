@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Core } from '../../main/core/core.js';
 import { SnapshotManager, diskFile } from '../../main/core/snapshots/manager.js';
-import { killVm, bootGuest, createGuestVm, GuestConsole, makeCore, shell, readDiskMarker, readRamMarker, writeDiskMarker, writeRamMarker } from './snapshot-harness.js';
+import { killVm, bootGuest, createGuestVm, GuestConsole, makeCore, qmp, shell, readDiskMarker, readRamMarker, writeDiskMarker, writeRamMarker } from './snapshot-harness.js';
 
 describe('live snapshots of a running guest', () => {
   let core: Core;
@@ -65,7 +65,7 @@ describe('live snapshots of a running guest', () => {
   });
 
   it('refuses a snapshot while another one or a QEMU job runs, changing nothing', async () => {
-    // Two at once through VMDesk: the second finds the snapshot lock held.
+    // Two at once through VMDesk: the second finds the VM's snapshot gate held.
     const [a, b] = await Promise.allSettled([snaps.take('live', { name: 'race-a' }), snaps.take('live', { name: 'race-b' })]);
     const failed = [a, b].filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
     expect(failed).toHaveLength(1);
@@ -76,22 +76,22 @@ describe('live snapshots of a running guest', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'vmdesk-bk-'));
     const target = path.join(dir, 'backup.qcow2');
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', target, '64M']);
-    await core.command('live', 'blockdev-add', { driver: 'qcow2', 'node-name': 'bk', file: { driver: 'file', filename: target } });
-    await core.command('live', 'blockdev-backup', { 'job-id': 'outside-backup', device: 'disk-disk0', target: 'bk', sync: 'full', speed: 4096 });
+    await qmp(core, 'live', 'blockdev-add', { driver: 'qcow2', 'node-name': 'bk', file: { driver: 'file', filename: target } });
+    await qmp(core, 'live', 'blockdev-backup', { 'job-id': 'outside-backup', device: 'disk-disk0', target: 'bk', sync: 'full', speed: 4096 });
     const treeBefore = JSON.stringify((await snaps.list('live')).snapshots.map((s) => s.id));
     await expect(snaps.take('live', { name: 'while-busy' })).rejects.toMatchObject({ code: 'EBUSY', message: expect.stringMatching(/busy with QEMU job outside-backup/) });
     expect(JSON.stringify((await snaps.list('live')).snapshots.map((s) => s.id))).toBe(treeBefore);
-    await core.command('live', 'job-cancel', { id: 'outside-backup' });
-    for (let i = 0; ((await core.command('live', 'query-jobs')) as unknown[]).length && i < 100; i++) await new Promise((r) => setTimeout(r, 50));
-    await core.command('live', 'blockdev-del', { 'node-name': 'bk' });
+    await qmp(core, 'live', 'job-cancel', { id: 'outside-backup' });
+    for (let i = 0; ((await qmp(core, 'live', 'query-jobs')) as unknown[]).length && i < 100; i++) await new Promise((r) => setTimeout(r, 50));
+    await qmp(core, 'live', 'blockdev-del', { 'node-name': 'bk' });
     rmSync(dir, { recursive: true, force: true });
 
-    // A snapshot saved by a QMP client directly (job left undismissed) is adopted, and its job cleared.
+    // A snapshot saved over QMP directly (job left undismissed) is adopted, and its job cleared.
     const nodes = ['disk-disk0'];
-    await core.command('live', 'snapshot-save', { 'job-id': 'vmdesk-save-outside', tag: 'outside', vmstate: nodes[0], devices: nodes });
+    await qmp(core, 'live', 'snapshot-save', { 'job-id': 'vmdesk-save-outside', tag: 'outside', vmstate: nodes[0], devices: nodes });
     const list = await snaps.list('live');
     expect(list.snapshots.some((s) => s.name === 'outside' && s.adopted && s.kind === 'live')).toBe(true);
-    expect(((await core.command('live', 'query-jobs')) as unknown[]).length).toBe(0);
+    expect(((await qmp(core, 'live', 'query-jobs')) as unknown[]).length).toBe(0);
   });
 
   it('branches, keeps the tree shape, and still restores after a middle node is deleted', async () => {

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Core } from '../../main/core/core.js';
-import { MICROVM_SNAPSHOT_NOTE, SnapshotManager } from '../../main/core/snapshots/manager.js';
+import { MEMORY_SNAPSHOT_NOTE, SnapshotManager } from '../../main/core/snapshots/manager.js';
 import { ensureTestGuest, kvmSkipReason } from '../native-guests/harness.js';
 import { killVm, makeCore } from './snapshot-harness.js';
 
@@ -75,7 +75,7 @@ describe.skipIf(!!skip)('micro-VM snapshots in the snapshot tree', () => {
     expect(node.thumbnail).toBe(false);
     expect(node.disks).toEqual([]);
     expect(node.config?.engine).toBe('microvm');
-    expect(node.description).toBe(`halfway\n\n${MICROVM_SNAPSHOT_NOTE}`);
+    expect(node.description).toBe(`halfway\n\n${MEMORY_SNAPSHOT_NOTE}`);
     expect(node.description).toMatch(/disk contents are not captured/);
     expect(phases).toContain('saving memory and CPU state');
     const file = path.join((await core.get(VM)).bundle, 'snapshots', `${node.id}.vmstate`);
@@ -94,7 +94,7 @@ describe.skipIf(!!skip)('micro-VM snapshots in the snapshot tree', () => {
     expect(listing.snapshots[0]).toMatchObject({ id: node.id, kind: 'live', isCurrent: true, missingOn: [], stateFile: node.stateFile });
     expect(listing.current).toBe(node.id);
     expect(listing.notes).toEqual([]);
-    expect(listing.unsupported[0]?.hint).toMatch(/not captured by snapshots/);
+    expect(listing.unsupported[0]).toMatchObject({ format: 'raw' });
 
     // Restore in place: the running guest is replaced by the snapshot's and prints from where it was.
     const mark = (await log()).length;

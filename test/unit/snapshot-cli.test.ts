@@ -5,20 +5,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { Core } from '../../main/core/core.js';
-import type { Engine } from '../../main/engines/engine.js';
 import { runSnapshotCli } from '../../main/cli/snapshot.js';
 import { EXIT_CODES, VmdeskError } from '../../main/api/errors.js';
 import { SnapshotManager } from '../../main/core/snapshots/manager.js';
+import { inProcessRpc } from '../integration/snapshot-harness.js';
 
-// No guest runs here: an engine that reports "not running" keeps the core away from QEMU.
-const offlineEngine: Engine = {
-  kind: 'qemu',
-  check: async () => ({ requested: 'tcg', used: 'tcg', reason: 'offline test' }),
-  start: async () => {
-    throw new Error('offline test: no guest');
-  },
-  attach: async () => null,
-};
+// No guest runs here: the QEMU engine module only makes and snapshots disks (qemu-img). The CLI talks to
+// the daemon's dispatch in this process.
 
 let home: string;
 let core: Core;
@@ -31,7 +24,7 @@ async function cli(verb: 'snapshot' | 'clone' | 'export' | 'import', args: strin
   stdout.on('data', (d) => (out += d));
   stderr.on('data', (d) => (err += d));
   try {
-    const code = await runSnapshotCli(core, verb, args, { stdout, stderr, json });
+    const code = await runSnapshotCli(inProcessRpc(core), verb, args, { stdout, stderr, json });
     return { code, out, err };
   } catch (e) {
     if (e instanceof VmdeskError) return { code: EXIT_CODES[e.code], out, err: err + e.message };
@@ -41,7 +34,7 @@ async function cli(verb: 'snapshot' | 'clone' | 'export' | 'import', args: strin
 
 beforeAll(async () => {
   home = mkdtempSync(path.join(tmpdir(), 'vmdesk-snapcli-'));
-  core = new Core({ home, engines: { qemu: offlineEngine } });
+  core = new Core({ home });
   await core.boot();
   await core.create({ name: 'box', diskBytes: 32 * 1024 * 1024, memoryMiB: 128 });
 });

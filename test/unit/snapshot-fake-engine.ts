@@ -30,7 +30,7 @@ export class FakeRuntime extends EventEmitter implements VmRuntime {
     super();
     this.state = paused ? 'paused' : 'running';
     this.exited = new Promise((r) => (this.settle = r));
-    this.serial = { logFile: path.join(ctx.bundleDir, 'logs', 'serial.log'), write: () => {}, onData: () => () => {} };
+    this.serial = { logFile: path.join(ctx.bundleDir, 'logs', 'serial.log'), logStart: 0, write: () => true, onceDrain: (fn: () => void) => fn(), onData: () => () => {} };
   }
 
   private set(s: VmState): void {
