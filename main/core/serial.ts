@@ -18,11 +18,11 @@ export interface SerialSession {
   close(): void;
 }
 
-/** The last `max` bytes of a file; empty when it does not exist. */
-export function fileTail(file: string, max: number): Buffer {
+/** The last `max` bytes of a file (none before byte `from`); empty when it does not exist. */
+export function fileTail(file: string, max: number, from = 0): Buffer {
   try {
     const size = statSync(file).size;
-    const len = Math.min(size, max);
+    const len = Math.max(0, Math.min(size - from, max));
     const buf = Buffer.alloc(len);
     const fd = openSync(file, 'r');
     try {
@@ -45,7 +45,7 @@ export class SerialHub {
 
   constructor(private readonly port: SerialPort) {
     // What the guest printed before we attached is only in the engine's log: start the replay from it.
-    this.push(fileTail(port.logFile, SERIAL_REPLAY_BYTES));
+    this.push(fileTail(port.logFile, SERIAL_REPLAY_BYTES, port.logStart));
     this.unsubscribe = port.onData((chunk) => {
       this.push(chunk);
       for (const s of this.sessions) s.data?.(chunk);

@@ -54,6 +54,8 @@ export interface SerialPort {
   onData(fn: (chunk: Buffer) => void): () => void;
   /** The log file the engine keeps (appended across runs): replay for clients that attach late. */
   readonly logFile: string;
+  /** Where this run's output begins in logFile (earlier runs' output is not replayed). */
+  readonly logStart: number;
 }
 
 /**

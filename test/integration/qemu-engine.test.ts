@@ -1,7 +1,8 @@
-// Boots the real test guest under QEMU through QemuEngine: console, disk, NAT forward, pause, reattach, stop paths.
+// Boots the real test guest through the QEMU engine module: QEMU as this process's own detached child, serial
+// fanned out, console, disk, NAT forward, pause, adoption by a "new daemon", every way a guest ends.
 import { randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -9,10 +10,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VmConfig, ExitRecord } from '../../main/api/schema.js';
 import { VmdeskError } from '../../main/api/errors.js';
-import type { Duplex, EngineContext, VmHandle } from '../../main/engines/engine.js';
-import { checkInUse, createQcow2 } from '../../main/engines/qemu/disks.js';
-import { QemuEngine } from '../../main/engines/qemu/engine.js';
+import type { EngineContext, VmRuntime } from '../../main/engines/engine.js';
+import { checkFree, createImage } from '../../main/platform/qemu-img.js';
+import { qemuEngine } from '../../main/engines/qemu/module.js';
+import { QemuRuntime } from '../../main/engines/qemu/runtime.js';
 import { runtimeFiles } from '../../main/engines/qemu/layout.js';
+import { SerialHub, type SerialSession } from '../../main/core/serial.js';
 import { GUEST_HTTP_PORT, GUEST_HTTP_TEXT, GUEST_READY_MARKER, guestPaths } from '../guest/guest.js';
 
 const MiB = 1024 * 1024;
@@ -20,7 +23,7 @@ const root = mkdtempSync(join(tmpdir(), 'vmdesk-qe-'));
 const bundleDir = join(root, 'bundle');
 // Short: unix socket paths must stay under 100 bytes.
 const runtimeDir = join(root, 'rt');
-const handles: VmHandle[] = [];
+const runtimes: VmRuntime[] = [];
 let hostPort = 0;
 let ctx: EngineContext;
 
@@ -55,8 +58,9 @@ function makeConfig(extra: Partial<VmConfig> = {}): VmConfig {
 /** Collects console output and waits for patterns in what arrives after a given point. */
 class Console {
   text = '';
-  constructor(readonly stream: Duplex) {
-    stream.on('data', (d: Buffer) => (this.text += d.toString('utf8')));
+  constructor(readonly session: SerialSession) {
+    this.text = session.history.toString('utf8');
+    session.onData((d: Buffer) => (this.text += d.toString('utf8')));
   }
   async waitFor(pattern: RegExp, from = 0, timeoutMs = 60_000): Promise<RegExpExecArray> {
     const deadline = Date.now() + timeoutMs;
@@ -72,12 +76,15 @@ class Console {
     const tag = `M${Math.random().toString(36).slice(2, 8)}`;
     const from = this.text.length;
     // The markers are built by the shell so the echoed command line itself never matches.
-    this.stream.write(`echo ${tag}''BEGIN; ${command}; echo ${tag}''END\n`);
+    this.session.write(Buffer.from(`echo ${tag}''BEGIN; ${command}; echo ${tag}''END\n`));
     const m = await this.waitFor(new RegExp(`${tag}BEGIN\\r?\\n([\\s\\S]*?)${tag}END`), from, timeoutMs);
     return m[1]!.replace(/\r/g, '').trim();
   }
+  send(text: string): void {
+    this.session.write(Buffer.from(text));
+  }
   close(): void {
-    this.stream.destroy();
+    this.session.close();
   }
 }
 
@@ -93,12 +100,18 @@ function httpGet(port: number): Promise<string> {
   });
 }
 
-async function startGuest(engine = new QemuEngine()): Promise<{ handle: VmHandle; console: Console }> {
-  const { handle } = await engine.start(ctx);
-  handles.push(handle);
-  const console = new Console(await handle.openSerial());
+async function startGuest(): Promise<{ rt: VmRuntime; console: Console }> {
+  const rt = await qemuEngine.start(ctx);
+  runtimes.push(rt);
+  const console = new Console(new SerialHub(rt.serial).open());
   await console.waitFor(new RegExp(GUEST_READY_MARKER), 0, 90_000);
-  return { handle, console };
+  return { rt, console };
+}
+
+async function engineStart(opts: { paused?: boolean } = {}): Promise<{ rt: VmRuntime }> {
+  const rt = await qemuEngine.start(ctx, opts);
+  runtimes.push(rt);
+  return { rt };
 }
 
 function lastExit(): ExitRecord {
@@ -108,61 +121,53 @@ function lastExit(): ExitRecord {
 beforeAll(async () => {
   guestPaths();
   hostPort = await freePort();
-  await createQcow2(join(bundleDir, 'disks', 'disk0.qcow2'), 64 * MiB).catch(async (e) => {
-    const { mkdirSync } = await import('node:fs');
-    mkdirSync(join(bundleDir, 'disks'), { recursive: true });
-    if (e instanceof VmdeskError) await createQcow2(join(bundleDir, 'disks', 'disk0.qcow2'), 64 * MiB);
-    else throw e;
-  });
+  mkdirSync(join(bundleDir, 'disks'), { recursive: true });
+  await createImage(join(bundleDir, 'disks', 'disk0.qcow2'), 64 * MiB, 'qcow2');
   ctx = { config: makeConfig(), bundleDir, runtimeDir };
 });
 
 afterAll(async () => {
-  for (const h of handles) {
-    await h.kill().catch(() => undefined);
-    h.close();
-  }
+  for (const r of runtimes) await r.kill().catch(() => undefined);
   // Belt and braces: anything a failed test left behind.
-  const rec = runtimeFiles(runtimeDir).supervisorRecord;
+  const rec = runtimeFiles(runtimeDir).record;
   if (existsSync(rec)) {
-    const { pid, qemuPid } = JSON.parse(readFileSync(rec, 'utf8')) as { pid: number; qemuPid: number };
-    for (const p of [qemuPid, pid]) {
-      try {
-        process.kill(p, 'SIGKILL');
-      } catch {
-        // already gone
-      }
+    const { pid } = JSON.parse(readFileSync(rec, 'utf8')) as { pid: number };
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
     }
   }
   if (!process.env.VMDESK_KEEP_TEST_DIRS) rmSync(root, { recursive: true, force: true });
 });
 
-describe('QemuEngine with the test guest', () => {
-  let handle: VmHandle;
+describe('QEMU engine with the test guest', () => {
+  let rt: VmRuntime;
   let con: Console;
 
   it('starts, boots to the marker and runs shell commands on the serial console', async () => {
-    const accel = await new QemuEngine().check(ctx);
+    const { accel } = await qemuEngine.check(ctx);
     if (existsSync('/sys/module/kvm_pvm')) expect(accel.used).toBe('tcg');
-    ({ handle, console: con } = await startGuest());
-    expect(await handle.state()).toBe('running');
-    expect(handle.pid).toBeGreaterThan(0);
-    expect(handle.vncSocket).toBe(runtimeFiles(runtimeDir).vnc);
-    const rec = JSON.parse(readFileSync(runtimeFiles(runtimeDir).supervisorRecord, 'utf8'));
-    expect(rec.qemuPid).toBe(handle.pid);
+    ({ rt, console: con } = await startGuest());
+    expect(rt.state).toBe('running');
+    expect(rt.pid).toBeGreaterThan(0);
+    expect(rt.vncSocket).toBe(runtimeFiles(runtimeDir).vnc);
+    // No Node process in between: QEMU is our own child, recorded for a later daemon to adopt.
+    const rec = JSON.parse(readFileSync(runtimeFiles(runtimeDir).record, 'utf8'));
+    expect(rec.pid).toBe(rt.pid);
+    expect(readFileSync(`/proc/${rt.pid}/stat`, 'utf8').split(' ')[3]).toBe(String(process.pid));
     expect(await con.run('echo $((6*7))')).toBe('42');
   }, 120_000);
 
   it('serves VNC on a unix socket and takes screenshots', async () => {
-    expect(existsSync(handle.vncSocket!)).toBe(true);
-    const png = join(root, 'screen.png');
-    await handle.command('screendump', { filename: png, format: 'png' });
-    expect(readFileSync(png).subarray(1, 4).toString()).toBe('PNG');
+    expect(existsSync(rt.vncSocket!)).toBe(true);
+    const png = await rt.screenshot!();
+    expect(png.subarray(1, 4).toString()).toBe('PNG');
   });
 
   it('sees the virtio disk at its size and the disk is locked while running', { timeout: 90_000 }, async () => {
     expect(await con.run('cat /sys/block/vda/size')).toBe(String((64 * MiB) / 512));
-    await expect(checkInUse(join(bundleDir, 'disks', 'disk0.qcow2'), 'qcow2')).rejects.toMatchObject({ code: 'EBUSY' });
+    await expect(checkFree(join(bundleDir, 'disks', 'disk0.qcow2'), 'qcow2')).rejects.toMatchObject({ code: 'EBUSY' });
   });
 
   it('forwards a host port on 127.0.0.1 to the guest service', async () => {
@@ -174,78 +179,71 @@ describe('QemuEngine with the test guest', () => {
     expect(body).toContain(GUEST_HTTP_TEXT);
   }, 30_000);
 
-  it('pauses and resumes', async () => {
-    const states: unknown[] = [];
-    const off = handle.onEvent((name, data) => states.push([name, data]));
-    await handle.pause();
-    expect(await handle.state()).toBe('paused');
-    await handle.resume();
-    expect(await handle.state()).toBe('running');
+  it('pauses and resumes, reporting each state', async () => {
+    const states: string[] = [];
+    const off = rt.onState((s) => states.push(s));
+    await rt.pause();
+    expect(rt.state).toBe('paused');
+    await rt.resume();
+    expect(rt.state).toBe('running');
     off();
-    expect(states.some(([n]) => n === 'STOP')).toBe(true);
-    expect(states.some(([n]) => n === 'RESUME')).toBe(true);
+    expect(states).toEqual(['paused', 'running']);
     expect(await con.run('echo alive')).toBe('alive');
   });
 
-  it('is reattached by a fresh engine (as after an app restart) and fans the console out', async () => {
-    const again = await new QemuEngine().attach(ctx);
+  it('is adopted by a new daemon after the old one lets go, console history included', async () => {
+    rt.detach();
+    con.close();
+    const again = await qemuEngine.adopt(ctx);
     expect(again).not.toBeNull();
-    handles.push(again!);
-    expect(again!.pid).toBe(handle.pid);
-    expect(await again!.state()).toBe('running');
-    expect(await again!.command('query-status')).toMatchObject({ running: true });
-    await again!.pause();
-    expect(await handle.state()).toBe('paused');
-    await again!.resume();
-    const second = new Console(await again!.openSerial({ replay: false } as never));
-    const from = con.text.length;
-    second.stream.write('echo fan$((1+1))out\n');
-    await second.waitFor(/fan2out/);
-    await con.waitFor(/fan2out/, from);
-    second.close();
-    await expect(new QemuEngine().start(ctx)).rejects.toMatchObject({ code: 'ESTATE' });
+    runtimes.push(again!);
+    expect(again!.adopted).toBe(true);
+    expect(again!.pid).toBe(rt.pid);
+    expect(again!.state).toBe('running');
+    // The replay comes from QEMU's own serial log: what was printed before the adoption is there.
+    const second = new Console(new SerialHub(again!.serial).open());
+    expect(second.text).toContain('alive');
+    expect(await second.run('echo fan$((1+1))out')).toBe('fan2out');
+    await expect(qemuEngine.start(ctx)).rejects.toMatchObject({ code: 'ESTATE' });
+    rt = again!;
+    con = second;
   });
 
   it('resets the guest, which boots again', async () => {
     const from = con.text.length;
-    await handle.reset();
+    await rt.reset();
     await con.waitFor(new RegExp(GUEST_READY_MARKER), from, 90_000);
-    expect(await handle.state()).toBe('running');
+    expect(rt.state).toBe('running');
   }, 120_000);
 
-  it('shuts down gracefully through ACPI and records it', async () => {
-    const other = handles[handles.length - 1]!;
-    const exited = handle.exited();
-    const record = await other.shutdown(60_000);
+  it('shuts an adopted guest down gracefully through ACPI and records it from QMP events', async () => {
+    const record = await rt.shutdown(60_000);
     expect(['shutdown', 'guest-poweroff']).toContain(record.reason);
-    expect((await exited).reason).toBe(record.reason);
     expect(lastExit().reason).toBe(record.reason);
     expect(con.text).toContain('power button pressed');
-    await new Promise((r) => setTimeout(r, 500));
-    expect(existsSync(runtimeFiles(runtimeDir).control)).toBe(false);
-    expect(existsSync(runtimeFiles(runtimeDir).supervisorRecord)).toBe(false);
-    expect(await new QemuEngine().attach(ctx)).toBeNull();
+    expect(existsSync(runtimeFiles(runtimeDir).record)).toBe(false);
+    expect(await qemuEngine.adopt(ctx)).toBeNull();
   }, 90_000);
 
   it('records a guest powering itself off', async () => {
-    const { handle: h, console: c } = await startGuest();
-    c.stream.write('poweroff -f\n');
-    const record = await h.exited();
+    const { rt: r, console: c } = await startGuest();
+    c.send('poweroff -f\n');
+    const record = await r.exited;
     expect(record.reason).toBe('guest-poweroff');
   }, 120_000);
 
   it('starts paused when asked, then kills', async () => {
-    const { handle: h } = await engineStart({ paused: true });
-    expect(await h.state()).toBe('paused');
-    const record = await h.kill();
+    const { rt: r } = await engineStart({ paused: true });
+    expect(r.state).toBe('paused');
+    const record = await r.kill();
     expect(record.reason).toBe('killed');
     expect(lastExit().reason).toBe('killed');
   }, 120_000);
 
-  it('records a QEMU crash with the log tail', async () => {
-    const { handle: h } = await engineStart();
-    process.kill(h.pid, 'SIGSEGV');
-    const record = await h.exited();
+  it('records a QEMU crash with the log tail and the signal (it is our child)', async () => {
+    const { rt: r } = await engineStart();
+    process.kill(r.pid, 'SIGSEGV');
+    const record = await r.exited;
     expect(record.reason).toBe('crashed');
     expect(record.signal).toBe('SIGSEGV');
     expect(record.logTail.at(-1)).toMatch(/QEMU exited \(signal SIGSEGV\): crashed/);
@@ -253,84 +251,75 @@ describe('QemuEngine with the test guest', () => {
   }, 120_000);
 
   it('forces the guest off when it ignores the power button past the timeout', async () => {
-    const { handle: h } = await engineStart();
+    const { rt: r } = await engineStart();
     // Just started: the kernel has not even loaded its ACPI button driver.
-    const record = await h.shutdown(300);
+    const record = await r.shutdown(300);
     expect(record.reason).toBe('killed');
     expect(record.detail).toMatch(/did not power off within 300 ms/);
   }, 120_000);
 
   it('records QEMU stopped by a host signal', async () => {
-    const { handle: h } = await engineStart();
-    process.kill(h.pid, 'SIGTERM');
-    const record = await h.exited();
+    const { rt: r } = await engineStart();
+    process.kill(r.pid, 'SIGTERM');
+    const record = await r.exited;
     expect(record.reason).toBe('host-signal');
   }, 120_000);
 
-  it('takes QEMU down with a killed supervisor and records it on the next attach', async () => {
-    const { handle: h } = await engineStart();
-    const sup = JSON.parse(readFileSync(runtimeFiles(runtimeDir).supervisorRecord, 'utf8')) as { pid: number; qemuPid: number };
-    process.kill(sup.pid, 'SIGKILL');
-    const gone = async (pid: number) => {
-      for (let i = 0; i < 50; i++) {
-        try {
-          process.kill(pid, 0);
-        } catch {
-          return true;
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      return false;
-    };
-    expect(await gone(sup.qemuPid)).toBe(true);
-    expect(await new QemuEngine().attach(ctx)).toBeNull();
-    expect(lastExit().reason).toBe('crashed');
-    expect(lastExit().detail).toMatch(/supervisor .* died/);
-    expect(existsSync(runtimeFiles(runtimeDir).supervisorRecord)).toBe(false);
-    expect(await h.state()).toBe('crashed');
-  }, 120_000);
-
-  it('keeps the guest running after the process that started it has exited', async () => {
-    // A separate Node process (like a CLI invocation) starts the VM and exits at once.
+  it('keeps the guest running after the process that started it has exited, and a new one adopts it', async () => {
+    // A separate Node process (a daemon) starts the VM and exits at once: QEMU must not die with it.
     const script = join(root, 'start-and-exit.mjs');
-    const engineUrl = new URL('../../main/engines/qemu/engine.ts', import.meta.url).href;
+    const moduleUrl = new URL('../../main/engines/qemu/module.ts', import.meta.url).href;
     writeFileSync(
       script,
-      `const mod = await import(${JSON.stringify(engineUrl)});\n` +
-        // jiti may hand the TS module back wrapped as a default export.
-        `const QemuEngine = mod.QemuEngine ?? mod.default.QemuEngine;\n` +
+      `const mod = await import(${JSON.stringify(moduleUrl)});\n` +
+        `const engine = mod.qemuEngine ?? mod.default.qemuEngine;\n` +
         `const ctx = JSON.parse(process.argv[2]);\n` +
-        `const { handle } = await new QemuEngine().start(ctx);\n` +
-        `console.log(JSON.stringify({ pid: handle.pid }));\n` +
-        `handle.close();\n`,
+        `const rt = await engine.start(ctx);\n` +
+        `console.log(JSON.stringify({ pid: rt.pid }));\n` +
+        `rt.detach();\n` +
+        `process.exit(0);\n`,
     );
-    const jiti = new URL('../../node_modules/jiti/lib/jiti-register.mjs', import.meta.url).href;
-    const out = execFileSync(process.execPath, ['--import', jiti, script, JSON.stringify(ctx)], { encoding: 'utf8', timeout: 60_000 });
+    const tsx = new URL('../../node_modules/tsx/dist/loader.mjs', import.meta.url).href;
+    const out = execFileSync(process.execPath, ['--import', tsx, script, JSON.stringify(ctx)], { encoding: 'utf8', timeout: 60_000 });
     const { pid } = JSON.parse(out.trim().split('\n').at(-1)!) as { pid: number };
-    const h = await new QemuEngine().attach(ctx);
-    expect(h).not.toBeNull();
-    handles.push(h!);
-    expect(h!.pid).toBe(pid);
-    const c = new Console(await h!.openSerial());
+    const r = await qemuEngine.adopt(ctx);
+    expect(r).not.toBeNull();
+    runtimes.push(r!);
+    expect(r!.pid).toBe(pid);
+    const c = new Console(new SerialHub(r!.serial).open());
     await c.waitFor(new RegExp(GUEST_READY_MARKER), 0, 90_000);
     expect(await c.run('echo $((7*6))')).toBe('42');
-    c.close();
-    expect((await h!.kill()).reason).toBe('killed');
+    // Not our child: its end is told by QMP (the guest powers off) rather than an exit status.
+    c.send('poweroff -f\n');
+    const record = await r!.exited;
+    expect(record.reason).toBe('guest-poweroff');
   }, 150_000);
 
-  it('fails to start with EENGINE carrying QEMU\'s complaint', async () => {
+  it('reports, once, a guest that ended while no daemon watched it', async () => {
+    const { rt: r } = await engineStart();
+    r.detach();
+    process.kill(r.pid, 'SIGKILL');
+    for (let i = 0; i < 50 && existsSync(`/proc/${r.pid}`) && !readFileSync(`/proc/${r.pid}/stat`, 'utf8').includes(') Z'); i++) await new Promise((res) => setTimeout(res, 50));
+    expect(await qemuEngine.adopt(ctx)).toBeNull();
+    const exit = await qemuEngine.reapOrphan!(ctx);
+    expect(exit?.reason).toBe('unknown');
+    expect(exit?.detail).toMatch(/while no VMDesk daemon was watching/);
+    expect(await qemuEngine.reapOrphan!(ctx)).toBeUndefined();
+  }, 120_000);
+
+  it("fails to start with EENGINE carrying QEMU's complaint", async () => {
     const bad = makeConfig({ directKernel: { kernel: join(root, 'no-such-kernel'), cmdline: 'console=ttyS0' } });
-    const err = await new QemuEngine().start({ config: bad, bundleDir, runtimeDir }).catch((e: unknown) => e);
+    const err = await qemuEngine.start({ config: bad, bundleDir, runtimeDir }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(VmdeskError);
     expect((err as VmdeskError).code).toBe('EENGINE');
-    expect((err as VmdeskError).details.join('\n')).toMatch(/could not open kernel file/);
+    expect([(err as VmdeskError).message, ...(err as VmdeskError).details].join('\n')).toMatch(/could not open kernel file/);
   }, 60_000);
 
   it('reports a missing QEMU binary as EHOST with the install hint', async () => {
     const saved = process.env.VMDESK_QEMU;
     process.env.VMDESK_QEMU = join(root, 'no-qemu-here');
     try {
-      await expect(new QemuEngine().check(ctx)).rejects.toMatchObject({ code: 'EHOST' });
+      await expect(qemuEngine.check(ctx)).rejects.toMatchObject({ code: 'EHOST' });
     } finally {
       if (saved === undefined) delete process.env.VMDESK_QEMU;
       else process.env.VMDESK_QEMU = saved;
@@ -338,15 +327,10 @@ describe('QemuEngine with the test guest', () => {
     const savedPath = process.env.PATH;
     process.env.PATH = root;
     try {
-      await expect(new QemuEngine().check(ctx)).rejects.toThrow(/sudo apt install qemu-system-x86 qemu-utils/);
+      await expect(qemuEngine.check(ctx)).rejects.toThrow(/sudo apt install qemu-system-x86 qemu-utils/);
     } finally {
       process.env.PATH = savedPath;
     }
   });
 });
 
-async function engineStart(opts: { paused?: boolean } = {}): Promise<{ handle: VmHandle }> {
-  const { handle } = await new QemuEngine().start(ctx, opts);
-  handles.push(handle);
-  return { handle };
-}

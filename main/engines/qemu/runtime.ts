@@ -29,8 +29,12 @@ export interface QemuRecord {
   startedAt: string;
   accel: AccelChoice;
   warnings: string[];
+  /** Size of logs/serial.log when this QEMU started: its output begins there. */
+  serialLogOffset: number;
   /** Adapters whose QEMU socket has a passt (re-connected if the daemon restarts passt). */
   passt?: { path: string; adapters: { index: number; forwards: PortForward[] }[] };
+  /** The passt processes serving this QEMU (pid, start time): ended with it, so its ports are free at once. */
+  passtPids?: { pid: number; startTime: string }[];
 }
 
 export interface LaunchSpec {
@@ -113,6 +117,7 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     const self = this;
     this.serial = {
       logFile: this.files.serialLog,
+      logStart: record.serialLogOffset ?? 0,
       write(data: Buffer) {
         return self.serialSock ? self.serialSock.write(data) : true;
       },
@@ -150,6 +155,12 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     mkdirSync(files.logs, { recursive: true, mode: 0o700 });
     for (const log of [files.qemuLog, files.serialLog]) rotateLog(log);
     clearRuntimeFiles(ctx);
+    let serialLogOffset = 0;
+    try {
+      serialLogOffset = statSync(files.serialLog).size;
+    } catch {
+      // first run: no log yet
+    }
     const logFd = openSync(files.qemuLog, 'a');
     let child: ChildProcess;
     try {
@@ -184,6 +195,7 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
       startedAt: new Date().toISOString(),
       accel: spec.accel,
       warnings: spec.warnings,
+      serialLogOffset,
       ...(spec.passt ? { passt: spec.passt } : {}),
     };
     const runtime = new QemuRuntime(ctx, record, false);
@@ -264,10 +276,14 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     const spec = this.record.passt!;
     const log = openSync(join(this.files.logs, 'passt.log'), 'a');
     try {
+      const pids: { pid: number; startTime: string }[] = [];
       for (const a of spec.adapters) {
         const child = await startPasst({ passt: spec.path, socket: this.rt.net(a.index), forwards: a.forwards, log, alive, timeoutMs: Math.max(1000, deadline - Date.now()) });
         child.unref();
+        if (child.pid) pids.push({ pid: child.pid, startTime: processStartTime(child.pid) ?? '' });
       }
+      this.record.passtPids = pids;
+      writeFileAtomicSync(this.rt.record, JSON.stringify(this.record, null, 2) + '\n');
     } finally {
       closeSync(log);
     }
@@ -343,8 +359,13 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     await this.command('system_reset');
   }
 
+  private requireAttached(): void {
+    if (this.detached) throw new VmdeskError(ErrorCode.state, `"${this.ctx.config.name}" is watched by another VMDesk daemon now`);
+  }
+
   async shutdown(timeoutMs: number): Promise<ExitRecord> {
     if (this.exitRecord) return this.exitRecord;
+    this.requireAttached();
     if (this.stopIntent) return this.exited;
     this.stopIntent = 'shutdown';
     const ms = Number.isFinite(timeoutMs) && timeoutMs >= 0 ? timeoutMs : 60_000;
@@ -367,6 +388,7 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
 
   async kill(): Promise<ExitRecord> {
     if (this.exitRecord) return this.exitRecord;
+    this.requireAttached();
     if (this.stopIntent === 'shutdown') this.forcedOff = { afterMs: 0 };
     else this.stopIntent = 'kill';
     this.setState('stopping');
@@ -393,6 +415,7 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
   }
 
   detach(): void {
+    if (this.exitRecord) return;
     this.detached = true;
     this.qmp?.close();
     this.serialSock?.destroy();
@@ -446,8 +469,26 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     this.qmp?.close();
     this.serialSock?.destroy();
     this.state = reason === 'crashed' ? 'crashed' : 'stopped';
-    this.emit('state', this.state);
-    this.settle(record);
+    void this.endPasst().finally(() => {
+      this.emit('state', this.state);
+      this.settle(record);
+    });
+  }
+
+  /** passt quits when QEMU's socket closes; make sure it has, so the forwarded ports are free at once. */
+  private async endPasst(): Promise<void> {
+    const pids = (this.record.passtPids ?? []).filter((p) => processRunning(p.pid, p.startTime || undefined));
+    if (!pids.length) return;
+    for (let i = 0; i < 20 && pids.some((p) => processRunning(p.pid, p.startTime || undefined)); i++) await new Promise((r) => setTimeout(r, 25));
+    for (const p of pids) {
+      if (!processRunning(p.pid, p.startTime || undefined)) continue;
+      try {
+        process.kill(p.pid, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+    }
+    for (let i = 0; i < 40 && pids.some((p) => processRunning(p.pid, p.startTime || undefined)); i++) await new Promise((r) => setTimeout(r, 25));
   }
 }
 
