@@ -51,6 +51,8 @@ export async function reconcile(vm: SnapVm, write: boolean): Promise<Reconciled>
     stored = null;
   }
   let changed = false;
+  // Work the engine is still doing (a job a dead daemon started) may yet complete a pending take.
+  const engineBusy = write && rt && tree.pending.length ? (await provider.busy(rt).catch(() => [])).length > 0 : false;
 
   // Interrupted takes: finish those the engine completed on every target, drop the others.
   for (const p of tree.pending) {
@@ -69,12 +71,19 @@ export async function reconcile(vm: SnapVm, write: boolean): Promise<Reconciled>
     if (found && expected.length && expected.every((d) => found.has(d))) {
       tree = addNode({ ...tree, pending: tree.pending.filter((x) => x.id !== p.id) }, { ...p, vmStateBytes: savedBytes(found), disks: [...found.keys()] }, true);
       notes.push(`snapshot "${p.name}" was interrupted after it was saved; it has been recorded`);
+    } else if (engineBusy) {
+      notes.push(`snapshot "${p.name}" is still being saved by the engine; it will be recorded (or dropped) once that has finished`);
+      continue;
+    } else if (found && live) {
+      // The partial tag cannot be removed from disks a guest holds; the pending entry stays (so the tag is
+      // not adopted) until a list of the stopped VM drops both.
+      for (const [tid] of found) notes.push(`disk ${tid} still holds the partial snapshot ${p.tag}; it will be removed when the VM is stopped`);
+      continue;
     } else {
       tree = { ...tree, pending: tree.pending.filter((x) => x.id !== p.id) };
       notes.push(`snapshot "${p.name}" was interrupted before it was completely saved and was not kept`);
       // A partial save may have left the tag on some targets: remove it so it is not adopted later.
-      if (found && !live) await provider.deleteOffline(ctx, refOf(entry.dir, p)).catch(() => {});
-      if (found && live) for (const [tid] of found) notes.push(`disk ${tid} still holds the partial snapshot ${p.tag}; it will be removed when the VM is stopped`);
+      if (found) await provider.deleteOffline(ctx, refOf(entry.dir, p)).catch(() => {});
     }
     changed = true;
   }

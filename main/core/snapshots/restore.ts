@@ -63,6 +63,11 @@ async function checkRestorable(vm: SnapVm, node: SnapshotNode, need: Need): Prom
   }
 }
 
+/** The provider leaves a loaded guest paused; it runs on from the snapshot's moment (a paused one too, as before). */
+async function resumeLoaded(vm: SnapVm): Promise<void> {
+  if ((await vm.core.get(vm.entry.id)).state === 'paused') await vm.core.resume(vm.entry.id);
+}
+
 /** Whether the current state can be saved at all (a stopped VM of an engine without disk snapshots cannot). */
 function canSaveCurrent(vm: SnapVm): boolean {
   const caps = vm.eng.capabilities;
@@ -96,7 +101,7 @@ export async function restoreSnapshot(vm: SnapVm, snapRef: string, opts: Restore
     // Fast path: the running guest is replaced by the snapshot's in place.
     progress(livePhase('loading', need), 0);
     await now.eng.snapshots.loadLive(runtimeOf(now), now.ctx, refOf(entry.dir, node), progress);
-    await core.resume(entry.id);
+    await resumeLoaded(vm);
   } else {
     if (running) {
       // The guest's current state is being replaced (and was saved above unless the caller declined).
@@ -125,7 +130,7 @@ export async function restoreSnapshot(vm: SnapVm, snapRef: string, opts: Restore
         await powerOff(core, entry.id).catch(() => {});
         throw e;
       }
-      await core.resume(entry.id);
+      await resumeLoaded(vm);
     }
   }
   if (need === 'memory' && (node.config ?? entry.config).disks.some((d) => !d.readOnly)) {
