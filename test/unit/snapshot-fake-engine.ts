@@ -155,3 +155,54 @@ export const fakeMemoryEngine: EngineModule = {
     async checkFree() {},
   },
 };
+
+export const FAKE_FULL_KIND = 'fakefull';
+
+/**
+ * A second fake: 'full' live snapshots kept in an in-memory store (tag → target → saved bytes), one target
+ * per writable disk, and engine work the tests switch on and off. For reconciliation without QEMU.
+ */
+export const fakeFull = {
+  stored: new Map<string, Map<string, { vmStateBytes: number; dateSec: number }>>(),
+  busy: [] as string[],
+  deleted: [] as string[],
+};
+
+export const fakeFullEngine: EngineModule = {
+  ...fakeMemoryEngine,
+  kind: FAKE_FULL_KIND,
+  description: 'fake engine for tests (full live snapshots in memory)',
+  capabilities: { ...fakeMemoryEngine.capabilities, liveSnapshots: 'full', offlineSnapshots: true, diskFormats: ['raw'] },
+  snapshots: {
+    targets: (ctx) => ({ targets: ctx.config.disks.filter((d) => !d.readOnly).map((d) => ({ id: d.id, file: d.path, format: d.format })), unsupported: [] }),
+    async saveLive(_rt, ctx, snap) {
+      const ids = ctx.config.disks.filter((d) => !d.readOnly).map((d) => d.id);
+      fakeFull.stored.set(snap.tag, new Map(ids.map((id, i) => [id, { vmStateBytes: i === 0 ? 1000 : 0, dateSec: Math.floor(Date.now() / 1000) }])));
+      return { vmStateBytes: 1000, targets: ids };
+    },
+    async loadLive(rt) {
+      await rt.pause();
+    },
+    async deleteLive(_rt, _ctx, snap) {
+      fakeFull.deleted.push(snap.tag);
+      fakeFull.stored.delete(snap.tag);
+    },
+    async saveOffline(ctx, snap) {
+      const ids = ctx.config.disks.filter((d) => !d.readOnly).map((d) => d.id);
+      fakeFull.stored.set(snap.tag, new Map(ids.map((id) => [id, { vmStateBytes: 0, dateSec: Math.floor(Date.now() / 1000) }])));
+      return { targets: ids };
+    },
+    async applyOffline() {},
+    async deleteOffline(_ctx, snap) {
+      fakeFull.deleted.push(snap.tag);
+      fakeFull.stored.delete(snap.tag);
+    },
+    async stored() {
+      return new Map([...fakeFull.stored].map(([t, m]) => [t, new Map(m)]));
+    },
+    async busy() {
+      return [...fakeFull.busy];
+    },
+    async recover() {},
+  },
+};
