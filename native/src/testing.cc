@@ -7,6 +7,10 @@
 #include <atomic>
 #include <memory>
 #include "devices/virtio_blk.h"
+#include "host/args.h"
+#include "host/control.h"
+#include "host/files.h"
+#include "host/json.h"
 #include "napi_errors.h"
 #include "snapshot/snapshot.h"
 #include "vstate/memory.h"
@@ -220,6 +224,132 @@ Napi::Value CheckSnapshot(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// ---- vmdesk-microvm's pieces that need no KVM: argv, the control protocol's input side, JSON, records ----
+
+std::vector<std::string> stringArray(Napi::Env env, Napi::Value v, const char* what) {
+  if (!v.IsArray()) throw Napi::TypeError::New(env, std::string(what) + " must be an array of strings");
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<std::string> out;
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsString()) throw Napi::TypeError::New(env, std::string(what) + " must be an array of strings");
+    out.push_back(e.As<Napi::String>().Utf8Value());
+  }
+  return out;
+}
+
+// hostArgs(argv): parseHostArgs as the executable runs it; throws with code EINVAL.
+Napi::Value HostArgs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<std::string> argv = stringArray(env, info[0], "hostArgs(argv)");
+  host::HostArgs a;
+  TEST_GUARD(env, a = host::parseHostArgs(argv);)
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("cpus", a.cpus);
+  o.Set("memoryMiB", double(a.memoryMiB));
+  o.Set("kernel", a.kernel);
+  o.Set("initrd", a.initrd);
+  o.Set("cmdline", a.cmdline);
+  Napi::Array disks = Napi::Array::New(env, a.disks.size());
+  for (size_t i = 0; i < a.disks.size(); i++) {
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("path", a.disks[i].path);
+    d.Set("readOnly", a.disks[i].readOnly);
+    disks.Set(uint32_t(i), d);
+  }
+  o.Set("disks", disks);
+  o.Set("restore", a.restore);
+  o.Set("paused", a.paused);
+  o.Set("control", a.control);
+  o.Set("serial", a.serial);
+  o.Set("serialLog", a.serialLog);
+  o.Set("exitRecord", a.exitRecord);
+  o.Set("record", a.record);
+  o.Set("vmId", a.vmId);
+  o.Set("accelReason", a.accelReason);
+  o.Set("readyFd", a.readyFd);
+  o.Set("help", a.help);
+  o.Set("version", a.version);
+  return o;
+}
+
+// controlInput(chunks): feeds the chunks (Buffers, as they might arrive on the socket) through the same
+// framing and parsing a control connection uses; returns, in order, the requests that would run
+// ({request: {id, cmd, path, number}}) and the error replies that would be sent ({reply: line}).
+Napi::Value ControlInput(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "controlInput(chunks: Buffer[])");
+  Napi::Array chunks = info[0].As<Napi::Array>();
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t n = 0;
+  host::LineReader reader;
+  for (uint32_t i = 0; i < chunks.Length(); i++) {
+    Napi::Value c = chunks.Get(i);
+    if (!c.IsBuffer()) throw Napi::TypeError::New(env, "controlInput(chunks: Buffer[])");
+    auto b = c.As<Napi::Buffer<char>>();
+    host::consumeControlInput(
+        reader, b.Data(), b.Length(),
+        [&](const host::Request& r) {
+          Napi::Object req = Napi::Object::New(env);
+          req.Set("id", double(r.id));
+          req.Set("cmd", host::cmdName(r.cmd));
+          req.Set("path", r.path);
+          req.Set("number", double(r.number));
+          Napi::Object e = Napi::Object::New(env);
+          e.Set("request", req);
+          out.Set(n++, e);
+        },
+        [&](const std::string& reply) {
+          Napi::Object e = Napi::Object::New(env);
+          e.Set("reply", Napi::Buffer<char>::Copy(env, reply.data(), reply.size()));
+          out.Set(n++, e);
+        });
+  }
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("items", out);
+  r.Set("buffered", double(reader.buffered()));
+  return r;
+}
+
+// jsonString(bytes): the JSON literal the executable writes for arbitrary bytes (guest output, paths).
+Napi::Value JsonString(const Napi::CallbackInfo& info) {
+  if (!info[0].IsBuffer()) throw Napi::TypeError::New(info.Env(), "jsonString(buffer)");
+  auto b = info[0].As<Napi::Buffer<char>>();
+  std::string s = host::jsonString(std::string_view(b.Data(), b.Length()));
+  return Napi::Buffer<char>::Copy(info.Env(), s.data(), s.size());
+}
+
+// exitRecord(chunks, {reason, detail}): guest output through the tail the executable keeps, and the exit
+// record JSON it would write.
+Napi::Value ExitRecord(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray() || !info[1].IsObject()) throw Napi::TypeError::New(env, "exitRecord(chunks: Buffer[], {reason, detail})");
+  Napi::Array chunks = info[0].As<Napi::Array>();
+  host::OutputTail tail;
+  for (uint32_t i = 0; i < chunks.Length(); i++) {
+    Napi::Value c = chunks.Get(i);
+    if (!c.IsBuffer()) throw Napi::TypeError::New(env, "chunks must be Buffers");
+    auto b = c.As<Napi::Buffer<char>>();
+    tail.append(b.Data(), b.Length());
+  }
+  Napi::Object o = info[1].As<Napi::Object>();
+  host::ExitRecordData r;
+  r.at = host::isoNow();
+  r.reason = o.Get("reason").ToString().Utf8Value();
+  r.detail = o.Get("detail").ToString().Utf8Value();
+  r.logTail = tail.lines(20);
+  std::string s = host::exitRecordJson(r);
+  return Napi::Buffer<char>::Copy(env, s.data(), s.size());
+}
+
+Napi::Value ExitStatusFor(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), host::exitStatusFor(info[0].ToString().Utf8Value()));
+}
+
+Napi::Value ProcessStartTime(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), host::processStartTime(pid_t(info[0].ToNumber().Int32Value())));
+}
+
 }  // namespace
 
 Napi::Object testHooks(Napi::Env env) {
@@ -229,6 +359,12 @@ Napi::Object testHooks(Napi::Env env) {
   t.Set("snapshotMemory", Napi::Function::New(env, SnapshotMemory));
   t.Set("writeSyntheticSnapshot", Napi::Function::New(env, WriteSyntheticSnapshot));
   t.Set("checkSnapshot", Napi::Function::New(env, CheckSnapshot));
+  t.Set("hostArgs", Napi::Function::New(env, HostArgs));
+  t.Set("controlInput", Napi::Function::New(env, ControlInput));
+  t.Set("jsonString", Napi::Function::New(env, JsonString));
+  t.Set("exitRecord", Napi::Function::New(env, ExitRecord));
+  t.Set("exitStatusFor", Napi::Function::New(env, ExitStatusFor));
+  t.Set("processStartTime", Napi::Function::New(env, ProcessStartTime));
   return t;
 }
 

@@ -64,7 +64,7 @@ export function hooksSkipReason(): string | undefined {
   }
   try {
     if (!addonHasHooks()) {
-      const r = spawnSync(process.execPath, [join(repoRoot, 'native', 'build.mjs'), '--quiet'], { encoding: 'utf8' });
+      const r = spawnSync(process.execPath, [join(repoRoot, 'native', 'build.mjs'), '--quiet'], { encoding: 'utf8', env: { ...process.env, VMDESK_NATIVE_BUILD_LOCKED: '1' } });
       if (r.status !== 0) return `native addon build failed: ${(r.stderr || r.stdout).slice(-2000)}`;
     }
   } finally {

@@ -11,6 +11,12 @@ import { ensureTestGuest as ensureGuestJs, writeBrokenGuest as writeBrokenJs, gu
 const here = dirname(fileURLToPath(import.meta.url));
 export const repoRoot = join(here, '..', '..');
 export const addonFile = join(repoRoot, 'native', 'build', 'Release', 'vmdesk_native.node');
+/** The per-VM executable the micro-VM engine runs (Linux only), built by native/build.mjs with the addon. */
+export const microvmExeFile = join(repoRoot, 'native', 'build', 'Release', 'vmdesk-microvm');
+
+function nativeBuilt(): boolean {
+  return existsSync(addonFile) && (process.platform !== 'linux' || existsSync(microvmExeFile));
+}
 
 export const ensureTestGuest: () => string = ensureGuestJs;
 export const writeBrokenGuest: (kind: 'bad-magic' | 'old-protocol' | 'no-64bit' | 'truncated' | 'tiny' | 'huge') => string = writeBrokenJs;
@@ -18,22 +24,22 @@ export const guestDir: string = guestDirJs;
 
 /** Builds native/ once across parallel test workers (a mkdir lock), unless it is already built. */
 export function ensureAddonBuilt(): string | undefined {
-  if (existsSync(addonFile)) return undefined;
+  if (nativeBuilt()) return undefined;
   const lock = join(repoRoot, 'native', '.build-lock');
   for (let i = 0; i < 600; i++) {
     try {
       mkdirSync(lock);
       break;
     } catch {
-      if (existsSync(addonFile)) return undefined;
+      if (nativeBuilt()) return undefined;
       // A lock older than 5 minutes belongs to a dead build.
       try { if (Date.now() - statSync(lock).mtimeMs > 300_000) rmdirSync(lock); } catch { /* gone */ }
       spawnSync('sleep', ['0.5']);
     }
   }
   try {
-    if (existsSync(addonFile)) return undefined;
-    const r = spawnSync(process.execPath, [join(repoRoot, 'native', 'build.mjs'), '--quiet'], { encoding: 'utf8' });
+    if (nativeBuilt()) return undefined;
+    const r = spawnSync(process.execPath, [join(repoRoot, 'native', 'build.mjs'), '--quiet'], { encoding: 'utf8', env: { ...process.env, VMDESK_NATIVE_BUILD_LOCKED: '1' } });
     if (r.status !== 0) return `native addon build failed: ${(r.stderr || r.stdout).slice(-2000)}`;
     return undefined;
   } finally {

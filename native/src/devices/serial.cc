@@ -27,7 +27,7 @@ void Serial::updateIrq(bool edge) {
 }
 
 uint8_t Serial::read(uint16_t off) {
-  std::lock_guard<std::mutex> g(mu_);
+  std::unique_lock<std::mutex> g(mu_);
   switch (off) {
     case 0:
       if (s_.lcr & kLcrDlab) return s_.dll;
@@ -35,6 +35,12 @@ uint8_t Serial::read(uint16_t off) {
         uint8_t v = rx_.front();
         rx_.pop_front();
         updateIrq(!rx_.empty());
+        if (wantSpace_ && rx_.size() <= kRxMax / 2) {
+          wantSpace_ = false;
+          std::function<void()> fn = space_;
+          g.unlock();
+          if (fn) fn();
+        }
         return v;
       }
       return 0;
@@ -98,10 +104,13 @@ void Serial::write(uint16_t off, uint8_t v) {
   }
 }
 
-void Serial::input(const uint8_t* data, size_t len) {
+size_t Serial::input(const uint8_t* data, size_t len) {
   std::lock_guard<std::mutex> g(mu_);
-  for (size_t i = 0; i < len && rx_.size() < kRxMax; i++) rx_.push_back(data[i]);
+  size_t n = 0;
+  while (n < len && rx_.size() < kRxMax) rx_.push_back(data[n++]);
+  if (n < len) wantSpace_ = true;
   updateIrq(true);
+  return n;
 }
 
 std::string Serial::saveState() {

@@ -23,8 +23,10 @@ class Serial {
   Serial(Sink sink, IrqPulse irq) : sink_(std::move(sink)), irq_(std::move(irq)) {}
   uint8_t read(uint16_t offset);
   void write(uint16_t offset, uint8_t value);
-  // Host-side input (called from the Node thread): queued and announced with an interrupt.
-  void input(const uint8_t* data, size_t len);
+  // Host-side input: queued and announced with an interrupt. Returns how many bytes fit in the input FIFO;
+  // when not all did, the space callback fires once the guest has read the FIFO down to half.
+  size_t input(const uint8_t* data, size_t len);
+  void setSpaceCallback(std::function<void()> fn) { std::lock_guard<std::mutex> g(mu_); space_ = std::move(fn); }
   std::string saveState();
   void loadState(const std::string& blob);
 
@@ -36,6 +38,8 @@ class Serial {
   std::deque<uint8_t> rx_;
   Sink sink_;
   IrqPulse irq_;
+  std::function<void()> space_;
+  bool wantSpace_ = false;  // input was refused: tell the host when there is room again
 };
 
 }  // namespace vmdesk

@@ -301,6 +301,7 @@ void Vm::createDevices(const std::vector<DiskConfig>& disks) {
   serial_ = std::make_unique<Serial>(
       [this](const uint8_t* d, size_t n) { if (cb_.serial) cb_.serial(d, n); },
       [this](uint32_t gsi) { pulseIrq(gsi); });
+  if (cb_.serialSpace) serial_->setSpaceCallback(cb_.serialSpace);
   i8042_ = std::make_unique<I8042>([this] {
     ExitInfo e;
     e.reason = "guest-poweroff";

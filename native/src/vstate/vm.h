@@ -63,6 +63,8 @@ struct VmCallbacks {
   // Called on vCPU threads: implementations must only queue work for the Node thread.
   std::function<void(const uint8_t*, size_t)> serial;
   std::function<void(const ExitInfo&)> exit;
+  // Optional: the guest read its input FIFO down after serialInput() had to refuse bytes.
+  std::function<void()> serialSpace;
 };
 
 class Vm {
@@ -80,7 +82,8 @@ class Vm {
   void resume();
   // Asks every vCPU to stop; the exit callback fires once all have.
   void requestExit(const ExitInfo& info);
-  void serialInput(const uint8_t* data, size_t len) { serial_->input(data, len); }
+  // Returns how many bytes the UART's input FIFO took; VmCallbacks::serialSpace announces room for the rest.
+  size_t serialInput(const uint8_t* data, size_t len) { return serial_->input(data, len); }
   // Graceful shutdown request for guests without ACPI: Linux reboots on it, and reboot ends a micro-VM.
   void sendCtrlAltDel() { i8042_->sendCtrlAltDel(); }
   // Pauses if needed, writes the snapshot, then resumes if it was running. Returns the bytes written.
@@ -88,6 +91,7 @@ class Vm {
   std::string state() const;
   uint32_t cpus() const { return uint32_t(vcpus_.size()); }
   uint64_t memBytes() const { return mem_.total(); }
+  size_t diskCount() const { return disks_.size(); }
   const x86::KernelInfo& kernel() const { return kernel_; }
   // Registers of a stopped or paused vCPU.
   kvm_regs regs(uint32_t cpu);
