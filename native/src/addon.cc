@@ -11,9 +11,16 @@
 #include "napi_errors.h"
 
 #ifdef __linux__
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <thread>
+#include <vector>
 #include "kvm/kvm.h"
 #include "testing.h"
 #include "vstate/vm.h"
+extern char** environ;
 #endif
 
 #ifdef __APPLE__
@@ -387,6 +394,108 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
   bool refHeld_ = false;
 };
 
+// spawnDetached(file, argv, outputFd) -> {pid, readyFd}: starts the micro-VM executable in its own session
+// (it must outlive the daemon) with stdin on /dev/null, stdout and stderr on outputFd and fd 3 the write end
+// of a pipe whose read end is returned. posix_spawn (vfork-like) rather than Node's fork-based spawn: forking
+// a Node process costs milliseconds that a micro-VM's start-up should not pay.
+Napi::Value SpawnDetached(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsArray() || !info[2].IsNumber()) throw Napi::TypeError::New(env, "spawnDetached(file, argv, outputFd)");
+  std::string file = info[0].As<Napi::String>().Utf8Value();
+  Napi::Array a = info[1].As<Napi::Array>();
+  std::vector<std::string> args{file};
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    if (!a.Get(i).IsString()) throw Napi::TypeError::New(env, "spawnDetached: argv must hold strings");
+    args.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+  }
+  std::vector<char*> argv;
+  for (auto& s : args) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  int outFd = info[2].As<Napi::Number>().Int32Value();
+  if (outFd < 3 || fcntl(outFd, F_GETFD) < 0) throw Napi::TypeError::New(env, "spawnDetached: outputFd must be an open file descriptor above 2");
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) throw toJsError(env, sysError("pipe2", "EHOST"));
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&at);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, outFd, 1);
+  posix_spawn_file_actions_adddup2(&fa, outFd, 2);
+  posix_spawn_file_actions_adddup2(&fa, p[1], 3);
+  // A session of its own, default dispositions (Node ignores SIGPIPE; exec keeps ignored signals ignored) and
+  // no blocked signals, whatever the calling thread has.
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&at, &none);
+  posix_spawnattr_setsigdefault(&at, &all);
+  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, file.c_str(), &fa, &at, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  ::close(p[1]);
+  if (rc != 0) {
+    ::close(p[0]);
+    errno = rc;
+    throw toJsError(env, sysError("cannot start " + file, rc == ENOENT || rc == EACCES ? "EHOST" : "EENGINE"));
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pid", double(pid));
+  o.Set("readyFd", p[0]);
+  return o;
+}
+
+// Node's names for the signals that end processes (sigabbrev_np needs glibc 2.32).
+std::string signalName(int sig) {
+  static const std::pair<int, const char*> names[] = {
+      {SIGHUP, "SIGHUP"}, {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"}, {SIGILL, "SIGILL"},   {SIGTRAP, "SIGTRAP"}, {SIGABRT, "SIGABRT"},
+      {SIGBUS, "SIGBUS"}, {SIGFPE, "SIGFPE"},   {SIGKILL, "SIGKILL"}, {SIGUSR1, "SIGUSR1"}, {SIGSEGV, "SIGSEGV"}, {SIGUSR2, "SIGUSR2"},
+      {SIGPIPE, "SIGPIPE"}, {SIGALRM, "SIGALRM"}, {SIGTERM, "SIGTERM"}, {SIGSYS, "SIGSYS"},  {SIGXCPU, "SIGXCPU"}, {SIGXFSZ, "SIGXFSZ"},
+  };
+  for (auto& [n, name] : names)
+    if (n == sig) return name;
+  return "SIG" + std::to_string(sig);
+}
+
+// waitChild(pid) -> Promise<{code, signal}>: the exit status of a child started by spawnDetached, from a thread
+// blocked in waitpid (libuv reaps only the children it started). It does not keep the event loop alive: a
+// daemon may leave while its guests run on.
+Napi::Value WaitChild(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  double d = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+  if (!(d >= 2) || d > 4194304 || std::floor(d) != d) throw Napi::TypeError::New(env, "waitChild(pid)");
+  pid_t pid = pid_t(d);
+  auto deferred = Napi::Promise::Deferred::New(env);
+  Napi::ThreadSafeFunction tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "vmdesk-wait-child", 0, 1);
+  tsfn.Unref(env);
+  std::thread([pid, tsfn, deferred]() mutable {
+    int status = 0;
+    pid_t r;
+    do r = waitpid(pid, &status, 0);
+    while (r < 0 && errno == EINTR);
+    int err = r < 0 ? errno : 0;
+    tsfn.BlockingCall([deferred, status, err](Napi::Env env, Napi::Function) {
+      Napi::Object o = Napi::Object::New(env);
+      if (err) {
+        o.Set("code", env.Null());
+        o.Set("signal", env.Null());
+        o.Set("error", std::string(std::strerror(err)));
+      } else if (WIFSIGNALED(status)) {
+        o.Set("code", env.Null());
+        o.Set("signal", signalName(WTERMSIG(status)));
+      } else {
+        o.Set("code", WEXITSTATUS(status));
+        o.Set("signal", env.Null());
+      }
+      deferred.Resolve(o);
+    });
+    tsfn.Release();
+  }).detach();
+  return deferred.Promise();
+}
+
 #endif  // __linux__
 
 #ifdef __APPLE__
@@ -417,6 +526,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("funlockFile", Napi::Function::New(env, FunlockFile));
 #ifdef __linux__
   exports.Set("Vm", VmWrap::Define(env));
+  exports.Set("spawnDetached", Napi::Function::New(env, SpawnDetached));
+  exports.Set("waitChild", Napi::Function::New(env, WaitChild));
   exports.Set("__test", testHooks(env));
 #endif
   exports.Set("abiVersion", Napi::Number::New(env, 1));

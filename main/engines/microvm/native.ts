@@ -109,7 +109,25 @@ export interface NativeFlock {
   funlockFile(fd: number): void;
 }
 
-export interface NativeAddon extends Partial<NativeFlock> {
+/** How a child ended: exit code, or the signal's name (SIGKILL); error when it was not ours to wait for. */
+export interface ChildExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  error?: string;
+}
+
+/** Starting the micro-VM executable without forking the Node process (Linux). */
+export interface NativeSpawn {
+  /**
+   * posix_spawn in a new session: stdin /dev/null, stdout and stderr on outputFd, fd 3 the write end of a pipe
+   * whose read end (close-on-exec) is returned. Throws (EHOST when the file cannot be executed).
+   */
+  spawnDetached(file: string, argv: string[], outputFd: number): { pid: number; readyFd: number };
+  /** The exit status of a child spawnDetached started; does not keep the event loop alive. Call once per pid. */
+  waitChild(pid: number): Promise<ChildExit>;
+}
+
+export interface NativeAddon extends Partial<NativeFlock>, Partial<NativeSpawn> {
   abiVersion: number;
   probe(): KvmProbe;
   selfTest(): Promise<SelfTestResult>;
@@ -175,6 +193,17 @@ export function nativeFlock(): NativeFlock | undefined {
     const m = loadNative();
     if (typeof m.flockFile !== 'function' || typeof m.funlockFile !== 'function') return undefined;
     return { flockFile: m.flockFile.bind(m), funlockFile: m.funlockFile.bind(m) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The addon's spawn functions, or undefined when the addon is not built (or predates them). Never throws. */
+export function nativeSpawn(): NativeSpawn | undefined {
+  try {
+    const m = loadNative();
+    if (typeof m.spawnDetached !== 'function' || typeof m.waitChild !== 'function') return undefined;
+    return { spawnDetached: m.spawnDetached.bind(m), waitChild: m.waitChild.bind(m) };
   } catch {
     return undefined;
   }
