@@ -98,8 +98,8 @@ export const microvmEngine: EngineModule = {
   check,
 
   async start(ctx, opts = {}) {
-    const { accel, warnings } = await check(ctx);
     if (recordedMicrovmRuns(ctx)) throw new VmdeskError(ErrorCode.state, `"${ctx.config.name}" is already running`);
+    const { accel, warnings } = await check(ctx);
     return MicrovmRuntime.launch(ctx, { accel, warnings, paused: opts.paused === true });
   },
 

@@ -39,6 +39,8 @@ export const microvmTimeouts = {
   shutdownSlackMs: 10_000,
   /** For the process to be gone once its sockets closed (adopted: no exit status to wait for). */
   goneMs: 10_000,
+  /** For the greeting on a new control connection. */
+  helloMs: 5_000,
 };
 
 /** <runtimeDir>/microvm.json as vmdesk-microvm writes it once it runs. */
@@ -436,7 +438,7 @@ export class MicrovmRuntime extends EventEmitter implements VmRuntime {
       this.setState('stopping');
     });
     control.on('close', () => this.onControlClose());
-    const hello = await control.waitHello(5_000);
+    const hello = await control.waitHello(microvmTimeouts.helloMs);
     if (!hello || hello.pid !== this.record.pid) {
       control.close();
       throw new VmdeskError(ErrorCode.engine, hello ? `the control socket belongs to pid ${hello.pid}, not ${this.record.pid}` : 'the micro-VM did not greet on its control socket');
