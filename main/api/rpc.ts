@@ -22,8 +22,7 @@ export const DaemonStatus = z.object({
 });
 export type DaemonStatus = z.infer<typeof DaemonStatus>;
 
-/** The wire protocol's version: a client speaking another one gets an idle daemon restarted or is told. */
-export const PROTOCOL_VERSION = 2;
+export { PROTOCOL_VERSION } from './values.js';
 
 /** A VM reference as the core resolves it: name, id or unique id prefix. */
 const VmRef = z.string().min(1, 'a VM name or id is required').max(128);

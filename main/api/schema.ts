@@ -1,5 +1,6 @@
 // The VM model and its validation rules: pure zod schemas shared by core, CLI, server and renderer.
 import { z } from 'zod';
+import { DISK_BUSES, DISK_FORMATS, NIC_MODELS } from './values.js';
 
 export const VM_SCHEMA_VERSION = 1;
 
@@ -39,14 +40,11 @@ export const OsType = z.enum(['linux', 'windows', 'bsd', 'other']);
 export const EngineKind = z.string().regex(/^[a-z][a-z0-9-]{1,31}$/, 'engine must be a short lowercase name such as qemu or microvm');
 export const Accel = z.enum(['auto', 'kvm', 'hvf', 'tcg']);
 export const Firmware = z.enum(['bios', 'uefi']);
-/** Image formats a disk may have; `vpc` is VHD (QEMU's name). Every one is opened with its format stated. */
-export const DiskFormat = z.enum(['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'vpc']);
+export const DiskFormat = z.enum(DISK_FORMATS);
 export type DiskFormat = z.infer<typeof DiskFormat>;
-/** How the guest sees a disk: virtio (fast, needs drivers on Windows), SATA (AHCI), IDE or SCSI (virtio-scsi). */
-export const DiskBus = z.enum(['virtio', 'sata', 'ide', 'scsi']);
+export const DiskBus = z.enum(DISK_BUSES);
 export type DiskBus = z.infer<typeof DiskBus>;
-/** The guest's network card: virtio-net, or models that installers and appliances find without drivers. */
-export const NicModel = z.enum(['virtio-net', 'e1000e', 'e1000', 'rtl8139']);
+export const NicModel = z.enum(NIC_MODELS);
 export type NicModel = z.infer<typeof NicModel>;
 
 export const Disk = z
@@ -118,16 +116,7 @@ export const VmConfig = z.object({
 });
 export type VmConfig = z.infer<typeof VmConfig>;
 
-/** Sizes as users type them: 512M, 8G, 1T, or bare bytes. */
-export function parseSize(text: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$/i.exec(text);
-  if (!m) throw new Error(`invalid size "${text}" (use e.g. 512M, 8G)`);
-  const unit = (m[2] ?? 'B').toUpperCase()[0] as 'B' | 'K' | 'M' | 'G' | 'T';
-  const mult = { B: 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[unit];
-  const bytes = Math.round(Number(m[1]) * mult);
-  if (!Number.isSafeInteger(bytes)) throw new Error(`invalid size "${text}"`);
-  return bytes;
-}
+export { parseSize } from './values.js';
 
 export const CreateVmRequest = z.object({
   name: VmName,

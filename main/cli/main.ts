@@ -1,16 +1,16 @@
-// The `vmdesk` command line: every verb maps onto one Core call; failures exit non-zero with one line on stderr.
+// The `vmdesk` command line: a thin client of the library's daemon, one call per verb; failures exit non-zero
+// with one line on stderr. It loads no schema library and no core: starting it must cost little.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import path from 'node:path';
-import { DiskBus, DiskFormat, parseSize, type CreateVmRequest, type NetAdapter, type PortForward, type VmInfo } from '../api/schema.js';
+import type { CreateVmRequest, NetAdapter, PortForward, VmInfo } from '../api/schema.js';
+import { DISK_BUSES, DISK_FORMATS, parseSize } from '../api/values.js';
 import { EXIT_CODES, ErrorCode, VmdeskError, isVmdeskError } from '../api/errors.js';
 import { attachConsole, type GuestConsole } from './console.js';
 import { Rpc } from './rpc.js';
 import { connectDaemon } from '../client/daemon-client.js';
 import { formatInfo, formatList, formatHost, terminalSafeStream } from './format.js';
-import { ZodError } from 'zod';
 import { fromOsError } from '../platform/os-errors.js';
 import { defaultHome, makeFilesPrivate, userUmask } from '../platform/paths.js';
-import { zodToError } from './zod-error.js';
 
 export interface CliIo {
   stdout: NodeJS.WritableStream;
@@ -321,8 +321,8 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
         print(io, !!values.json, info, `added disk ${info.config?.disks.at(-1)?.id} to "${info.name}"`);
       } else if (sub === 'attach') {
         const { values, pos } = parse(rest, { format: { type: 'string' }, bus: { type: 'string' }, 'read-only': { type: 'boolean' } }, 2, ['NAME', 'PATH']);
-        const format = oneOf(values.format as string | undefined, '--format', DiskFormat.options);
-        const bus = oneOf(values.bus as string | undefined, '--bus', DiskBus.options);
+        const format = oneOf(values.format as string | undefined, '--format', DISK_FORMATS);
+        const bus = oneOf(values.bus as string | undefined, '--bus', DISK_BUSES);
         info = await (await rpc()).call('disk.attach', { id: pos[0]!, file: path.resolve(pos[1]!), ...(format ? { format } : {}), ...(bus ? { bus } : {}), readOnly: !!values['read-only'] });
         print(io, !!values.json, info, `attached ${path.resolve(pos[1]!)} to "${info.name}" as ${info.config?.disks.at(-1)?.id}`);
       } else if (sub === 'resize') {
@@ -419,7 +419,7 @@ export async function main(argv: string[], io: CliIo = { stdout: process.stdout,
   try {
     return await run(lib, verb, rest, shown);
   } catch (e) {
-    const err = isVmdeskError(e) ? e : e instanceof ZodError ? zodToError(e) : fromOsError(e);
+    const err = isVmdeskError(e) ? e : fromOsError(e);
     shown.stderr.write(`vmdesk: ${err.message}\n`);
     if (process.env.VMDESK_DEBUG) {
       for (const d of err.details) shown.stderr.write(`  ${d}\n`);
@@ -432,6 +432,8 @@ export async function main(argv: string[], io: CliIo = { stdout: process.stdout,
 /** The guest's serial console through the daemon, as the byte stream attachConsole drives. */
 async function openConsole(rpc: Rpc, vm: string): Promise<GuestConsole> {
   const data: ((d: Buffer) => void)[] = [];
+  // The replay (and any output) can arrive before attachConsole subscribes: kept until it does.
+  const early: Buffer[] = [];
   const closed: (() => void)[] = [];
   let error: VmdeskError | undefined;
   let opened = false;
@@ -443,6 +445,7 @@ async function openConsole(rpc: Rpc, vm: string): Promise<GuestConsole> {
       opened = true;
       resolveOpen();
       const buf = Buffer.from(b64, 'base64');
+      if (!data.length) early.push(buf);
       for (const fn of data) fn(buf);
     },
     onClose(err) {
@@ -457,7 +460,10 @@ async function openConsole(rpc: Rpc, vm: string): Promise<GuestConsole> {
   return {
     write: (d) => stream.write(d.toString('base64')),
     on(event: 'data' | 'close' | 'error', fn: ((d: Buffer) => void) | (() => void)) {
-      if (event === 'data') data.push(fn as (d: Buffer) => void);
+      if (event === 'data') {
+        data.push(fn as (d: Buffer) => void);
+        for (const b of early.splice(0)) (fn as (d: Buffer) => void)(b);
+      }
       else if (event === 'close') closed.push(fn as () => void);
     },
     destroy: () => stream.close(),

@@ -7,7 +7,7 @@ import type { Socket } from 'node:net';
 import path from 'node:path';
 import { ErrorCode, VmdeskError } from '../api/errors.js';
 import { FrameClient, RpcCallError, type FrameTransport } from '../api/frame-client.js';
-import { PROTOCOL_VERSION } from '../api/rpc.js';
+import { PROTOCOL_VERSION } from '../api/values.js';
 import { connectUnixSocket } from '../platform/process.js';
 import { buildInfo, nodeChildEnv, nodeEntry } from '../platform/node-entry.js';
 import { daemonSocketPath, ensurePrivateDir, runtimeRoot } from '../platform/paths.js';
@@ -56,6 +56,11 @@ export interface ConnectOptions {
   autostart?: boolean;
   /** How long to wait for a daemon that is starting. */
   timeoutMs?: number;
+  /**
+   * Talk to a daemon of another build as it is (same protocol only): `vmdesk daemon status|stop` must reach
+   * the daemon an upgrade left running with guests, or its own advice ("run vmdesk daemon stop") is refused.
+   */
+  anyBuild?: boolean;
 }
 
 async function tryConnect(socketPath: string): Promise<Socket | undefined> {
@@ -147,7 +152,7 @@ export async function connectDaemon(home: string, opts: ConnectOptions = {}): Pr
   for (let attempt = 0; ; attempt++) {
     const client = await connectOnce(abs, opts);
     const hello = client.hello!;
-    const same = hello.version === PROTOCOL_VERSION && (hello.build === mine.build || mine.build === 'source' || hello.build === 'source');
+    const same = hello.version === PROTOCOL_VERSION && (opts.anyBuild || hello.build === mine.build || mine.build === 'source' || hello.build === 'source');
     if (same) return client;
     if (attempt > 0) {
       client.close();

@@ -43,9 +43,13 @@ export interface HostCapacity {
   freeMemoryMiB: number;
 }
 
+/** os.cpus() parses /proc/cpuinfo (milliseconds on a busy host); the count does not change while we run. */
+let cpuCount: number | undefined;
+
 export function hostCapacity(): HostCapacity {
+  cpuCount ??= typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
   return {
-    cpus: os.cpus().length,
+    cpus: cpuCount,
     memoryMiB: Math.floor(os.totalmem() / 1024 / 1024),
     freeMemoryMiB: Math.floor(os.freemem() / 1024 / 1024),
   };

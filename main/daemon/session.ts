@@ -7,6 +7,7 @@ import type { VmEvent } from '../api/events.js';
 import { VmdeskError, ErrorCode } from '../api/errors.js';
 import { dispatch, toRpcError, type DaemonControl } from './dispatch.js';
 import type { FrameChannel } from './channel.js';
+import { trace } from '../platform/trace.js';
 import { mib, resultReservation, type ConnectionLimits, type ServerStats } from './limits.js';
 
 export class Session {
@@ -142,6 +143,7 @@ export class Session {
   }
 
   private async call(id: number, method: string, params: unknown, opId: string | undefined): Promise<void> {
+    trace(`call ${method}`);
     this.counters.callsReceived++;
     const reserve = resultReservation(method, params);
     const refused = this.refusal(method, reserve);

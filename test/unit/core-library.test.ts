@@ -62,7 +62,7 @@ describe('locks', () => {
 
 describe('library', () => {
   it('reports a corrupt or future-version vm.json as broken and still lists the others', async () => {
-    const core = new Core({ home: dir });
+    let core = new Core({ home: dir });
     await core.boot();
     await core.create({ name: 'good', memoryMiB: 64 });
     const lib = new VmLibrary(dir);
@@ -70,6 +70,11 @@ describe('library', () => {
     await writeFile(path.join(lib.vmsDir, 'corrupt', 'vm.json'), '{"schemaVersion": 1, "name": ');
     await mkdir(path.join(lib.vmsDir, 'future'));
     await writeFile(path.join(lib.vmsDir, 'future', 'vm.json'), JSON.stringify({ schemaVersion: 99, name: 'x' }));
+    // The daemon is the library's only writer and keeps it in memory: bundles changed behind its back are
+    // seen when it starts again.
+    await core.shutdown();
+    core = new Core({ home: dir });
+    await core.boot();
     const list = await core.list();
     expect(list.map((v) => v.name).sort()).toEqual(['corrupt', 'future', 'good']);
     expect(list.find((v) => v.id === 'corrupt')!.broken).toMatch(/not valid JSON/);

@@ -16,6 +16,7 @@ import { bundleFiles, runtimeFiles } from './layout.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
 import { startPasst } from './passt.js';
 import { logTail, RUN_HEADER } from './records.js';
+import { trace } from '../../platform/trace.js';
 
 const LOG_TAIL_LINES = 20;
 const START_TIMEOUT_MS = 90_000;
@@ -168,6 +169,7 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
       // Its own session (no terminal signals from the daemon's), output to its log file (a pipe to us would
       // break when we go), no pdeathsig: a guest must not die with the daemon.
       child = spawn(spec.qemuPath, spec.args, { detached: true, stdio: ['ignore', logFd, logFd], cwd: ctx.bundleDir });
+      trace('qemu-spawned');
     } finally {
       closeSync(logFd);
     }
