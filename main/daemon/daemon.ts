@@ -2,7 +2,7 @@
 // contract to every client on a unix socket in the runtime dir (0700 dir, 0600 socket: the socket's
 // permissions are the local authentication), pushes events to all, and exits when idle (no guest running,
 // no client connected, no job) as VirtualBox's VBoxSVC does. Guests never die with it.
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { chmodSync, existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Core } from '../core/core.js';
@@ -55,6 +55,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   const limits = resolveLimits(opts.limits);
   const counters = emptyStats();
   const sessions = new Set<Session>();
+  /** Every client socket, so close() can let them go (server.close() waits for each to end). */
+  const sockets = new Set<Socket>();
   const started = new Date().toISOString();
   const { version, build } = buildInfo();
   const idleExitMs = opts.idleExitMs ?? envIdle() ?? DEFAULT_IDLE_EXIT_MS;
@@ -119,6 +121,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   }
 
   server = createServer((sock) => {
+    sockets.add(sock);
+    sock.once('close', () => sockets.delete(sock));
     const hello = { t: 'hello' as const, version: PROTOCOL_VERSION, app: version, build, pid: process.pid };
     const session = new Session(lineChannel(sock, limits.maxFrameBytes), core, broadcast, limits, counters, hello, control);
     // Connections beyond the limit are answered and dropped rather than held.
@@ -165,6 +169,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     clearInterval(idleTimer);
     core.off('event', broadcast);
     for (const s of sessions) s.close();
+    // server.close() resolves only once every connection has ended: end them (what was sent, such as the
+    // answer to daemon.stop, still goes out), and drop any client that does not hang up in time.
+    for (const sock of sockets) {
+      sock.end();
+      setTimeout(() => sock.destroy(), 2000).unref();
+    }
     await new Promise<void>((r) => server?.close(() => r()) ?? r());
     rmSync(socketPath, { force: true });
     // Guests keep running: the next daemon adopts them.
