@@ -1,18 +1,23 @@
-// The GUI server refuses strangers: token on every request and upgrade, Host/Origin checks, CSP, no path traversal.
+// The GUI server refuses strangers: token on every request and upgrade, Host/Origin checks, CSP, no path
+// traversal; its relay passes only whole JSON text frames to the daemon; and the daemon's own door, its unix
+// socket, is open to this user alone.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import net from 'node:net';
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync, symlinkSync } from 'node:fs';
+import { lstatSync, mkdtempSync, mkdirSync, writeFileSync, rmSync, symlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import WebSocket from 'ws';
-import { Core } from '../../main/core/core.js';
+import { startDaemon, type RunningDaemon } from '../../main/daemon/daemon.js';
+import { runtimeRoot } from '../../main/platform/paths.js';
 import { startServer, type RunningServer } from '../../main/server/server.js';
 import { resolveStaticPath } from '../../main/server/static-files.js';
 import { isLoopbackHost, sameOriginLocation } from '../../main/server/auth.js';
+import { settledClients, wsClient } from '../helpers/daemon.js';
 
 let tmp: string;
-let core: Core;
+let home: string;
+let daemon: RunningDaemon;
 let server: RunningServer;
 let base: string;
 
@@ -24,16 +29,17 @@ beforeAll(async () => {
   writeFileSync(path.join(staticDir, 'assets', 'app.js'), 'console.log(1)');
   writeFileSync(path.join(tmp, 'secret.txt'), 'TOP-SECRET');
   symlinkSync(path.join(tmp, 'secret.txt'), path.join(staticDir, 'assets', 'link.txt'));
-  core = new Core({ home: path.join(tmp, 'home') });
-  await core.boot();
-  server = await startServer({ core, staticDir });
+  home = path.join(tmp, 'home');
+  daemon = await startDaemon({ home, idleExitMs: 0 });
+  server = await startServer({ home, staticDir });
   base = `http://127.0.0.1:${server.port}`;
 });
 
 afterAll(async () => {
-  await server.close();
-  await core.shutdown();
+  await server?.close();
+  await daemon?.close();
   rmSync(tmp, { recursive: true, force: true });
+  rmSync(runtimeRoot(home), { recursive: true, force: true });
 });
 
 function get(p: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
@@ -202,6 +208,76 @@ describe('WebSocket upgrades', () => {
     const r = await upgrade('/vnc/no-such-vm', auth());
     expect(r.status).toBe(409);
   });
+
+  it('opens no daemon connection for a refused upgrade', async () => {
+    const before = await settledClients(daemon);
+    const calls = daemon.stats().callsReceived;
+    for (const headers of [{}, { 'x-vmdesk-token': 'nope' }, { ...auth(), origin: 'http://evil.example' }, { ...auth(), host: 'evil.example' }]) {
+      expect((await upgrade('/ws', headers)).status).toBeGreaterThanOrEqual(400);
+    }
+    expect((await upgrade('/nowhere', auth())).status).toBe(404);
+    expect(await settledClients(daemon)).toBe(before);
+    expect(daemon.stats().callsReceived).toBe(calls);
+  });
+});
+
+describe('the relay passes only whole JSON text frames', () => {
+  it('closes a connection that sends a binary frame (1003), nothing reaching the daemon', async () => {
+    const c = await wsClient(server);
+    await c.next((f) => f.t === 'hello');
+    const received = daemon.stats().callsReceived;
+    c.ws.send(Buffer.from(JSON.stringify({ t: 'call', id: 1, method: 'vm.list', params: {} })), { binary: true });
+    expect(await c.closed).toBe(1003);
+    expect(c.answers().size).toBe(0);
+    expect(daemon.stats().callsReceived).toBe(received);
+  });
+
+  it('closes a connection whose frame holds a raw newline (1003): one message cannot smuggle a second frame', async () => {
+    const c = await wsClient(server);
+    await c.next((f) => f.t === 'hello');
+    const received = daemon.stats().callsReceived;
+    // The daemon reads one frame per line: the second line would be a frame of its own.
+    c.raw(`{"t":"call","id":1,"method":"vm.list","params":{}}\n{"t":"call","id":2,"method":"vm.create","params":{"name":"smuggled"}}`);
+    expect(await c.closed).toBe(1003);
+    expect(c.answers().size).toBe(0);
+    expect(daemon.stats().callsReceived).toBe(received);
+    expect(await daemon.core.list()).toEqual([]);
+  });
+
+  it('still takes a newline escaped inside JSON strings', async () => {
+    const c = await wsClient(server);
+    const r = await c.call('vm.create', { name: 'a\nb' });
+    expect(r).toMatchObject({ t: 'error', error: { code: 'EINVAL' } });
+    expect(c.isClosed).toBe(false);
+    c.close();
+  });
+});
+
+describe('the daemon\'s socket', () => {
+  it('is a socket only its user may open, in a directory only its user may enter', () => {
+    const sock = lstatSync(daemon.socketPath);
+    expect(sock.isSocket()).toBe(true);
+    expect(sock.mode & 0o777).toBe(0o600);
+    expect(sock.uid).toBe(process.getuid!());
+    const dir = lstatSync(path.dirname(daemon.socketPath));
+    expect(dir.isDirectory() && !dir.isSymbolicLink()).toBe(true);
+    expect(dir.mode & 0o777).toBe(0o700);
+    expect(dir.uid).toBe(process.getuid!());
+    expect(path.dirname(daemon.socketPath)).toBe(runtimeRoot(home));
+  });
+
+  it('serves one daemon per library: a second one for the same home is refused with EBUSY', async () => {
+    const err = await startDaemon({ home, idleExitMs: 0 }).then(
+      (d) => d.close().then(() => undefined),
+      (e: unknown) => e as { code?: string; message?: string },
+    );
+    expect(err?.code).toBe('EBUSY');
+    expect(err?.message).toMatch(/another VMDesk daemon already serves/);
+    // The first one still answers.
+    const c = await wsClient(server);
+    expect((await c.call('vm.list', {})).t).toBe('result');
+    c.close();
+  });
 });
 
 describe('listening address', () => {
@@ -212,7 +288,7 @@ describe('listening address', () => {
 
   it('refuses a non-loopback host unless unsafeListenAll is set, saying how', async () => {
     for (const host of ['0.0.0.0', '::', '']) {
-      const err = await startServer({ core, host, staticDir: tmp }).then(
+      const err = await startServer({ home, host, staticDir: tmp }).then(
         (s) => s.close().then(() => undefined),
         (e: unknown) => e as { code?: string; message?: string },
       );
@@ -222,10 +298,10 @@ describe('listening address', () => {
       expect(err?.message).toMatch(/clear text/);
     }
     for (const host of ['127.0.0.1', 'localhost']) {
-      const s = await startServer({ core, host, staticDir: tmp });
+      const s = await startServer({ home, host, staticDir: tmp });
       await s.close();
     }
-    const all = await startServer({ core, host: '0.0.0.0', unsafeListenAll: true, staticDir: tmp });
+    const all = await startServer({ home, host: '0.0.0.0', unsafeListenAll: true, staticDir: tmp });
     expect(all.port).toBeGreaterThan(0);
     await all.close();
   });
