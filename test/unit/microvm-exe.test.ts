@@ -603,6 +603,11 @@ describe.skipIf(!!skip)('micro-VM runtime: adopt, reap and the client side (scri
     expect(rt.serial.logFile).toBe(join(ctx.bundleDir, 'logs', 'serial.log'));
     expect(rt.serial.logStart).toBe(0);
     await new Promise<void>((r) => rt.serial.onceDrain(r));
+    // Detached, the handle watches nothing: it refuses rather than wait for an exit it would never see.
+    rt.detach();
+    await expect(rt.kill()).rejects.toMatchObject({ code: 'ESTATE', message: expect.stringMatching(/was detached/) });
+    await expect(rt.pause()).rejects.toMatchObject({ code: 'ESTATE' });
+    expect(p.exitCode).toBeNull(); // and the process was left alone
   });
 
   it('ignores what is not a reply or event of ours, and a peer that sends an endless line is dropped', async () => {

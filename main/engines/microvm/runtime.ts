@@ -493,6 +493,7 @@ export class MicrovmRuntime extends EventEmitter implements VmRuntime {
   }
 
   private requireControl(): ControlClient {
+    this.requireAttached();
     if (this.exitRecord || this.exitEvent) throw new VmdeskError(ErrorCode.state, `"${this.ctx.config.name}" has stopped`);
     if (!this.control || this.control.isClosed) throw new VmdeskError(ErrorCode.state, `"${this.ctx.config.name}" is not reachable (its control connection is closed)`);
     return this.control;
@@ -531,8 +532,14 @@ export class MicrovmRuntime extends EventEmitter implements VmRuntime {
     this.setState('paused');
   }
 
+  /** After detach() this object watches nothing: its exited would never settle. */
+  private requireAttached(): void {
+    if (this.detached) throw new VmdeskError(ErrorCode.state, `this handle on "${this.ctx.config.name}" was detached; adopt the VM again`);
+  }
+
   async shutdown(timeoutMs: number): Promise<ExitRecord> {
     if (this.exitRecord) return this.exitRecord;
+    this.requireAttached();
     const ms = Number.isFinite(timeoutMs) && timeoutMs >= 0 ? Math.min(Math.floor(timeoutMs), 86_400_000) : 60_000;
     try {
       await this.requireControl().request('shutdown', ms, microvmTimeouts.replyMs);
@@ -551,6 +558,7 @@ export class MicrovmRuntime extends EventEmitter implements VmRuntime {
 
   async kill(): Promise<ExitRecord> {
     if (this.exitRecord) return this.exitRecord;
+    this.requireAttached();
     let answered = false;
     if (this.control && !this.control.isClosed && !this.exitEvent) {
       try {
