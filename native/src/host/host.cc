@@ -221,7 +221,8 @@ class Host {
   uint64_t shutdownDeadline_ = 0;
   uint64_t stopDeadline_ = 0;
   std::string startedAt_, startTime_;
-  bool createdSockets_ = false, wroteRecord_ = false;
+  // What a failed start removes again: only what it made (a live socket of another process stays).
+  bool createdControl_ = false, createdSerial_ = false, wroteRecord_ = false;
   std::thread snapshotThread_;
   bool snapshotActive_ = false;
   uint64_t snapshotClient_ = 0, snapshotRequest_ = 0, snapshotStart_ = 0;
@@ -281,8 +282,9 @@ void Host::setUp() {
   generation_++;
 
   controlListen_ = listenUnix(a_.control);
-  createdSockets_ = true;
+  createdControl_ = true;
   serialListen_ = listenUnix(a_.serial);
+  createdSerial_ = true;
   epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_.valid()) throw sysError("epoll_create1");
   const std::pair<int, uint64_t> watched[] = {
@@ -350,12 +352,13 @@ std::unique_ptr<Vm> Host::bootVm() {
 }
 
 std::unique_ptr<Vm> Host::restoreVm(const std::string& path) {
-  auto vm = Vm::restore(path, callbacks(generation_ + 1), &a_.disks);
-  // With no disks given, restore() would open the paths stored in the snapshot: disks nobody locked.
-  if (vm->diskCount() != a_.disks.size()) {
-    throw invalid("the snapshot " + path + " has " + std::to_string(vm->diskCount()) + " disks; this micro-VM has " + std::to_string(a_.disks.size()));
+  // With no disks given, restore() would open the paths stored in the snapshot: disks nobody locked. The
+  // records say how many it has before anything is opened.
+  RestoreConfig cfg = checkSnapshotRecords(openSnapshot(path), path, &a_.disks);
+  if (cfg.disks.size() != a_.disks.size()) {
+    throw invalid("the snapshot " + path + " has " + std::to_string(cfg.disks.size()) + " disks; this micro-VM has " + std::to_string(a_.disks.size()));
   }
-  return vm;
+  return Vm::restore(path, callbacks(generation_ + 1), &a_.disks);
 }
 
 void Host::openSerialLog() {
@@ -394,10 +397,8 @@ void Host::notifyReady(const std::string& line) {
 }
 
 void Host::cleanUpFailedStart() {
-  if (createdSockets_) {
-    ::unlink(a_.control.c_str());
-    ::unlink(a_.serial.c_str());
-  }
+  if (createdControl_) ::unlink(a_.control.c_str());
+  if (createdSerial_) ::unlink(a_.serial.c_str());
   if (wroteRecord_) ::unlink(a_.record.c_str());
 }
 
