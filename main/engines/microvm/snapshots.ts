@@ -2,7 +2,7 @@
 // (<bundle>/snapshots/<id>.vmstate), written and loaded by the executable. Raw disks cannot hold snapshots,
 // so disk contents are not captured and a stopped micro-VM has nothing to snapshot.
 import { closeSync, openSync, readdirSync, readSync, rmSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import type { EngineContext, SnapshotProvider, SnapshotRef, StoredSnapshots, VmRuntime } from '../engine.js';
 import { microvmBundleFiles } from './layout.js';
@@ -44,12 +44,13 @@ function savedAt(file: string, mtimeMs: number): number {
 }
 
 function checkStateFile(ctx: EngineContext, snap: SnapshotRef): string {
-  const dir = microvmBundleFiles(ctx.bundleDir).snapshots;
-  // The core names it; still, it must be this VM's snapshots/<id>.vmstate and nothing else.
-  if (snap.stateFile !== join(dir, `${snap.id}.vmstate`) || !STATE_FILE.test(`${snap.id}.vmstate`)) {
-    throw new VmdeskError(ErrorCode.invalid, `a micro-VM snapshot's state file must be ${join(dir, `${snap.id}.vmstate`)}, not ${snap.stateFile}`);
+  const expected = join(resolve(microvmBundleFiles(ctx.bundleDir).snapshots), `${snap.id}.vmstate`);
+  // The core names it; still, it must be this VM's snapshots/<id>.vmstate and nothing else (the executable
+  // writes wherever it is told).
+  if (resolve(snap.stateFile) !== expected || !STATE_FILE.test(`${snap.id}.vmstate`)) {
+    throw new VmdeskError(ErrorCode.invalid, `a micro-VM snapshot's state file must be ${expected}, not ${snap.stateFile}`);
   }
-  return snap.stateFile;
+  return expected;
 }
 
 export const microvmSnapshots: SnapshotProvider = {
