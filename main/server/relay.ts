@@ -15,6 +15,8 @@ export interface RelayOptions {
   /** A browser client was dropped for not reading (counted by stats()). */
   onSlowClient?: () => void;
   onPause?: () => void;
+  /** After each frame sent to the browser: its unread output then (the server keeps the peak for stats()). */
+  onSent?: (bufferedAmount: number) => void;
 }
 
 export function relay(ws: WebSocket, wsSocket: Duplex, daemon: Socket, opts: RelayOptions): { pausedInput(): boolean; buffered(): number } {
@@ -46,6 +48,7 @@ export function relay(ws: WebSocket, wsSocket: Duplex, daemon: Socket, opts: Rel
         return;
       }
       ws.send(line.toString('utf8'));
+      opts.onSent?.(ws.bufferedAmount);
     }
     if (start < chunk.length) pending.push(chunk.subarray(start));
     if (ws.bufferedAmount > opts.highWater && !cancelDrain) {

@@ -175,6 +175,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
               maxBuffered: limits.maxBufferedOutput,
               onSlowClient: () => counters.slowClientsClosed++,
               onPause: () => counters.congestions++,
+              onSent: (buffered) => (counters.peakBufferedBytes = Math.max(counters.peakBufferedBytes, buffered)),
               onClose: () => sessions.delete(r),
             });
             sessions.add(r);
