@@ -212,7 +212,7 @@ describe('WebSocket upgrades', () => {
   it('opens no daemon connection for a refused upgrade', async () => {
     const before = await settledClients(daemon);
     const calls = daemon.stats().callsReceived;
-    for (const headers of [{}, { 'x-vmdesk-token': 'nope' }, { ...auth(), origin: 'http://evil.example' }, { ...auth(), host: 'evil.example' }]) {
+    for (const headers of [{} as Record<string, string>, { 'x-vmdesk-token': 'nope' }, { ...auth(), origin: 'http://evil.example' }, { ...auth(), host: 'evil.example' }]) {
       expect((await upgrade('/ws', headers)).status).toBeGreaterThanOrEqual(400);
     }
     expect((await upgrade('/nowhere', auth())).status).toBe(404);
