@@ -114,12 +114,22 @@ export class DesktopApp {
 
   async boot(home?: string): Promise<void> {
     const lib = home ?? defaultHome();
-    const client: FrameClient = await connectDaemon(lib);
+    // Connected now, so a daemon of this build serves the library before the first window loads; connected
+    // again when that daemon has gone meanwhile (`vmdesk daemon stop`, an upgrade), so the quit question still
+    // sees the running VMs and can shut them down.
+    let client: FrameClient | undefined = await connectDaemon(lib);
+    const daemon = async (): Promise<FrameClient> => {
+      if (!client || client.isClosed) client = await connectDaemon(lib);
+      return client;
+    };
     this.core = {
       home: lib,
-      list: () => client.call('vm.list', {}),
-      stop: (id, opts) => client.call('vm.stop', { id, timeoutMs: opts.timeoutMs }),
-      shutdown: async () => client.close(),
+      list: async () => (await daemon()).call('vm.list', {}),
+      stop: async (id, opts) => (await daemon()).call('vm.stop', { id, timeoutMs: opts.timeoutMs }),
+      shutdown: async () => {
+        client?.close();
+        client = undefined;
+      },
     };
     this.server = await startServer({ home: lib, host: '127.0.0.1' });
     this.stateFile = windowStateFile(this.core.home);
