@@ -1,7 +1,9 @@
-// The Electron shell with a mocked 'electron': secure webPreferences, navigation/window-open/permission denial, IPC sender checks, the quit flow.
-import { beforeEach, describe, expect, it, vi } from 'vitest';
+// The Electron shell with a mocked 'electron': secure webPreferences, navigation/window-open/permission denial,
+// IPC sender checks, the quit flow, and boot as a client of the library's daemon (a real one, in this process)
+// serving its windows through a relay on 127.0.0.1.
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { EventEmitter } from 'node:events';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -27,7 +29,19 @@ const mocks = vi.hoisted(() => {
       return Promise.resolve();
     }
   }
+  /** The default session's permission handlers, as boot() installs them. */
+  const defaultSession = {
+    request: undefined as undefined | ((wc: unknown, perm: string, cb: (ok: boolean) => void, details: { requestingUrl?: string }) => void),
+    check: undefined as undefined | ((wc: unknown, perm: string, origin: string) => boolean),
+    setPermissionRequestHandler(fn: typeof defaultSession.request) {
+      defaultSession.request = fn;
+    },
+    setPermissionCheckHandler(fn: typeof defaultSession.check) {
+      defaultSession.check = fn;
+    },
+  };
   return {
+    defaultSession,
     handlers: new Map<string, (...args: unknown[]) => unknown>(),
     showMessageBox: vi.fn(),
     openExternal: vi.fn(),
@@ -43,11 +57,15 @@ vi.mock('electron', () => ({
   dialog: { showMessageBox: mocks.showMessageBox, showOpenDialog: vi.fn() },
   ipcMain: { handle: (ch: string, fn: (...args: unknown[]) => unknown) => mocks.handlers.set(ch, fn) },
   screen: { getAllDisplays: () => [] },
-  session: { defaultSession: {} },
+  session: { defaultSession: mocks.defaultSession },
   shell: { openExternal: mocks.openExternal, showItemInFolder: vi.fn() },
 }));
 
 const shell = await import('../../main/electron/main.js');
+const { startDaemon } = await import('../../main/daemon/daemon.js');
+const { runtimeRoot } = await import('../../main/platform/paths.js');
+const { daemonClient, settledClients, upgradeStatus, wsClient } = await import('../helpers/daemon.js');
+const { registerTestEngine, testVm, unregisterTestEngine } = await import('../helpers/test-engine.js');
 const { IPC, OpenFileArgs } = await import('../../main/electron/ipc-contract.js');
 const { loadWindowState, saveWindowState, fitToDisplays } = await import('../../main/electron/window-state.js');
 
@@ -309,5 +327,122 @@ describe('preload', () => {
   it('reads nothing from the command line', () => {
     const src = readFileSync(path.resolve('main/electron/preload/index.ts'), 'utf8');
     expect(src).not.toMatch(/process\.argv/);
+  });
+});
+
+describe('boot: a client of the library\'s daemon', () => {
+  let tmp: string;
+  let home: string;
+  let daemon: Awaited<ReturnType<typeof startDaemon>>;
+
+  beforeAll(async () => {
+    registerTestEngine();
+    tmp = mkdtempSync(path.join(os.tmpdir(), 'vmdesk-shell-'));
+    home = path.join(tmp, 'home');
+    daemon = await startDaemon({ home, idleExitMs: 0 });
+  });
+  afterAll(async () => {
+    await daemon?.close();
+    unregisterTestEngine();
+    rmSync(tmp, { recursive: true, force: true });
+    rmSync(runtimeRoot(home), { recursive: true, force: true });
+  });
+
+  /** A VM of the library, running (on the test engine), made by another client as the CLI would. */
+  async function runningVm(name: string) {
+    const c = await daemonClient(daemon.socketPath);
+    const vm = await c.call('vm.create', testVm(name));
+    await c.call('vm.start', { id: vm.id });
+    c.close();
+    return vm;
+  }
+
+  async function booted() {
+    const desk = new shell.DesktopApp();
+    await desk.boot(home);
+    return desk;
+  }
+
+  async function quit(desk: InstanceType<typeof shell.DesktopApp>) {
+    await desk.onBeforeQuit({ preventDefault: vi.fn() });
+    expect(mocks.quit).toHaveBeenCalledTimes(1);
+  }
+
+  it('serves its windows through a relay to the daemon on 127.0.0.1, behind the token', async () => {
+    const before = await settledClients(daemon);
+    const desk = await booted();
+    const server = desk.server!;
+    const url = new URL(server.url);
+    expect(url.hostname).toBe('127.0.0.1');
+    expect(url.searchParams.get('token')).toBe(server.token);
+    expect(server.token.length).toBeGreaterThanOrEqual(43); // 32 random bytes
+    // The shell keeps one connection of its own to the daemon (the quit flow).
+    expect(await settledClients(daemon)).toBe(before + 1);
+    // A window's WebSocket reaches this daemon; without the token nothing does.
+    const page = await wsClient(server);
+    expect(await page.next((f) => f.t === 'hello')).toMatchObject({ pid: process.pid });
+    page.close();
+    expect(await upgradeStatus(server, '/ws', {})).toBe(401);
+    expect(await upgradeStatus(server, '/ws', { 'x-vmdesk-token': server.token, origin: 'http://evil.example' })).toBe(403);
+
+    // Permissions: only clipboard and fullscreen, only for this server's origin.
+    const ask = (perm: string, from: string) => {
+      let answer: boolean | undefined;
+      mocks.defaultSession.request!({ getURL: () => from }, perm, (ok) => (answer = ok), { requestingUrl: from });
+      return answer;
+    };
+    expect(ask('clipboard-read', `${url.origin}/`)).toBe(true);
+    expect(ask('media', `${url.origin}/`)).toBe(false);
+    expect(ask('clipboard-read', 'http://127.0.0.1:1/')).toBe(false);
+    expect(mocks.defaultSession.check!({}, 'fullscreen', url.origin)).toBe(true);
+
+    // The main window loads the URL with the token once, sandboxed; IPC hands this server's endpoint to it alone.
+    mocks.BrowserWindow.created.length = 0;
+    const win = desk.createMainWindow();
+    expect(mocks.BrowserWindow.created[0]!.loaded).toBe(server.url);
+    expect(mocks.BrowserWindow.created[0]!.options.webPreferences).toMatchObject({ sandbox: true, contextIsolation: true, nodeIntegration: false });
+    const handler = mocks.handlers.get(IPC.connection)!;
+    expect(await handler({ senderFrame: { url: `${url.origin}/`, parent: null }, sender: win.webContents })).toEqual({ endpoint: `ws://127.0.0.1:${server.port}/ws`, token: server.token });
+    expect(() => handler({ senderFrame: { url: 'https://evil.example/', parent: null }, sender: win.webContents })).toThrow(/refused/);
+
+    await quit(desk);
+    // Quitting closes the server and the shell's connection; the daemon stays for the CLI and the next start.
+    expect(await upgradeStatus(server, '/ws')).toBeUndefined();
+    expect(await settledClients(daemon)).toBe(before);
+  });
+
+  it('asks about the daemon\'s running VMs on quit and shuts them down through it', async () => {
+    const vm = await runningVm('busy');
+    const desk = await booted();
+    mocks.showMessageBox.mockResolvedValue({ response: 1 });
+    await quit(desk);
+    expect(mocks.showMessageBox).toHaveBeenCalledTimes(1);
+    expect(mocks.showMessageBox.mock.calls[0]![0].message).toContain('“busy”');
+    expect((await daemon.core.get(vm.id)).state).toBe('stopped');
+  });
+
+  it('keeps VMs running in the background when asked to: they stay with the daemon', async () => {
+    const vm = await runningVm('background');
+    const desk = await booted();
+    mocks.showMessageBox.mockResolvedValue({ response: 0 });
+    await quit(desk);
+    expect((await daemon.core.get(vm.id)).state).toBe('running');
+    const c = await daemonClient(daemon.socketPath);
+    expect((await c.call('vm.get', { id: vm.id })).state).toBe('running');
+    await c.call('vm.kill', { id: vm.id });
+    c.close();
+  });
+
+  it('still asks, and still shuts down, after the daemon was restarted under it', async () => {
+    const desk = await booted();
+    // `vmdesk daemon stop`, or an upgrade: the shell's connection goes with the old daemon.
+    await daemon.close();
+    daemon = await startDaemon({ home, idleExitMs: 0 });
+    const vm = await runningVm('after-restart');
+    mocks.showMessageBox.mockResolvedValue({ response: 1 });
+    await quit(desk);
+    expect(mocks.showMessageBox).toHaveBeenCalledTimes(1);
+    expect(mocks.showMessageBox.mock.calls[0]![0].message).toContain('“after-restart”');
+    expect((await daemon.core.get(vm.id)).state).toBe('stopped');
   });
 });
