@@ -144,7 +144,8 @@ export const CreateVmRequest = z.object({
     .default([]),
   iso: HostPath.optional(),
   directKernel: DirectKernel.optional(),
-  network: z.array(NetAdapter).max(4).default([{ mode: 'nat', forwards: [] }]),
+  /** Absent: the engine's default (NAT where it has a network, none where it has not). */
+  network: z.array(NetAdapter).max(4).optional(),
 });
 export type CreateVmRequest = z.input<typeof CreateVmRequest>;
 

@@ -314,7 +314,8 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
       await checkReadableFile(req.directKernel.kernel, 'kernel');
       if (req.directKernel.initrd) await checkReadableFile(req.directKernel.initrd, 'initrd');
     }
-    checkForwards(req.network);
+    const network = req.network ?? (eng.capabilities.networkModes.includes('nat') ? [{ mode: 'nat' as const, forwards: [] }] : [{ mode: 'none' as const, forwards: [] }]);
+    checkForwards(network);
     const attached: { path: string; format: Disk['format']; bus?: Disk['bus']; readOnly: boolean }[] = [];
     for (const a of req.attachDisks) {
       const spec = typeof a === 'string' ? { path: a } : a;
@@ -341,13 +342,13 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
         disks,
         cdrom: req.iso,
         directKernel: req.directKernel,
-        network: req.network,
+        network,
         createdAt: now,
         modifiedAt: now,
       };
     };
     // The engine judges the settings before anything is written.
-    eng.validate(VmConfig.parse(draft(randomUUID(), attached.map((a, i) => ({ id: `ext${i}`, path: a.path, format: a.format, owned: false, readOnly: a.readOnly, ...(a.bus ? { bus: a.bus } : {}) })))));
+    checkCapabilities(VmConfig.parse(draft(randomUUID(), attached.map((a, i) => ({ id: `ext${i}`, path: a.path, format: a.format, owned: false, readOnly: a.readOnly, ...(a.bus ? { bus: a.bus } : {}) })))), eng);
     const info = await this.createVmBundle(req.name, async (staging, id) => {
       const vmDisks: Disk[] = [];
       if (req.diskBytes) {
@@ -410,7 +411,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
       }
       next.directKernel = patch.directKernel ?? undefined;
     }
-    (await engineModule(next.engine)).validate(next);
+    checkCapabilities(next, await engineModule(next.engine));
     const warnings = checkResources(next, hostCapacity());
     const out = await this.saveConfig(r.id, next);
     return { ...out, warnings };
@@ -481,7 +482,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     if (user) throw new VmdeskError(ErrorCode.busy, `disk "${abs}" is in use by running VM "${user}"`);
     if (r.config.disks.length >= LIMITS.disksMax) throw new VmdeskError(ErrorCode.invalid, `a VM has at most ${LIMITS.disksMax} disks`);
     const next: VmConfig = { ...r.config, disks: [...r.config.disks, { id: nextDiskId(r.config.disks, 'ext'), path: abs, format, owned: false, readOnly: opts.readOnly ?? false, ...(opts.bus ? { bus: opts.bus } : {}) }] };
-    (await engineModule(next.engine)).validate(next);
+    checkCapabilities(next, await engineModule(next.engine));
     return this.saveConfig(r.id, next);
   }
 
@@ -516,7 +517,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     const r = this.usableRecord(ref);
     if (isAlive(r.state)) throw new VmdeskError(ErrorCode.state, `"${r.config.name}" is already ${r.state}`);
     const eng = await engineModule(r.config.engine);
-    eng.validate(r.config);
+    checkCapabilities(r.config, eng);
     let cpus = 0;
     let memoryMiB = 0;
     for (const o of this.vms.values()) {
@@ -631,6 +632,22 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
   async capabilities(ref: string): Promise<EngineModule['capabilities']> {
     return (await engineModule(this.usableRecord(ref).config.engine)).capabilities;
   }
+}
+
+/** Settings the engine cannot give the guest, refused by what it says it can do (never by its name). */
+function checkCapabilities(config: VmConfig, eng: EngineModule): void {
+  const c = eng.capabilities;
+  for (const [i, n] of config.network.entries()) {
+    if (!c.networkModes.includes(n.mode)) throw new VmdeskError(ErrorCode.invalid, `network adapter ${i} is ${n.mode}, which the ${eng.kind} engine does not offer (it offers: ${c.networkModes.join(', ')})`);
+    if (n.model && !c.nicModels.includes(n.model)) throw new VmdeskError(ErrorCode.invalid, `network card ${n.model} is not available on the ${eng.kind} engine (models: ${c.nicModels.join(', ') || 'none'})`);
+  }
+  for (const d of config.disks) {
+    if (!c.diskFormats.includes(d.format)) throw new VmdeskError(ErrorCode.invalid, `disk ${d.id} is ${d.format}; the ${eng.kind} engine opens ${c.diskFormats.join(', ')} (convert it with qemu-img)`);
+    if (d.bus && !c.diskBuses.includes(d.bus)) throw new VmdeskError(ErrorCode.invalid, `disk ${d.id} is on a ${d.bus} bus, which the ${eng.kind} engine does not have (buses: ${c.diskBuses.join(', ')})`);
+  }
+  if (c.directKernelOnly && !config.directKernel) throw new VmdeskError(ErrorCode.invalid, `the ${eng.kind} engine boots a kernel directly: give --kernel (and --initrd)`);
+  if (c.directKernelOnly && config.cdrom) throw new VmdeskError(ErrorCode.invalid, `the ${eng.kind} engine has no CD-ROM drive`);
+  eng.validate(config);
 }
 
 function readLastExit(dir: string): ExitRecord | undefined {

@@ -477,6 +477,10 @@ Napi::Value WaitChild(const Napi::CallbackInfo& info) {
     while (r < 0 && errno == EINTR);
     int err = r < 0 ? errno : 0;
     tsfn.BlockingCall([deferred, status, err](Napi::Env env, Napi::Function) {
+      // Called with no env while the process is exiting (the queue is drained after finalization); nothing
+      // may throw out of this callback then, or the runtime terminates the process.
+      if (env == nullptr) return;
+      try {
       Napi::Object o = Napi::Object::New(env);
       if (err) {
         o.Set("code", env.Null());
@@ -490,6 +494,9 @@ Napi::Value WaitChild(const Napi::CallbackInfo& info) {
         o.Set("signal", env.Null());
       }
       deferred.Resolve(o);
+      } catch (...) {
+        // The environment is going away: nobody is left to tell.
+      }
     });
     tsfn.Release();
   }).detach();

@@ -26,7 +26,8 @@ describe('create request', () => {
   it('fills defaults', () => {
     const r = CreateVmRequest.parse({ name: 'vm' });
     expect(r).toMatchObject({ cpus: 1, memoryMiB: 512, accel: 'auto', engine: 'qemu', firmware: 'bios' });
-    expect(r.network).toEqual([{ mode: 'nat', forwards: [] }]);
+    // Absent: the core gives the engine's default (NAT where the engine has a network).
+    expect(r.network).toBeUndefined();
   });
   it.each([
     [{ name: 'vm', cpus: 0 }, /at least 1 CPU/],

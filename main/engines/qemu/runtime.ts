@@ -17,6 +17,19 @@ import { QmpClient, type QmpEvent } from './qmp.js';
 import { startPasst } from './passt.js';
 import { logTail, RUN_HEADER } from './records.js';
 import { trace } from '../../platform/trace.js';
+import { loadAddon } from '../../platform/native-addon.js';
+
+interface NativeSpawn {
+  spawnDetached(file: string, argv: string[], outputFd: number): { pid: number; readyFd: number };
+  waitChild(pid: number): Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: string }>;
+}
+
+/** posix_spawn + a reaper thread from the native addon (Linux), unless VMDESK_NODE_SPAWN=1 or it is not built. */
+function nativeSpawn(): NativeSpawn | undefined {
+  if (process.env.VMDESK_NODE_SPAWN === '1') return undefined;
+  const m = loadAddon().module as Partial<NativeSpawn> | undefined;
+  return m && typeof m.spawnDetached === 'function' && typeof m.waitChild === 'function' ? (m as NativeSpawn) : undefined;
+}
 
 const LOG_TAIL_LINES = 20;
 const START_TIMEOUT_MS = 90_000;
@@ -100,6 +113,8 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
   private shutdownEvent: { guest: boolean; reason: string } | undefined;
   private detached = false;
   private child: ChildProcess | undefined;
+  /** This process is QEMU's parent: its exit status will come (not read from events alone). */
+  private parent = false;
   private readonly files: ReturnType<typeof bundleFiles>;
   private readonly rt: ReturnType<typeof runtimeFiles>;
 
@@ -163,29 +178,42 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
       // first run: no log yet
     }
     const logFd = openSync(files.qemuLog, 'a');
-    let child: ChildProcess;
+    let pid: number | undefined;
+    let child: ChildProcess | undefined;
+    const early: { code?: number | null; signal?: NodeJS.Signals | null; error?: string } = {};
+    let gone = false;
+    let exitWatch: Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: string }> | undefined;
     try {
       writeSync(logFd, `${RUN_HEADER}${new Date().toISOString()} starting ${spec.qemuPath} ${spec.args.map((a) => JSON.stringify(a)).join(' ')}\n`);
       // Its own session (no terminal signals from the daemon's), output to its log file (a pipe to us would
-      // break when we go), no pdeathsig: a guest must not die with the daemon.
-      child = spawn(spec.qemuPath, spec.args, { detached: true, stdio: ['ignore', logFd, logFd], cwd: ctx.bundleDir });
+      // break when we go), no pdeathsig: a guest must not die with the daemon. posix_spawn through the addon
+      // where it is built: Node's spawn forks the whole daemon first, which costs milliseconds per start.
+      const fast = nativeSpawn();
+      if (fast) {
+        const r = fast.spawnDetached(spec.qemuPath, spec.args, logFd);
+        closeSync(r.readyFd);
+        pid = r.pid;
+        exitWatch = fast.waitChild(pid);
+      } else {
+        child = spawn(spec.qemuPath, spec.args, { detached: true, stdio: ['ignore', logFd, logFd], cwd: ctx.bundleDir });
+        child.once('error', (e) => {
+          early.error = e.message;
+          gone = true;
+        });
+        child.once('exit', (code, signal) => {
+          early.code = code;
+          early.signal = signal;
+          gone = true;
+        });
+        child.unref();
+        pid = child.pid;
+      }
       trace('qemu-spawned');
+    } catch (e) {
+      throw new VmdeskError(ErrorCode.host, `QEMU could not be started: ${(e as Error).message}`);
     } finally {
       closeSync(logFd);
     }
-    const early: { code?: number | null; signal?: NodeJS.Signals | null; error?: string } = {};
-    let gone = false;
-    child.once('error', (e) => {
-      early.error = e.message;
-      gone = true;
-    });
-    child.once('exit', (code, signal) => {
-      early.code = code;
-      early.signal = signal;
-      gone = true;
-    });
-    child.unref();
-    const pid = child.pid;
     if (!pid) {
       await new Promise((r) => setImmediate(r));
       throw new VmdeskError(ErrorCode.host, `QEMU could not be started: ${early.error ?? 'no process'}`);
@@ -201,11 +229,14 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
       ...(spec.passt ? { passt: spec.passt } : {}),
     };
     const runtime = new QemuRuntime(ctx, record, false);
-    runtime.child = child;
-    child.removeAllListeners('exit');
-    child.on('exit', (code, signal) => runtime.onExit(code, signal));
-    if (gone) {
-      runtime.onExit(early.code ?? null, early.signal ?? null, early.error);
+    runtime.parent = true;
+    if (exitWatch) {
+      void exitWatch.then((r) => runtime.onExit(r.code, r.signal, r.error));
+    } else if (child) {
+      runtime.child = child;
+      child.removeAllListeners('exit');
+      child.on('exit', (code, signal) => runtime.onExit(code, signal));
+      if (gone) runtime.onExit(early.code ?? null, early.signal ?? null, early.error);
     }
     writeFileAtomicSync(runtime.rt.record, JSON.stringify(record, null, 2) + '\n');
     const alive = () => !runtime.exitRecord;
@@ -318,7 +349,7 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
 
   /** QMP closes when QEMU exits; an adopted QEMU's exit status is not ours to read: wait for it to be gone. */
   private onQmpClose(): void {
-    if (this.detached || this.exitRecord || this.child) return;
+    if (this.detached || this.exitRecord || this.parent) return;
     void (async () => {
       for (let i = 0; i < 200 && processRunning(this.record.pid, this.record.startTime || undefined); i++) await new Promise((r) => setTimeout(r, 50));
       this.onExit(null, null);
