@@ -44,6 +44,24 @@ describe('access token', () => {
     await stranger.close();
   });
 
+  it('tells the user when the daemon goes away, and is back on a new daemon (started by the relay) by itself', async () => {
+    const h = e2e.h;
+    await h.call('vm.create', { name: 'survivor', memoryMiB: 64, network: [{ mode: 'none', forwards: [] }] });
+    await h.page.goto(h.server.url);
+    await h.page.locator('[data-testid="vm-item"][data-vm-name="survivor"]').waitFor();
+    // `vmdesk daemon stop`, an upgrade, an idle exit: the page's connection ends with the daemon.
+    await h.daemon.close();
+    await h.page.getByTestId('connection-lost').waitFor({ timeout: 10_000 });
+    // The page reconnects; the relay finds no daemon and starts one for the library; the list comes back.
+    await h.page.getByTestId('connection-lost').waitFor({ state: 'detached', timeout: 60_000 });
+    await h.page.locator('[data-testid="vm-item"][data-vm-name="survivor"]').waitFor();
+    const status = await h.call('daemon.status', {});
+    expect(status.pid).not.toBe(process.pid);
+    expect(status.home).toBe(h.home);
+    await h.call('vm.delete', { id: 'survivor' });
+    await h.page.getByTestId('empty-state').waitFor();
+  });
+
   it('tells the user when the connection to VMDesk drops', async () => {
     await e2e.h.page.goto(e2e.h.server.url);
     await e2e.h.page.getByTestId('empty-state').waitFor();

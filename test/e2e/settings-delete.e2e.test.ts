@@ -13,8 +13,9 @@ describe('settings and delete', () => {
     await main.open(e2e.h.server.url);
     await main.emptyState.waitFor();
 
-    // Made outside the GUI (as the CLI would): the list picks it up from the pushed event.
-    await e2e.h.core.create({ name: 'cli-made', cpus: 1, memoryMiB: 128, directKernel: { kernel, initrd, cmdline: 'console=ttyS0' }, network: [{ mode: 'none', forwards: [] }] });
+    // Made outside the GUI, by another client of the daemon (as the CLI would): the list picks it up from the
+    // event the daemon pushes to every client.
+    await e2e.h.call('vm.create', { name: 'cli-made', cpus: 1, memoryMiB: 128, directKernel: { kernel, initrd, cmdline: 'console=ttyS0' }, network: [{ mode: 'none', forwards: [] }] });
     await main.waitForState('cli-made', 'stopped');
     await main.select('cli-made');
 
@@ -30,7 +31,7 @@ describe('settings and delete', () => {
     await main.item('renamed').waitFor();
     expect(await main.details.getByTestId('details-cpus').textContent()).toBe('2');
     expect(await main.details.getByTestId('details-memory').textContent()).toBe('384 MiB');
-    const onDisk = await e2e.h.core.get('renamed');
+    const onDisk = await e2e.h.call('vm.get', { id: 'renamed' });
     expect(onDisk.config).toMatchObject({ cpus: 2, memoryMiB: 384, name: 'renamed' });
 
     await main.details.getByTestId('tab-snapshots').click();
@@ -42,7 +43,7 @@ describe('settings and delete', () => {
     await e2e.h.shot('32-delete-dialog');
     await e2e.h.page.getByTestId('delete-confirm').click();
     await main.emptyState.waitFor();
-    expect(await e2e.h.core.list()).toEqual([]);
+    expect(await e2e.h.call('vm.list', {})).toEqual([]);
     expect(e2e.h.pageErrors).toEqual([]);
   });
 });

@@ -50,7 +50,7 @@ describe('wizard validation', () => {
 
     await e2e.h.page.getByTestId('wizard-cancel').click();
     await main.emptyState.waitFor();
-    expect(await e2e.h.core.list()).toEqual([]);
+    expect(await e2e.h.call('vm.list', {})).toEqual([]);
   });
 
   it('shows a server-side refusal with its details disclosure', { timeout: 60_000 }, async () => {
