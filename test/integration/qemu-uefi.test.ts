@@ -5,26 +5,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { VmConfig } from '../../main/api/schema.js';
-import type { VmHandle } from '../../main/engines/engine.js';
-import { checkFree, convert as imgConvert, createImage, imgInfo } from '../../main/platform/qemu-img.js';
-const createQcow2 = (p: string, bytes: number) => createImage(p, bytes, 'qcow2');
-const info = (p: string, format: string) => imgInfo(p, { format, shared: true });
-const checkInUse = (p: string, format: string) => checkFree(p, format);
-const convert = (src: string, srcFormat: string, dst: string, dstFormat: 'qcow2' | 'raw' | 'vpc') => imgConvert(src, dst, { srcFormat, dstFormat });
-import { QemuEngine } from '../../main/engines/qemu/engine.js';
+import type { VmRuntime } from '../../main/engines/engine.js';
+import { imgInfo } from '../../main/platform/qemu-img.js';
+import { qemuEngine } from '../../main/engines/qemu/module.js';
+import { SerialHub } from '../../main/core/serial.js';
 import { findUefiFirmware } from '../../main/engines/qemu/host.js';
 import { GUEST_READY_MARKER, guestPaths } from '../guest/guest.js';
 
 const root = mkdtempSync(join(tmpdir(), 'vmdesk-qu-'));
-let handle: VmHandle | undefined;
+let handle: VmRuntime | undefined;
 
 afterAll(async () => {
   await handle?.kill().catch(() => undefined);
-  handle?.close();
   rmSync(root, { recursive: true, force: true });
 });
 
-describe.runIf(findUefiFirmware())('QemuEngine with UEFI firmware', () => {
+describe.runIf(findUefiFirmware())('QEMU engine with UEFI firmware', () => {
   it('boots through OVMF and keeps the vars store as qcow2 in the bundle', async () => {
     const { kernel, initrd } = guestPaths();
     const now = new Date().toISOString();
@@ -41,16 +37,19 @@ describe.runIf(findUefiFirmware())('QemuEngine with UEFI firmware', () => {
       modifiedAt: now,
     });
     const bundleDir = join(root, 'bundle');
-    const started = await new QemuEngine().start({ config, bundleDir, runtimeDir: join(root, 'rt') });
-    handle = started.handle;
+    handle = await qemuEngine.start({ config, bundleDir, runtimeDir: join(root, 'rt') });
     const vars = join(bundleDir, 'uefi-vars.qcow2');
     expect(existsSync(vars)).toBe(true);
-    expect((await info(vars, 'qcow2')).format).toBe('qcow2');
-    const serial = await handle.openSerial();
-    let text = '';
+    expect((await imgInfo(vars, { format: 'qcow2', shared: true })).format).toBe('qcow2');
+    const serial = new SerialHub(handle.serial).open();
+    let text = serial.history.toString();
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no marker; console tail:\n${text.slice(-500)}`)), 150_000);
-      serial.on('data', (d: Buffer) => {
+      if (text.includes(GUEST_READY_MARKER)) {
+        clearTimeout(timer);
+        resolve();
+      }
+      serial.onData((d: Buffer) => {
         text += d.toString();
         if (text.includes(GUEST_READY_MARKER)) {
           clearTimeout(timer);
@@ -58,7 +57,7 @@ describe.runIf(findUefiFirmware())('QemuEngine with UEFI firmware', () => {
         }
       });
     });
-    serial.destroy();
+    serial.close();
     expect((await handle.kill()).reason).toBe('killed');
   }, 180_000);
 });
