@@ -1,6 +1,6 @@
 // The QEMU engine as a plug-in: host checks and the accelerator choice, the command line, launching QEMU as
 // the daemon's own (detached) child, adopting one a previous daemon left running, snapshots and disks.
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { AccelChoice, VmConfig } from '../../api/schema.js';
@@ -113,6 +113,7 @@ export const qemuEngine: EngineModule = {
     if (recordedQemuRuns(ctx)) throw new VmdeskError(ErrorCode.state, `"${ctx.config.name}" is already running`);
     await checkHostPortsFree(ctx.config.network.filter((n) => n.mode !== 'none').flatMap((n) => n.forwards), ctx.config.name);
     const files = bundleFiles(ctx.bundleDir);
+    mkdirSync(files.logs, { recursive: true, mode: 0o700 });
     if (p.firmware && !existsSync(files.uefiVars)) {
       // The VM's own UEFI variable store, as qcow2 so snapshots include it.
       await run(qemuImgPath(), ['convert', '-q', '-f', 'raw', '-O', 'qcow2', p.firmware.varsTemplate, files.uefiVars]);
