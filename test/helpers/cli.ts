@@ -1,10 +1,86 @@
-// Runs the real `vmdesk` binary (bin/vmdesk.js over dist/) in a child process, for CLI tests.
+// Runs the real `vmdesk` binary (bin/vmdesk.js over dist/) in a child process, for CLI tests. Each test file
+// runs a private copy of bin/ and dist/main taken when it starts: other work in this tree rebuilds dist/, and a
+// CLI of a new build finding the test's daemon (of the old one) busy with its guests is refused (EBUSY), by
+// design. The copy is checked against its build stamp, so a copy taken mid-rebuild is taken again.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { mkdtemp, readdir, stat } from 'node:fs/promises';
 import os from 'node:os';
+import { afterAll } from 'vitest';
 
-export const BIN = path.resolve('bin/vmdesk.js');
+const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+
+/** The build stamp scripts/build-info.mjs computes for a dist/main (a hash of its compiled code). */
+function stampOf(root: string): string {
+  const hash = createHash('sha256');
+  const walk = (rel: string) => {
+    for (const name of readdirSync(path.join(root, rel)).sort()) {
+      const r = path.join(rel, name);
+      if (statSync(path.join(root, r)).isDirectory()) walk(r);
+      else if (name.endsWith('.js')) hash.update(r).update(readFileSync(path.join(root, r)));
+    }
+  };
+  walk(path.join('dist', 'main'));
+  return hash.digest('hex').slice(0, 16);
+}
+
+/** A private copy of the compiled CLI (and the daemon it starts, which runs from beside it). */
+export class FrozenBuild {
+  readonly dir: string;
+  readonly bin: string;
+
+  constructor() {
+    if (!existsSync(path.join(repo, 'dist', 'main', 'cli', 'main.js'))) throw new Error('dist/ is not built: run `npm run build:main` first');
+    for (let attempt = 0; ; attempt++) {
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'vmdesk-cli-'));
+      cpSync(path.join(repo, 'bin'), path.join(dir, 'bin'), { recursive: true });
+      cpSync(path.join(repo, 'dist', 'main'), path.join(dir, 'dist', 'main'), { recursive: true });
+      cpSync(path.join(repo, 'package.json'), path.join(dir, 'package.json'));
+      // Same modules, same native addon (and so the same kind of file locks) as the tree's own build.
+      symlinkSync(path.join(repo, 'node_modules'), path.join(dir, 'node_modules'));
+      if (existsSync(path.join(repo, 'native'))) symlinkSync(path.join(repo, 'native'), path.join(dir, 'native'));
+      const stamped = (JSON.parse(readFileSync(path.join(dir, 'dist', 'main', 'build-info.json'), 'utf8')) as { build: string }).build;
+      if (stampOf(dir) === stamped || attempt >= 20) {
+        this.dir = dir;
+        break;
+      }
+      // Taken while dist/ was being rebuilt: wait for the rebuild to finish and take it again.
+      rmSync(dir, { recursive: true, force: true });
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
+    }
+    this.bin = path.join(this.dir, 'bin', 'vmdesk.js');
+  }
+
+  /** The build its daemon reports (hello, daemon status). */
+  get build(): string {
+    return (JSON.parse(readFileSync(path.join(this.dir, 'dist', 'main', 'build-info.json'), 'utf8')) as { build: string }).build;
+  }
+
+  /** Stamps the copy as another build: the same code, seen by every client as a different VMDesk. */
+  setBuild(build: string): void {
+    const file = path.join(this.dir, 'dist', 'main', 'build-info.json');
+    const info = JSON.parse(readFileSync(file, 'utf8')) as { version: string; build: string };
+    writeFileSync(file, JSON.stringify({ ...info, build }) + '\n');
+  }
+
+  run(home: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+    return runCli(this.bin, home, args, opts);
+  }
+
+  remove(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** This test file's copy of the CLI, removed after its tests (a hook of the importing file's root suite). */
+const frozen = new FrozenBuild();
+afterAll(() => frozen.remove());
+
+export const BIN = frozen.bin;
+/** The build this file's CLI (and the daemons it starts) runs. */
+export const BUILD = frozen.build;
 
 export interface CliResult {
   code: number;
@@ -13,8 +89,12 @@ export interface CliResult {
 }
 
 export function vmdesk(home: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  return runCli(BIN, home, args, opts);
+}
+
+function runCli(bin: string, home: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number }): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, '--home', home, ...args], { env: { ...process.env, ...opts.env } });
+    const child = spawn(process.execPath, [bin, '--home', home, ...args], { env: { ...process.env, ...opts.env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -103,8 +183,9 @@ export async function treeSnapshot(dir: string): Promise<string[]> {
       const p = path.join(d, name);
       const s = await stat(p);
       if (s.isDirectory()) await walk(p);
-      // Lock files are flock(2) anchors that stay in place; they hold no state.
-      else if (!/^\.lock(\.\d+)?$/.test(name)) out.push(`${path.relative(dir, p)} ${s.size} ${s.mtimeMs}`);
+      // Lock files are flock(2) anchors that stay in place; they hold no state. The daemon's log is appended
+      // whenever a daemon starts or stops (an idle one may exit between two commands): no state either.
+      else if (!/^\.lock(\.\d+)?$/.test(name) && path.relative(dir, p) !== path.join('logs', 'daemon.log')) out.push(`${path.relative(dir, p)} ${s.size} ${s.mtimeMs}`);
     }
   }
   await walk(dir);
@@ -123,4 +204,10 @@ export function freePort(): Promise<number> {
         srv.on('error', reject);
       }),
   );
+}
+
+/** Stops the library's daemon (running guests keep running), so none lingers after a test file. */
+export async function stopDaemon(home: string): Promise<void> {
+  const r = await vmdesk(home, ['daemon', 'stop']);
+  if (r.code !== 0) throw new Error(`vmdesk daemon stop failed (${r.code}): ${r.stderr}`);
 }

@@ -4,7 +4,7 @@ import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import os from 'node:os';
 import { guestPaths } from '../guest/guest.js';
-import { tempHome, treeSnapshot, vmdesk, vmdeskJson } from '../helpers/cli.js';
+import { stopDaemon, tempHome, treeSnapshot, vmdesk, vmdeskJson } from '../helpers/cli.js';
 
 const { kernel, initrd } = guestPaths();
 const hostCpus = os.cpus().length;
@@ -27,6 +27,7 @@ describe('bad input', () => {
 
   afterAll(async () => {
     await vmdesk(home, ['kill', 'runner']).catch(() => {});
+    await stopDaemon(home);
     await rm(home, { recursive: true, force: true });
     await rm(files, { recursive: true, force: true });
   });
@@ -63,7 +64,7 @@ describe('bad input', () => {
     ['unknown option', () => ['create', 'v', '--frobnicate'], 2, /frobnicate/],
     ['unknown VM', () => ['start', 'ghost'], 3, /no VM named "ghost"/],
     ['unknown verb', () => ['explode'], 2, /unknown verb/],
-    ['stop a stopped VM', () => ['stop', 'taken'], 6, /not running/],
+    ['stop a stopped VM', () => ['stop', 'taken'], 6, /cannot shut down "taken" while it is stopped/],
     ['bad stop timeout', () => ['stop', 'taken', '--timeout', 'soon'], 2, /whole number/],
   ];
 
@@ -89,12 +90,20 @@ describe('bad input', () => {
   });
 
   it('a missing QEMU is reported with how to install it, and nothing starts', async () => {
+    // QEMU is looked up by the daemon, in its environment: a daemon started where VMDESK_QEMU names nothing.
+    await stopDaemon(home);
     const before = await treeSnapshot(home);
-    const r = await vmdesk(home, ['start', 'taken'], { env: { VMDESK_QEMU: '/nonexistent/qemu-system-x86_64' } });
-    expect(r.code).toBe(7);
-    expect(r.stderr).toMatch(/QEMU.*not found/i);
-    expect(await treeSnapshot(home)).toEqual(before);
-    expect((await vmdeskJson(home, ['info', 'taken'])).state).toBe('stopped');
+    try {
+      const r = await vmdesk(home, ['start', 'taken'], { env: { VMDESK_QEMU: '/nonexistent/qemu-system-x86_64' } });
+      expect(r.code).toBe(7);
+      expect(r.stderr).toMatch(/QEMU.*not found/i);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(await treeSnapshot(home)).toEqual(before);
+      expect((await vmdeskJson(home, ['info', 'taken'])).state).toBe('stopped');
+    } finally {
+      // The next tests need a daemon that finds QEMU.
+      await stopDaemon(home);
+    }
   });
 
   it('a corrupt vm.json marks that VM broken and the others still load', async () => {
@@ -103,12 +112,17 @@ describe('bad input', () => {
     const file = path.join(victim.bundle, 'vm.json');
     const good = await readFile(file, 'utf8');
     await writeFile(file, good.slice(0, 40));
+    // The daemon holds the library in memory: a bundle edited behind its back is read by the next daemon.
+    await stopDaemon(home);
     const list = await vmdeskJson<any[]>(home, ['list']);
     expect(list.find((v) => v.id === victim.id).broken).toMatch(/not valid JSON/);
     expect(list.find((v) => v.name === 'taken').state).toBe('stopped');
     const start = await vmdesk(home, ['start', victim.id]);
     expect(start.code).toBe(9);
+    expect(start.stderr.trim().split('\n')).toHaveLength(1);
     await writeFile(file, good);
+    await stopDaemon(home);
+    expect((await vmdeskJson(home, ['info', 'victim'])).broken).toBeUndefined();
   });
 
   it('a disk used by a running VM cannot be attached or started elsewhere', async () => {
@@ -127,7 +141,7 @@ describe('bad input', () => {
     expect(start.stderr).toMatch(/in use/);
     const set = await vmdesk(home, ['set', 'runner', '--cpus', '1']);
     expect(set.code).toBe(6);
-    expect(set.stderr).toMatch(/while "runner" is running/);
+    expect(set.stderr).toMatch(/cannot change the hardware of "runner" while it is running/);
     const del = await vmdesk(home, ['delete', 'runner']);
     expect(del.code).toBe(6);
     expect(await treeSnapshot(home).then((t) => t.filter((l) => !l.includes('logs/')))).toEqual(before.filter((l) => !l.includes('logs/')));

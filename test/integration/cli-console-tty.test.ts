@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rm } from 'node:fs/promises';
 import * as pty from 'node-pty';
 import { guestPaths, GUEST_READY_MARKER } from '../guest/guest.js';
-import { BIN, tempHome, vmdesk, vmdeskJson } from '../helpers/cli.js';
+import { BIN, stopDaemon, tempHome, vmdesk, vmdeskJson } from '../helpers/cli.js';
 
 function waitFor(getOutput: () => string, re: RegExp, timeoutMs = 90_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -27,6 +27,7 @@ describe('the serial console on a terminal', () => {
   });
   afterAll(async () => {
     await vmdesk(home, ['kill', 'tty']);
+    await stopDaemon(home);
     await rm(home, { recursive: true, force: true });
   });
 

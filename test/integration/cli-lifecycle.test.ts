@@ -1,10 +1,11 @@
-// The whole life of a real VM through the `vmdesk` binary: create, start, console, disk, port forward, stop.
+// The whole life of a real VM through the `vmdesk` binary: create, start, console, disk, port forward, stop;
+// the daemon that holds it stopped and replaced (as after an upgrade or a reboot of the app) while it runs.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFile, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import http from 'node:http';
 import { guestPaths, GUEST_HTTP_PORT, GUEST_HTTP_TEXT, GUEST_READY_MARKER } from '../guest/guest.js';
-import { ConsoleSession, freePort, tempHome, vmdesk, vmdeskJson } from '../helpers/cli.js';
-import { Core } from '../../main/core/core.js';
+import { ConsoleSession, freePort, stopDaemon, tempHome, vmdesk, vmdeskJson } from '../helpers/cli.js';
 
 function httpGet(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -16,6 +17,17 @@ function httpGet(port: number): Promise<string> {
     req.on('error', reject);
     req.on('timeout', () => req.destroy(new Error('timeout')));
   });
+}
+
+/** The process's command line; undefined once it is gone (or a zombie nobody reaped). */
+function cmdline(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    if (/^[ZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? '')) return undefined;
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+  } catch {
+    return undefined;
+  }
 }
 
 async function retry<T>(fn: () => Promise<T>, timeoutMs: number): Promise<T> {
@@ -42,10 +54,11 @@ describe('a VM through the CLI', () => {
 
   afterAll(async () => {
     await vmdesk(home, ['kill', 'web']).catch(() => {});
+    await stopDaemon(home);
     await rm(home, { recursive: true, force: true });
   });
 
-  it('creates, boots, runs commands, sees its disk and forwarded port, pauses, reattaches and stops gracefully', async () => {
+  it('creates, boots, runs commands, sees its disk and forwarded port, pauses, outlives its daemon and stops gracefully', async () => {
     const created = await vmdeskJson(home, [
       'create', 'web', '--cpus', '1', '--memory', '256', '--disk', '64M',
       '--kernel', kernel, '--initrd', initrd, '--cmdline', 'console=ttyS0 quiet',
@@ -81,19 +94,32 @@ describe('a VM through the CLI', () => {
     expect((await vmdeskJson(home, ['info', 'web'])).state).toBe('paused');
     expect((await vmdeskJson(home, ['resume', 'web'])).state).toBe('running');
 
-    // A fresh core (as after an app restart) finds the running VM and controls it.
-    const core = new Core({ home });
-    await core.boot();
+    // The daemon goes (vmdesk daemon stop, as an upgrade or a logout would have it) and the guest stays; the
+    // next command starts a new daemon, which adopts the running guest and controls it.
+    const first = await vmdeskJson(home, ['daemon', 'status']);
+    expect(first).toMatchObject({ daemon: true, running: 1 });
+    const stopped = await vmdesk(home, ['daemon', 'stop']);
+    expect(stopped.code, stopped.stderr).toBe(0);
+    expect(stopped.stdout).toContain(`stopped the VMDesk daemon (pid ${first.pid}); 1 VM(s) keep running and are adopted by the next daemon`);
+    expect(await vmdeskJson(home, ['daemon', 'status'])).toEqual({ daemon: false, home });
+    expect(cmdline(info.pid)).toMatch(/qemu-system/);
+    const again = await vmdeskJson(home, ['info', 'web']);
+    expect(again.state).toBe('running');
+    expect(again.pid).toBe(info.pid);
+    const second = await vmdeskJson(home, ['daemon', 'status']);
+    expect(second.pid).not.toBe(first.pid);
+    expect(second).toMatchObject({ daemon: true, running: 1 });
+    // Its console still reaches the guest, and pause and resume still work.
+    const con2 = new ConsoleSession(home, 'web');
     try {
-      const again = await core.get('web');
-      expect(again.state).toBe('running');
-      expect(again.pid).toBe(info.pid);
-      await core.pause('web');
-      expect((await core.get('web')).state).toBe('paused');
-      await core.resume('web');
+      await con2.waitFor(/\r?\n/, 30_000);
+      con2.send('echo after-restart=$((40+2))\n');
+      await con2.waitFor(/after-restart=42/);
     } finally {
-      await core.shutdown();
+      await con2.close();
     }
+    expect((await vmdeskJson(home, ['pause', 'web'])).state).toBe('paused');
+    expect((await vmdeskJson(home, ['resume', 'web'])).state).toBe('running');
 
     const stop = await vmdeskJson(home, ['stop', 'web', '--timeout', '60']);
     expect(stop.state).toBe('stopped');
@@ -125,11 +151,9 @@ describe('a VM through the CLI', () => {
   it('records a crashed QEMU with its log tail', async () => {
     await vmdeskJson(home, ['start', 'web']);
     const info = await vmdeskJson(home, ['info', 'web']);
-    // Find QEMU's pid through the supervisor's record and make it crash.
-    const core = new Core({ home });
-    const rt = core.library.runtimeDir(info.id);
-    const record = JSON.parse(await readFile(`${rt}/supervisor.json`, 'utf8'));
-    process.kill(record.qemuPid, 'SIGSEGV');
+    // QEMU is the daemon's own child, the pid the VM reports: make it crash.
+    expect(cmdline(info.pid)).toMatch(/qemu-system/);
+    process.kill(info.pid, 'SIGSEGV');
     const crashed = await retry(async () => {
       const i = await vmdeskJson(home, ['info', 'web']);
       if (i.state !== 'crashed') throw new Error(`state ${i.state}`);

@@ -10,7 +10,12 @@ let home: string;
 beforeAll(() => {
   home = mkdtempSync(path.join(os.tmpdir(), 'vmdesk-serve-'));
 });
-afterAll(() => rmSync(home, { recursive: true, force: true }));
+afterAll(async () => {
+  // serve started the library's daemon (as its own process); none may linger after the tests.
+  const { out, io: cliIo } = io();
+  expect(await main(['--home', home, 'daemon', 'stop'], cliIo), out.stderr).toBe(0);
+  rmSync(home, { recursive: true, force: true });
+});
 
 function io() {
   const out = { stdout: '', stderr: '' };
