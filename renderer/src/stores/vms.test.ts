@@ -74,4 +74,42 @@ describe('vms store', () => {
     await vms.lifecycle('vm.start', beta.id, 'Starting');
     expect(vms.byId.get(beta.id)?.state).toBe('running');
   });
+
+  it('shares one fetch between early and later load() calls', async () => {
+    const vms = useVmsStore();
+    await Promise.all([vms.load(), vms.load()]);
+    await vms.load();
+    expect(rpc.callsOf('vm.list')).toHaveLength(1);
+  });
+
+  it('keeps thousands of VMs sorted through events without re-sorting or copying the VMs', async () => {
+    const names = Array.from({ length: 2000 }, (_, i) => `vm-${String(i).padStart(4, '0')}`);
+    const infos = names.map((n) => vmInfo(n));
+    rpc.on('vm.list', () => [...infos].reverse());
+    const vms = useVmsStore();
+    await vms.load();
+    expect(vms.list.map((v) => v.name)).toEqual(names);
+    // The very objects from the answer: no reactive proxies over 2,000 configs.
+    expect(vms.list[0]).toBe(infos[0]);
+    const before = vms.list;
+
+    const running = { ...infos[500]!, state: 'running' as const };
+    rpc.push({ type: 'vm-state', id: running.id, state: 'running', info: running });
+    expect(vms.list).not.toBe(before); // a new array, so views see the change
+    expect(vms.list[500]).toBe(running);
+    expect(vms.list[499]).toBe(infos[499]);
+
+    // A rename moves the VM to its new place; a create lands in order; a delete closes the gap.
+    rpc.push({ type: 'vm-updated', id: running.id, info: { ...running, name: 'aaa' } });
+    expect(vms.list[0]!.name).toBe('aaa');
+    expect(vms.list[501]!.name).toBe('vm-0501');
+    const extra = vmInfo('vm-0999a');
+    rpc.push({ type: 'vm-created', id: extra.id, info: extra });
+    expect(vms.list.map((v) => v.name).indexOf('vm-0999a')).toBe(vms.list.map((v) => v.name).indexOf('vm-0999') + 1);
+    rpc.push({ type: 'vm-deleted', id: infos[1]!.id });
+    rpc.push({ type: 'vm-deleted', id: 'not-a-vm' });
+    expect(vms.list).toHaveLength(2000);
+    expect(vms.list.map((v) => v.name)).toEqual([...vms.list.map((v) => v.name)].sort((a, b) => a.localeCompare(b)));
+    expect(vms.byId.size).toBe(2000);
+  });
 });

@@ -1,4 +1,9 @@
 // The VM list: fetched once with vm.list, then kept current by applying pushed events (no polling).
+//
+// Thousands of VMs: nothing here is deeply reactive. The VmInfo objects stay plain (Vue never proxies a
+// config), `byId` and the sorted `list` are shallow refs, and an event touches one entry: a state change
+// replaces one slot of the sorted array, a create or delete splices at a binary-searched position. The
+// views (a virtualized list) then patch only the rows that show that VM.
 import { defineStore } from 'pinia';
 import { computed, nextTick, ref, shallowRef, triggerRef } from 'vue';
 import type { VmInfo } from '../../../main/api/schema';
@@ -7,18 +12,49 @@ import type { RpcParams } from '../../../main/api/rpc';
 import { rpc } from '../api/client';
 import { useOperationsStore, newOpId } from './operations';
 
+// Same order as String#localeCompare, at a fraction of its cost per comparison.
+const collator = new Intl.Collator();
+
+/** List order: by name, then id (names are unique, but a stale event must not make the order ambiguous). */
+export function compareVms(a: VmInfo, b: VmInfo): number {
+  return collator.compare(a.name, b.name) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+/** Index of `vm` in the sorted `list`, or where it would go (first index whose entry sorts at or after it). */
+function lowerBound(list: readonly VmInfo[], vm: VmInfo): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareVms(list[mid]!, vm) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Where `vm` (an entry of the sorted `list`) sits. */
+function indexOf(list: readonly VmInfo[], vm: VmInfo): number {
+  const i = lowerBound(list, vm);
+  return list[i]?.id === vm.id ? i : list.findIndex((v) => v.id === vm.id);
+}
+
 export const useVmsStore = defineStore('vms', () => {
-  // One shallow map: 500 VMs stay cheap because Vue does not proxy each nested config.
   const byId = shallowRef(new Map<string, VmInfo>());
+  /** Every VM, sorted by name; replaced or spliced in place by events, never re-sorted as a whole. */
+  const list = shallowRef<VmInfo[]>([]);
   const loaded = ref(false);
   const loadError = ref<string | null>(null);
   const selectedId = ref<string | null>(null);
   let subscribed = false;
+  let loading: Promise<void> | undefined;
 
-  const list = computed(() => [...byId.value.values()].sort((a, b) => a.name.localeCompare(b.name)));
   const selected = computed(() => (selectedId.value ? byId.value.get(selectedId.value) ?? null : null));
 
-  async function load(): Promise<void> {
+  /**
+   * Subscribes to events and fetches the list once; later calls share that fetch (main.ts starts it before
+   * the app mounts, the windows ask again when they mount).
+   */
+  function load(): Promise<void> {
     const client = rpc();
     if (!subscribed) {
       subscribed = true;
@@ -28,7 +64,13 @@ export const useVmsStore = defineStore('vms', () => {
         if (s === 'open' && loaded.value) void refetch();
       });
     }
-    await refetch();
+    if (!loading) {
+      loading = refetch().then(() => {
+        // A failed first fetch may be retried by a later load().
+        if (!loaded.value) loading = undefined;
+      });
+    }
+    return loading;
   }
 
   async function refetch(): Promise<void> {
@@ -37,6 +79,7 @@ export const useVmsStore = defineStore('vms', () => {
       const infos = await rpc().call('vm.list', {});
       performance.mark('vmdesk:vm-list-received');
       byId.value = new Map(infos.map((i) => [i.id, i]));
+      list.value = infos.slice().sort(compareVms);
       loaded.value = true;
       // Marks for bench/gui.mjs: how long the server took versus how long the list took to render.
       void nextTick(() => performance.mark('vmdesk:vm-list-rendered'));
@@ -48,9 +91,32 @@ export const useVmsStore = defineStore('vms', () => {
     }
   }
 
+  // A new array per change (2,000 pointers copy in microseconds): views that hold the old one see a new value.
   function put(info: VmInfo): void {
+    const old = byId.value.get(info.id);
     byId.value.set(info.id, info);
+    const l = list.value.slice();
+    const at = old ? indexOf(l, old) : -1;
+    if (at >= 0 && old!.name === info.name) {
+      // Same place in the order (the common case: a state change): swap the one entry.
+      l[at] = info;
+    } else {
+      if (at >= 0) l.splice(at, 1);
+      l.splice(lowerBound(l, info), 0, info);
+    }
     triggerRef(byId);
+    list.value = l;
+  }
+
+  function drop(id: string): void {
+    const old = byId.value.get(id);
+    if (!old) return;
+    byId.value.delete(id);
+    const l = list.value.slice();
+    const at = indexOf(l, old);
+    if (at >= 0) l.splice(at, 1);
+    triggerRef(byId);
+    list.value = l;
   }
 
   function apply(ev: VmEvent): void {
@@ -61,8 +127,7 @@ export const useVmsStore = defineStore('vms', () => {
         put(ev.info);
         return;
       case 'vm-deleted':
-        byId.value.delete(ev.id);
-        triggerRef(byId);
+        drop(ev.id);
         if (selectedId.value === ev.id) selectedId.value = list.value[0]?.id ?? null;
         return;
       case 'progress':
