@@ -1,4 +1,5 @@
 // The wizard's and settings dialog's form model: form state ↔ API request, validated with the server's own zod schemas.
+import '../zod-config';
 import { CreateVmRequest, VmName, VmSettingsPatch, type VmInfo, type HostInfo } from '../../../main/api/schema';
 import type { RpcParams } from '../../../main/api/rpc';
 
@@ -226,17 +227,5 @@ export function validateSettings(form: VmForm, original: VmForm, ctx: Validation
   return { errors, warnings };
 }
 
-export function formatMiB(mib: number): string {
-  return mib >= 1024 ? `${(mib / 1024).toFixed(mib % 1024 ? 1 : 0)} GiB` : `${mib} MiB`;
-}
-
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${v.toFixed(v >= 10 || u === 0 ? 0 : 1)} ${units[u]}`;
-}
+// Sizes for people; kept in ../format so the VM list and details pane load without zod.
+export { formatMiB, formatBytes } from '../format';
