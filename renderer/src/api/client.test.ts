@@ -1,6 +1,7 @@
 // The client matches answers to calls, delivers events and serial bytes, and fails pending calls when the socket drops.
 import { describe, expect, it, vi } from 'vitest';
 import { RpcClient, RpcCallError, bytesToBase64, base64ToBytes } from './client';
+import { RpcCallError as FrameRpcCallError } from '../../../main/api/frame-client';
 
 class FakeSocket {
   sent: any[] = [];
@@ -69,6 +70,45 @@ describe('RpcClient', () => {
     expect(sockets).toHaveLength(2); // reconnected
     c.dispose();
     vi.useRealTimers();
+  });
+
+  it('holds calls and serial opens until the socket opens, and reports the frame protocol\'s errors', async () => {
+    const sockets: FakeSocket[] = [];
+    const c = new RpcClient('ws://x/ws', () => {
+      const s = new FakeSocket();
+      sockets.push(s);
+      return s as unknown as WebSocket;
+    });
+    const call = c.call('vm.list', {});
+    const got: string[] = [];
+    const stream = c.openSerial('vm', { onData: (b, replay) => got.push(`${replay ? 'replay:' : ''}${new TextDecoder().decode(b)}`), onClose: () => {} });
+    expect(sockets).toHaveLength(1); // the first call connects
+    expect(sockets[0]!.sent).toEqual([]);
+    sockets[0]!.onopen?.();
+    await Promise.resolve();
+    await Promise.resolve();
+    const sent = sockets[0]!.sent;
+    expect(sent.map((f) => f.t).sort()).toEqual(['call', 'serial.open']);
+    // The hello frame (protocol version) is the FrameClient's business; it reaches no listener.
+    sockets[0]!.deliver({ t: 'hello', version: 2, app: '0.1.0', build: 'x' });
+    const open = sent.find((f) => f.t === 'serial.open');
+    sockets[0]!.deliver({ t: 'serial.data', sid: open.sid, data: bytesToBase64(new TextEncoder().encode('old')), replay: true });
+    expect(got).toEqual(['replay:old']);
+    stream.write('ls\n');
+    expect(sockets[0]!.sent.at(-1)).toEqual({ t: 'serial.in', sid: open.sid, data: bytesToBase64(new TextEncoder().encode('ls\n')) });
+    stream.close();
+    expect(sockets[0]!.sent.at(-1)).toEqual({ t: 'serial.close', sid: open.sid });
+    stream.write('ignored');
+    expect(sockets[0]!.sent.at(-1)).toEqual({ t: 'serial.close', sid: open.sid });
+
+    const id = sent.find((f) => f.t === 'call').id;
+    sockets[0]!.deliver({ t: 'error', id, error: { code: 'EBUSY', message: 'busy', details: ['a job runs'] } });
+    const err = await call.catch((e: unknown) => e);
+    // One error class across the renderer and every other front door.
+    expect(err).toBeInstanceOf(FrameRpcCallError);
+    expect(err).toBeInstanceOf(RpcCallError);
+    expect(err).toMatchObject({ code: 'EBUSY', details: ['a job runs'] });
+    c.dispose();
   });
 
   it('round-trips bytes through base64', () => {

@@ -1,19 +1,15 @@
-// The renderer's one connection to the server: typed RPC calls, pushed events and serial streams over a WebSocket.
-import type { RpcMethod, RpcParams, RpcResult, RpcError, ServerFrame, ClientFrame } from '../../../main/api/rpc';
+// The renderer's one connection to VMDesk: typed RPC calls, pushed events and serial streams over a WebSocket
+// that the GUI server relays to the daemon. The frame protocol itself is main/api/frame-client.ts's FrameClient,
+// the same one the CLI and the GUI server speak; this class adds what a page needs on top: a reconnect with
+// backoff (one FrameClient per connection), calls and serial streams that wait for the socket to open, listeners
+// that survive reconnects, and bytes instead of base64 for serial data.
+import type { RpcMethod, RpcParams, RpcResult, RpcError } from '../../../main/api/rpc';
 import type { VmEvent } from '../../../main/api/events';
+import { FrameClient, RpcCallError, type FrameTransport, type SerialStream as FrameSerialStream } from '../../../main/api/frame-client';
 import { desktop } from './desktop';
 
-/** An RPC failure as the server reported it (VmdeskError fields), or a connection failure (ENET). */
-export class RpcCallError extends Error {
-  readonly code: string;
-  readonly details: string[];
-  constructor(err: RpcError) {
-    super(err.message);
-    this.name = 'RpcCallError';
-    this.code = err.code;
-    this.details = err.details ?? [];
-  }
-}
+/** An RPC failure as VMDesk reported it (VmdeskError fields), or a connection failure (ENET). */
+export { RpcCallError };
 
 export type ConnectionState = 'connecting' | 'open' | 'closed';
 
@@ -38,15 +34,35 @@ export function defaultEndpoint(): string {
   return `${proto}//${location.host}/ws`;
 }
 
+/**
+ * A browser WebSocket as a FrameTransport. `onSocketClose` runs after the FrameClient has failed what was pending,
+ * so the reconnect logic sees a clean slate.
+ */
+function socketTransport(ws: WebSocket, onSocketClose: () => void): FrameTransport {
+  const closeListeners: (() => void)[] = [];
+  ws.onclose = () => {
+    for (const fn of closeListeners) fn();
+    onSocketClose();
+  };
+  return {
+    send: (text) => ws.send(text),
+    close: () => ws.close(),
+    onText: (fn) => {
+      ws.onmessage = (m) => fn(typeof m.data === 'string' ? m.data : String(m.data));
+    },
+    onClose: (fn) => {
+      closeListeners.push(fn);
+    },
+  };
+}
+
 export class RpcClient {
   state: ConnectionState = 'closed';
   private ws: WebSocket | undefined;
-  private nextId = 1;
-  private nextSid = 1;
-  private pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
-  private serials = new Map<number, SerialHandlers>();
-  private eventListeners = new Set<(ev: VmEvent) => void>();
-  private stateListeners = new Set<(s: ConnectionState) => void>();
+  /** The protocol over the current socket; a new one per connection (a FrameClient does not reopen). */
+  private frames: FrameClient | undefined;
+  private readonly eventListeners = new Set<(ev: VmEvent) => void>();
+  private readonly stateListeners = new Set<(s: ConnectionState) => void>();
   private openWaiters: { resolve(): void; reject(e: Error): void }[] = [];
   private retryMs = 250;
   private stopped = false;
@@ -61,32 +77,35 @@ export class RpcClient {
     this.setState('connecting');
     const ws = this.makeSocket(this.url);
     this.ws = ws;
+    const frames = new FrameClient(socketTransport(ws, () => this.onSocketClosed(ws)));
+    this.frames = frames;
+    frames.onEvent((ev) => {
+      for (const fn of this.eventListeners) fn(ev);
+    });
     ws.onopen = () => {
       this.retryMs = 250;
       this.setState('open');
       for (const w of this.openWaiters.splice(0)) w.resolve();
     };
-    ws.onmessage = (m) => this.onFrame(m.data);
-    ws.onclose = () => {
-      if (this.ws !== ws) return;
-      this.ws = undefined;
-      this.setState('closed');
-      const err = new RpcCallError({ code: 'ENET', message: 'lost the connection to VMDesk', details: [] });
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
-      for (const s of this.serials.values()) s.onClose({ code: 'ENET', message: 'connection lost', details: [] });
-      this.serials.clear();
-      if (!this.stopped) {
-        // Backoff so a server restart is picked up quickly but a dead server is not hammered.
-        setTimeout(() => this.connect(), this.retryMs);
-        this.retryMs = Math.min(this.retryMs * 2, 5000);
-      }
-    };
+  }
+
+  private onSocketClosed(ws: WebSocket): void {
+    if (this.ws !== ws) return;
+    this.ws = undefined;
+    this.frames = undefined;
+    this.setState('closed');
+    if (!this.stopped) {
+      // Backoff so a server restart is picked up quickly but a dead server is not hammered.
+      setTimeout(() => this.connect(), this.retryMs);
+      this.retryMs = Math.min(this.retryMs * 2, 5000);
+    }
   }
 
   dispose(): void {
     this.stopped = true;
     this.ws?.close();
+    const err = new RpcCallError({ code: 'ENET', message: 'the connection to VMDesk was closed', details: [] });
+    for (const w of this.openWaiters.splice(0)) w.reject(err);
   }
 
   private setState(s: ConnectionState): void {
@@ -104,75 +123,54 @@ export class RpcClient {
     return () => this.eventListeners.delete(fn);
   }
 
-  private whenOpen(): Promise<void> {
-    if (this.state === 'open') return Promise.resolve();
-    this.connect();
-    return new Promise((resolve, reject) => this.openWaiters.push({ resolve, reject }));
+  /** The FrameClient of an open connection (connecting first if needed). */
+  private async openFrames(): Promise<FrameClient> {
+    if (this.state !== 'open') {
+      if (this.stopped) throw new RpcCallError({ code: 'ENET', message: 'the connection to VMDesk was closed', details: [] });
+      this.connect();
+      await new Promise<void>((resolve, reject) => this.openWaiters.push({ resolve, reject }));
+    }
+    return this.frames!;
   }
 
-  private sendFrame(frame: ClientFrame): void {
-    this.ws?.send(JSON.stringify(frame));
+  call<M extends RpcMethod>(method: M, params: RpcParams<M>, opts: { opId?: string } = {}): Promise<RpcResult<M>> {
+    // Connected: the frame goes out now, not a microtask later.
+    if (this.state === 'open' && this.frames) return this.frames.call(method, params, opts);
+    return this.openFrames().then((frames) => frames.call(method, params, opts));
   }
 
-  async call<M extends RpcMethod>(method: M, params: RpcParams<M>, opts: { opId?: string } = {}): Promise<RpcResult<M>> {
-    await this.whenOpen();
-    const id = this.nextId++;
-    return new Promise<RpcResult<M>>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.sendFrame({ t: 'call', id, method, params, ...(opts.opId ? { opId: opts.opId } : {}) });
-    });
-  }
-
+  /** Opens at once if connected, else when the connection opens; a connection lost ends the stream (onClose). */
   openSerial(vm: string, handlers: SerialHandlers): SerialStream {
-    const sid = this.nextSid++;
-    this.serials.set(sid, handlers);
-    void this.whenOpen().then(() => this.sendFrame({ t: 'serial.open', sid, vm }));
+    let inner: FrameSerialStream | undefined;
+    let closed = false;
+    const open = (frames: FrameClient) => {
+      if (closed) return;
+      inner = frames.openSerial(vm, {
+        onData: (b64, replay) => handlers.onData(base64ToBytes(b64), replay),
+        onClose: (error) => {
+          closed = true;
+          handlers.onClose(error);
+        },
+      });
+    };
+    if (this.state === 'open' && this.frames) open(this.frames);
+    else
+      void this.openFrames().then(open, (e: unknown) => {
+        if (closed) return;
+        closed = true;
+        handlers.onClose(e instanceof RpcCallError ? { code: e.code, message: e.message, details: e.details } : undefined);
+      });
     return {
       write: (data) => {
-        const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
-        if (this.serials.has(sid)) this.sendFrame({ t: 'serial.in', sid, data: bytesToBase64(bytes) });
+        if (closed || !inner) return;
+        inner.write(bytesToBase64(typeof data === 'string' ? new TextEncoder().encode(data) : data));
       },
       close: () => {
-        if (this.serials.delete(sid)) this.sendFrame({ t: 'serial.close', sid });
+        if (closed) return;
+        closed = true;
+        inner?.close();
       },
     };
-  }
-
-  private onFrame(raw: unknown): void {
-    let frame: ServerFrame;
-    try {
-      frame = JSON.parse(String(raw)) as ServerFrame;
-    } catch {
-      return;
-    }
-    switch (frame.t) {
-      case 'result': {
-        const p = this.pending.get(frame.id);
-        this.pending.delete(frame.id);
-        p?.resolve(frame.result);
-        return;
-      }
-      case 'error': {
-        const p = this.pending.get(frame.id);
-        this.pending.delete(frame.id);
-        p?.reject(new RpcCallError(frame.error));
-        return;
-      }
-      case 'event':
-        for (const fn of this.eventListeners) fn(frame.event as VmEvent);
-        return;
-      case 'serial.data':
-        this.serials.get(frame.sid)?.onData(base64ToBytes(frame.data), !!frame.replay);
-        return;
-      case 'serial.closed': {
-        const s = this.serials.get(frame.sid);
-        this.serials.delete(frame.sid);
-        s?.onClose(frame.error);
-        return;
-      }
-      case 'hello':
-        return;
-    }
   }
 }
 
