@@ -30,13 +30,13 @@ const mocks = vi.hoisted(() => {
     }
   }
   /** The default session's permission handlers, as boot() installs them. */
-  const defaultSession = {
-    request: undefined as undefined | ((wc: unknown, perm: string, cb: (ok: boolean) => void, details: { requestingUrl?: string }) => void),
-    check: undefined as undefined | ((wc: unknown, perm: string, origin: string) => boolean),
-    setPermissionRequestHandler(fn: typeof defaultSession.request) {
+  type RequestHandler = (wc: unknown, perm: string, cb: (ok: boolean) => void, details: { requestingUrl?: string }) => void;
+  type CheckHandler = (wc: unknown, perm: string, origin: string) => boolean;
+  const defaultSession: { request?: RequestHandler; check?: CheckHandler; setPermissionRequestHandler(fn: RequestHandler): void; setPermissionCheckHandler(fn: CheckHandler): void } = {
+    setPermissionRequestHandler(fn) {
       defaultSession.request = fn;
     },
-    setPermissionCheckHandler(fn: typeof defaultSession.check) {
+    setPermissionCheckHandler(fn) {
       defaultSession.check = fn;
     },
   };
