@@ -6,7 +6,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { rm } from 'node:fs/promises';
 import { guestPaths, GUEST_HTTP_PORT, GUEST_HTTP_TEXT, GUEST_READY_MARKER } from '../guest/guest.js';
-import { ConsoleSession, freePort, tempHome, vmdesk, vmdeskJson } from '../helpers/cli.js';
+import { ConsoleSession, freePort, stopDaemon, tempHome, vmdesk, vmdeskJson } from '../helpers/cli.js';
 import { passtPath } from '../../main/engines/qemu/passt.js';
 
 function httpGet(port: number): Promise<string> {
@@ -56,6 +56,7 @@ describe.runIf(passtPath())('network isolation', () => {
 
   afterAll(async () => {
     for (const vm of ['iso', 'open']) await vmdesk(home, ['kill', vm]).catch(() => {});
+    await stopDaemon(home);
     hostService.close();
     await rm(home, { recursive: true, force: true });
   });
