@@ -167,8 +167,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         return refuse(503, `too many connections (limit ${limits.maxConnections})`);
       }
       daemonSocket().then(
-        (daemon) =>
+        (daemon) => {
+          // ws calls back only for a completed handshake: a browser that left meanwhile, or whose handshake
+          // it refuses, ends with its socket, and so must this daemon connection (else each one leaks, and
+          // the daemon soon refuses every client).
+          let relayed = false;
+          socket.once('close', () => relayed || daemon.destroy());
+          if (socket.destroyed) daemon.destroy();
           wss.handleUpgrade(req, socket, head, (ws) => {
+            relayed = true;
             track(ws);
             const r = relay(ws, socket, daemon, {
               highWater: limits.outputHighWater,
@@ -179,7 +186,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
               onClose: () => sessions.delete(r),
             });
             sessions.add(r);
-          }),
+          });
+        },
         (e) => refuse(503, `the VMDesk daemon is not available: ${toRpcError(e).message}`),
       );
       return;
