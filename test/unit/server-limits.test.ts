@@ -18,7 +18,7 @@ import type { Writable } from 'node:stream';
 import type { Core } from '../../main/core/core.js';
 import { DEFAULT_LIMITS, type ConnectionLimits } from '../../main/daemon/limits.js';
 import type { ServerOptions } from '../../main/server/server.js';
-import { lineClient, openLibrary, upgradeStatus, wsClient, type Library, type RawClient } from '../helpers/daemon.js';
+import { lineClient, openLibrary, settledClients, upgradeStatus, wsClient, type Library, type RawClient } from '../helpers/daemon.js';
 import { registerTestEngine, testEngine, testVm, unregisterTestEngine, type TestGuest } from '../helpers/test-engine.js';
 
 const MiB = 1024 * 1024;
@@ -481,6 +481,29 @@ describe('sockets and frames', () => {
     a.close();
     await waitFor(() => expect(lib.daemon.stats().clients).toBe(1));
     await connect(lib, door);
+  });
+
+  it('the relay holds no daemon connection for a browser that leaves during its upgrade or botches the handshake', async () => {
+    const lib = await library();
+    const upgrade = (key: string | undefined, leave: boolean) =>
+      new Promise<string>((resolve) => {
+        const sock = net.connect(lib.server.port, '127.0.0.1', () => {
+          const headers = [`GET /ws HTTP/1.1`, `Host: 127.0.0.1:${lib.server.port}`, 'Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', `x-vmdesk-token: ${lib.server.token}`];
+          if (key) headers.push(`Sec-WebSocket-Key: ${key}`);
+          sock.write(headers.join('\r\n') + '\r\n\r\n');
+          if (leave) sock.destroy();
+        });
+        let answer = '';
+        sock.on('data', (d) => (answer += d));
+        sock.on('error', () => {});
+        sock.on('close', () => resolve(answer.split('\r\n')[0] ?? ''));
+      });
+    for (let i = 0; i < 5; i++) {
+      expect(await upgrade(undefined, false)).toMatch(/^HTTP\/1\.1 400/);
+      await upgrade('dGhlIHNhbXBsZSBub25jZQ==', true);
+    }
+    await waitFor(() => expect(lib.server.stats().connections).toBe(0));
+    expect(await settledClients(lib.daemon)).toBe(0);
   });
 
   it(`the relay closes a connection that sends a frame over ${DEFAULT_LIMITS.maxFrameBytes / MiB} MiB (1009) before buffering it`, async () => {
