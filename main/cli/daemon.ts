@@ -19,7 +19,7 @@ export async function runDaemonCli(home: string, args: string[], io: CliIo): Pro
     case 'status': {
       let rpc: Rpc;
       try {
-        rpc = new Rpc(await connectDaemon(home, { autostart: false }));
+        rpc = new Rpc(await connectDaemon(home, { autostart: false, anyBuild: true }));
       } catch (e) {
         if (e instanceof VmdeskError && e.code === ErrorCode.notFound) {
           io.stdout.write(json ? JSON.stringify({ daemon: false, home }) + '\n' : `no VMDesk daemon runs for ${home} (any vmdesk command starts one)\n`);
@@ -50,7 +50,7 @@ export async function runDaemonCli(home: string, args: string[], io: CliIo): Pro
     case 'stop': {
       let rpc: Rpc;
       try {
-        rpc = new Rpc(await connectDaemon(home, { autostart: false }));
+        rpc = new Rpc(await connectDaemon(home, { autostart: false, anyBuild: true }));
       } catch (e) {
         if (e instanceof VmdeskError && e.code === ErrorCode.notFound) {
           io.stdout.write(`no VMDesk daemon runs for ${home}\n`);
