@@ -41,6 +41,9 @@ export function attachConsole(guest: GuestConsole, io: CliIo, opts: { lingerMs: 
     };
     // A script piping commands in wants the answers too: keep copying output a moment after its input ends.
     const onEnd = () => setTimeout(() => finish(0), opts.lingerMs);
+    // Whoever reads our output went away (`vmdesk console vm | head`): detach quietly instead of dying on
+    // EPIPE. Kept after finishing: writes already queued fail the same way.
+    io.stdout.on('error', () => finish(0));
     guest.on('data', (d: Buffer) => io.stdout.write(d));
     guest.on('close', () => {
       if (!finished && interactive) io.stderr.write('\r\n[the VM stopped]\r\n');
