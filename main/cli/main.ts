@@ -474,7 +474,7 @@ async function openConsole(rpc: Rpc, vm: string): Promise<GuestConsole> {
 async function streamEvents(rpc: Rpc, io: CliIo, json: boolean): Promise<number> {
   rpc.client.onEvent((ev) => {
     if (json) io.stdout.write(JSON.stringify(ev) + '\n');
-    else if (ev.type === 'progress') io.stdout.write(`progress ${ev.id ?? ''} ${ev.phase}${ev.fraction !== undefined ? ` ${Math.round(ev.fraction * 100)}%` : ''}${ev.error ? ` failed: ${ev.error}` : ''}\n`);
+    else if (ev.type === 'progress') io.stdout.write(`progress ${ev.id ? `${ev.id} ` : ''}${ev.phase}${ev.fraction !== undefined ? ` ${Math.round(ev.fraction * 100)}%` : ''}${ev.error ? ` failed: ${ev.error}` : ''}\n`);
     else if (ev.type === 'vm-deleted') io.stdout.write(`deleted ${ev.id}\n`);
     else io.stdout.write(`${ev.type.slice(3)} ${ev.info.name} ${ev.info.state}${ev.info.job ? ` (${ev.info.job.method})` : ''}\n`);
   });

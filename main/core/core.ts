@@ -146,7 +146,8 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     rec.warnings = warnings;
     rec.hub = new SerialHub(rt.serial);
     const off = rt.onState((s) => {
-      if (rec.runtime !== rt) return;
+      // The end is announced once, with its exit record, by the exited handler below.
+      if (rec.runtime !== rt || s === 'stopped' || s === 'crashed') return;
       rec.state = s;
       this.emitState(rec);
     });

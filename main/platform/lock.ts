@@ -7,7 +7,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { VmdeskError, ErrorCode } from '../api/errors.js';
 import { loadAddon } from './native-addon.js';
-import { pidAlive, processStartTime } from './process.js';
+import { processRunning, processStartTime } from './process.js';
 
 export { processStartTime };
 import { fromOsError } from './os-errors.js';
@@ -44,9 +44,8 @@ function parseOwner(text: string): Owner | undefined {
 }
 
 function ownerAlive(o: Owner): boolean {
-  if (!pidAlive(o.pid)) return false;
-  const now = processStartTime(o.pid);
-  return !o.start || now === undefined || now === o.start;
+  // A zombie (killed, not yet reaped by a slow parent) holds nothing.
+  return processRunning(o.pid, o.start || undefined);
 }
 
 function busy(what: string, owner: Owner | undefined): VmdeskError {

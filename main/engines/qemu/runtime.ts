@@ -266,11 +266,21 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     const alive = () => processRunning(record.pid, record.startTime || undefined);
     try {
       await runtime.attach(Date.now() + 10_000, alive);
-      const status = await runtime.qmp!.execute<{ status: string; running: boolean }>('query-status', undefined, 10_000);
-      runtime.setState(status.status === 'shutdown' ? 'stopping' : status.running ? 'running' : 'paused');
     } catch {
       runtime.detach();
       return null;
+    }
+    // QEMU's monitor does not answer during a snapshot save (seconds for a big guest): adopt it now as
+    // running and correct the state when it answers; QMP events keep it current from here on.
+    const status = runtime.qmp!.execute<{ status: string; running: boolean }>('query-status', undefined, 10 * 60_000);
+    const early = await Promise.race([status.then((s) => s, () => undefined), new Promise<undefined>((r) => setTimeout(() => r(undefined), 2000))]);
+    const apply = (s: { status: string; running: boolean } | undefined) => {
+      if (s) runtime.setState(s.status === 'shutdown' ? 'stopping' : s.running ? 'running' : 'paused');
+    };
+    if (early) apply(early);
+    else {
+      runtime.setState('running');
+      void status.then(apply, () => undefined);
     }
     return runtime;
   }
