@@ -187,6 +187,22 @@ describe('VmList', () => {
     expect(document.activeElement).toBe(rowNamed(w, 'bravo').element);
   });
 
+  it('keeps the focus in the list when the focused row goes away', async () => {
+    const vms = names(5).map((n) => vmInfo(n));
+    const w = mountList(vms, vms[2]!.id);
+    (rowNamed(w, 'vm-0002').element as HTMLElement).focus();
+    // The VM is deleted elsewhere; the store selects another one.
+    await w.setProps({ vms: vms.filter((_, i) => i !== 2), selectedId: vms[0]!.id });
+    expect(document.activeElement).toBe(rowNamed(w, 'vm-0000').element);
+    // Focus elsewhere is left alone.
+    const outside = document.createElement('button');
+    document.body.append(outside);
+    outside.focus();
+    await w.setProps({ vms: vms.slice(1, 3), selectedId: vms[1]!.id });
+    expect(document.activeElement).toBe(outside);
+    outside.remove();
+  });
+
   it('opens a VM with Enter or a double click, and selects it with a click', async () => {
     const vms = names(3).map((n) => vmInfo(n));
     const w = mountList(vms);
