@@ -125,7 +125,7 @@ export const fakeMemoryEngine: EngineModule = {
     diskFormats: ['raw'],
     nativeDiskFormat: 'raw',
     linkedClones: false,
-    directKernelOnly: true,
+    directKernelOnly: false,
     acpi: false,
     diskBuses: ['virtio'],
     nicModels: ['virtio-net'],
