@@ -357,15 +357,7 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
         );
       }
       io.stdout.write(`VMDesk is serving at ${server.url}\n(open it in a browser; Ctrl-C stops the server, running VMs keep running)\n`);
-      await new Promise<void>((resolve) => {
-        const stop = () => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          resolve();
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
+      await untilInterrupted();
       await server.close();
       return 0;
     }
@@ -478,8 +470,13 @@ async function streamEvents(rpc: Rpc, io: CliIo, json: boolean): Promise<number>
     else if (ev.type === 'vm-deleted') io.stdout.write(`deleted ${ev.id}\n`);
     else io.stdout.write(`${ev.type.slice(3)} ${ev.info.name} ${ev.info.state}${ev.info.job ? ` (${ev.info.job.method})` : ''}\n`);
   });
-  await new Promise<void>((resolve) => {
-    rpc.client.onClosed(resolve);
+  await untilInterrupted((done) => rpc.client.onClosed(done));
+  return 0;
+}
+
+/** Resolves on Ctrl-C or SIGTERM (or when `also` calls its callback first). */
+function untilInterrupted(also?: (done: () => void) => void): Promise<void> {
+  return new Promise<void>((resolve) => {
     const stop = () => {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
@@ -487,6 +484,6 @@ async function streamEvents(rpc: Rpc, io: CliIo, json: boolean): Promise<number>
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
+    also?.(stop);
   });
-  return 0;
 }

@@ -9,6 +9,7 @@ import { ErrorCode, VmdeskError } from '../api/errors.js';
 import { FrameClient, RpcCallError, type FrameTransport } from '../api/frame-client.js';
 import { PROTOCOL_VERSION } from '../api/values.js';
 import { connectUnixSocket } from '../platform/process.js';
+import { lineSplitter } from '../platform/lines.js';
 import { buildInfo, nodeChildEnv, nodeEntry } from '../platform/node-entry.js';
 import { daemonSocketPath, ensurePrivateDir, runtimeRoot } from '../platform/paths.js';
 
@@ -19,26 +20,16 @@ const MAX_FRAME = 64 * 1024 * 1024;
 export function socketTransport(sock: Socket): FrameTransport {
   let textFn: (t: string) => void = () => {};
   const closeFns: (() => void)[] = [];
-  let buf: Buffer[] = [];
-  let bytes = 0;
-  sock.on('data', (chunk: Buffer) => {
-    let start = 0;
-    for (;;) {
-      const nl = chunk.indexOf(0x0a, start);
-      if (nl < 0) break;
-      const part = chunk.subarray(start, nl);
-      const line = bytes ? Buffer.concat([...buf, part]).toString('utf8') : part.toString('utf8');
-      buf = [];
-      bytes = 0;
-      start = nl + 1;
-      if (line) textFn(line);
-    }
-    if (start < chunk.length) {
-      buf.push(chunk.subarray(start));
-      bytes += chunk.length - start;
-      if (bytes > MAX_FRAME) sock.destroy();
-    }
-  });
+  sock.on(
+    'data',
+    lineSplitter(
+      MAX_FRAME,
+      (line) => {
+        if (line.length) textFn(line.toString('utf8'));
+      },
+      () => sock.destroy(),
+    ),
+  );
   sock.on('error', () => {});
   sock.on('close', () => {
     for (const fn of closeFns) fn();

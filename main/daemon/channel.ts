@@ -2,6 +2,7 @@
 // Frames are bounded on the way in; what the peer has not read yet is visible (buffered) so a session can
 // stop producing for a client that does not read.
 import type { Socket } from 'node:net';
+import { lineSplitter } from '../platform/lines.js';
 
 export interface FrameChannel {
   send(text: string): void;
@@ -26,37 +27,24 @@ export interface FrameChannel {
 export function lineChannel(sock: Socket, maxFrameBytes: number): FrameChannel {
   let frameFn: (text: string) => void = () => {};
   const closeFns: (() => void)[] = [];
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
   let closed = false;
   const close = () => {
     if (closed) return;
     closed = true;
     for (const fn of closeFns) fn();
   };
-  sock.on('data', (chunk: Buffer) => {
-    let start = 0;
-    for (;;) {
-      const nl = chunk.indexOf(0x0a, start);
-      if (nl < 0) break;
-      const part = chunk.subarray(start, nl);
-      const line = pendingBytes ? Buffer.concat([...pending, part]).toString('utf8') : part.toString('utf8');
-      pending = [];
-      pendingBytes = 0;
-      start = nl + 1;
-      if (line.length > maxFrameBytes) {
-        sock.destroy();
-        return;
-      }
-      if (line.trim()) frameFn(line);
-      if (closed) return;
-    }
-    if (start < chunk.length) {
-      pending.push(chunk.subarray(start));
-      pendingBytes += chunk.length - start;
-      if (pendingBytes > maxFrameBytes) sock.destroy();
-    }
-  });
+  sock.on(
+    'data',
+    lineSplitter(
+      maxFrameBytes,
+      (line) => {
+        const text = line.toString('utf8');
+        if (text.trim()) frameFn(text);
+        return !closed;
+      },
+      () => sock.destroy(),
+    ),
+  );
   sock.on('error', () => sock.destroy());
   sock.on('close', close);
   return {

@@ -5,6 +5,10 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { whenDrained } from '../daemon/limits.js';
+import { lineSplitter } from '../platform/lines.js';
+
+/** The daemon's answers are bounded far below this; a longer line means it is not the daemon talking. */
+const DAEMON_FRAME_MAX = 64 * 1024 * 1024;
 
 export interface RelayOptions {
   /** Unread output on the WebSocket above which reading from the daemon pauses. */
@@ -31,26 +35,23 @@ export function relay(ws: WebSocket, wsSocket: Duplex, daemon: Socket, opts: Rel
     if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.terminate();
     opts.onClose?.();
   };
-  let pending: Buffer[] = [];
-  daemon.on('data', (chunk: Buffer) => {
-    let start = 0;
-    for (;;) {
-      const nl = chunk.indexOf(0x0a, start);
-      if (nl < 0) break;
-      const part = chunk.subarray(start, nl);
-      const line = pending.length ? Buffer.concat([...pending, part]) : part;
-      pending = [];
-      start = nl + 1;
-      if (ws.readyState !== ws.OPEN) continue;
+  const split = lineSplitter(
+    DAEMON_FRAME_MAX,
+    (line) => {
+      if (ws.readyState !== ws.OPEN) return;
       if (ws.bufferedAmount > opts.maxBuffered) {
         opts.onSlowClient?.();
         close();
-        return;
+        return false;
       }
       ws.send(line.toString('utf8'));
       opts.onSent?.(ws.bufferedAmount);
-    }
-    if (start < chunk.length) pending.push(chunk.subarray(start));
+    },
+    () => close(),
+  );
+  daemon.on('data', (chunk: Buffer) => {
+    split(chunk);
+    if (closed) return;
     if (ws.bufferedAmount > opts.highWater && !cancelDrain) {
       daemon.pause();
       opts.onPause?.();
