@@ -76,18 +76,62 @@ export const PortForward = z.object({
 });
 export type PortForward = z.infer<typeof PortForward>;
 
-export const NetAdapter = z.object({
-  /**
-   * nat: internet through the host; the host's own services and other VMs are not reachable from the guest.
-   * nat-host: as nat, and the host's loopback services are reachable at 10.0.2.2 (VirtualBox's NAT).
-   * none: no network card.
-   */
-  mode: z.enum(['nat', 'nat-host', 'none']),
-  forwards: z.array(PortForward).max(LIMITS.forwardsMax).default([]),
-  mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/).optional(),
-  /** Absent means virtio-net. */
-  model: NicModel.optional(),
+/** An internal network's name (internal:NAME): VMs naming the same one share a private layer-2 segment. */
+export const NetworkName = z
+  .string()
+  .min(1, 'an internal network needs a name (internal:NAME)')
+  .max(32, 'an internal network name has at most 32 characters')
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'an internal network name may contain letters, digits and . _ - and must start with a letter or digit');
+
+export const NetAdapter = z
+  .object({
+    /**
+     * nat: internet through the host; the host's own services and other VMs are not reachable from the guest.
+     * nat-host: as nat, and the host's loopback services are reachable at 10.0.2.2 (VirtualBox's NAT).
+     * internal: a private layer-2 segment shared only by the VMs that name the same `network`; no host, no internet.
+     * none: no network card.
+     */
+    mode: z.enum(['nat', 'nat-host', 'internal', 'none']),
+    /** The internal network's name (mode internal only). */
+    network: NetworkName.optional(),
+    forwards: z.array(PortForward).max(LIMITS.forwardsMax).default([]),
+    /** Fixed per VM (QEMU's 52:54:00 range), given at creation; clones and imports get new ones. */
+    mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/, 'a MAC address looks like 52:54:00:12:34:56 (lower case)').optional(),
+    /** Absent means virtio-net. */
+    model: NicModel.optional(),
+  })
+  .refine((n) => (n.mode === 'internal') === (n.network !== undefined), { message: 'an internal adapter names its network (internal:NAME), and only an internal adapter does', path: ['network'] })
+  .refine((n) => n.forwards.length === 0 || n.mode === 'nat' || n.mode === 'nat-host', { message: 'port forwards need a nat or nat-host adapter', path: ['forwards'] })
+  .refine((n) => !n.mac || (parseInt(n.mac.slice(0, 2), 16) & 1) === 0, { message: 'a MAC address must not be a multicast address (odd first byte)', path: ['mac'] });
+
+/**
+ * Limits on what a VM may take from the host. Which of them an engine can apply, and which while the guest
+ * runs, is in its capabilities (`limits`).
+ */
+export const ResourceLimits = z.object({
+  /** CPU time cap in percent of each vCPU (VirtualBox's execution cap): 50 with 2 vCPUs is one host CPU. */
+  cpuCapPercent: z.number().int().min(1, 'a CPU cap is 1-100 percent').max(100, 'a CPU cap is 1-100 percent').optional(),
+  /** Host CPUs the guest may run on (numbers as the host counts them). */
+  cpuPinning: z.array(z.number().int().min(0).max(4095)).min(1).max(LIMITS.cpusMax).optional(),
+  /** Balloon target: memory the guest is asked to leave to the host (virtio-balloon). */
+  memoryTargetMiB: z.number().int().min(LIMITS.memoryMinMiB, `a memory target is at least ${LIMITS.memoryMinMiB} MiB`).max(LIMITS.memoryMaxMiB).optional(),
+  /** Disk I/O of all the VM's disks together (one throttle group): operations and bytes per second. */
+  diskIops: z.number().int().min(10, 'a disk IOPS limit is at least 10').max(10_000_000).optional(),
+  diskBytesPerSec: z.number().int().min(64 * 1024, 'a disk bandwidth limit is at least 64 KiB/s').max(1024 ** 4).optional(),
 });
+export type ResourceLimits = z.infer<typeof ResourceLimits>;
+
+/** A change of limits: a value sets, null clears, absent keeps. */
+export const ResourceLimitsPatch = z
+  .object({
+    cpuCapPercent: ResourceLimits.shape.cpuCapPercent.unwrap().nullable().optional(),
+    cpuPinning: ResourceLimits.shape.cpuPinning.unwrap().nullable().optional(),
+    memoryTargetMiB: ResourceLimits.shape.memoryTargetMiB.unwrap().nullable().optional(),
+    diskIops: ResourceLimits.shape.diskIops.unwrap().nullable().optional(),
+    diskBytesPerSec: ResourceLimits.shape.diskBytesPerSec.unwrap().nullable().optional(),
+  })
+  .strict();
+export type ResourceLimitsPatch = z.infer<typeof ResourceLimitsPatch>;
 export type NetAdapter = z.infer<typeof NetAdapter>;
 
 export const DirectKernel = z.object({
@@ -111,6 +155,9 @@ export const VmConfig = z.object({
   cdrom: HostPath.optional(),
   directKernel: DirectKernel.optional(),
   network: z.array(NetAdapter).max(4).default([{ mode: 'nat', forwards: [] }]),
+  limits: ResourceLimits.optional(),
+  /** A memory balloon device (virtio-balloon): VMs made before VMDesk had one lack it until a target is set while stopped. */
+  balloon: z.boolean().optional(),
   createdAt: z.string().datetime(),
   modifiedAt: z.string().datetime(),
 });
@@ -146,6 +193,7 @@ export const CreateVmRequest = z.object({
   directKernel: DirectKernel.optional(),
   /** Absent: the engine's default (NAT where it has a network, none where it has not). */
   network: z.array(NetAdapter).max(4).optional(),
+  limits: ResourceLimits.optional(),
 });
 export type CreateVmRequest = z.input<typeof CreateVmRequest>;
 
@@ -160,6 +208,8 @@ export const VmSettingsPatch = z.object({
   cdrom: HostPath.nullable().optional(),
   directKernel: DirectKernel.nullable().optional(),
   network: z.array(NetAdapter).max(4).optional(),
+  /** Applied to the running guest where the engine can (see its capabilities), else only while stopped. */
+  limits: ResourceLimitsPatch.optional(),
 });
 export type VmSettingsPatch = z.infer<typeof VmSettingsPatch>;
 
@@ -208,8 +258,53 @@ export const VmInfo = z.object({
       linkedClones: z.boolean(),
     })
     .optional(),
+  /** Adapters (by index) whose link is down in the running guest (vmdesk link); up again at the next start. */
+  linkDown: z.array(z.number().int()).optional(),
 });
 export type VmInfo = z.infer<typeof VmInfo>;
+
+/**
+ * One sample of what a running VM uses: cumulative counters since its start and rates over the interval
+ * since the previous sample. null: not known for this VM (`notes` says why).
+ */
+export const VmStats = z.object({
+  id: z.string(),
+  at: z.string(),
+  /** Milliseconds since the sample the rates are computed against; null for a first sample. */
+  intervalMs: z.number().nullable(),
+  /** CPU time of the guest's process over the interval, in percent of one host CPU (200 = two CPUs busy). */
+  cpuPercent: z.number().nullable(),
+  cpuSeconds: z.number().nullable(),
+  memoryRssBytes: z.number().nullable(),
+  /** Memory the guest has (the balloon's actual size where the guest's driver reports it). */
+  memoryGuestBytes: z.number().nullable(),
+  memoryConfiguredBytes: z.number(),
+  diskReadBytes: z.number().nullable(),
+  diskWriteBytes: z.number().nullable(),
+  diskReadOps: z.number().nullable(),
+  diskWriteOps: z.number().nullable(),
+  /** Bytes the guest received and sent on the adapters whose traffic VMDesk sees (internal networks). */
+  netRxBytes: z.number().nullable(),
+  netTxBytes: z.number().nullable(),
+  rates: z.object({
+    diskReadBytesPerSec: z.number().nullable(),
+    diskWriteBytesPerSec: z.number().nullable(),
+    diskReadOpsPerSec: z.number().nullable(),
+    diskWriteOpsPerSec: z.number().nullable(),
+    netRxBytesPerSec: z.number().nullable(),
+    netTxBytesPerSec: z.number().nullable(),
+  }),
+  notes: z.array(z.string()),
+});
+export type VmStats = z.infer<typeof VmStats>;
+
+/** How this host can limit a guest's CPU: the mechanism VMDesk found, or why there is none. */
+export const HostLimitSupport = z.object({
+  available: z.boolean(),
+  mechanism: z.string().optional(),
+  reason: z.string(),
+});
+export type HostLimitSupport = z.infer<typeof HostLimitSupport>;
 
 export const AcceleratorReport = z.object({
   available: z.boolean(),
@@ -229,5 +324,9 @@ export const HostInfo = z.object({
   qemu: z.object({ found: z.boolean(), path: z.string().optional(), version: z.string().optional(), reason: z.string().optional() }),
   accelerators: z.object({ kvm: AcceleratorReport, hvf: AcceleratorReport, tcg: AcceleratorReport }),
   defaultAccel: AccelChoice,
+  /** What running VMs have committed (configured vCPUs, memory: the balloon target where one is set). */
+  committed: z.object({ runningVms: z.number(), cpus: z.number(), memoryMiB: z.number() }).optional(),
+  /** Whether CPU caps and pinning can be applied on this host, and how. */
+  limits: z.object({ cpuCap: HostLimitSupport, cpuPinning: HostLimitSupport }).optional(),
 });
 export type HostInfo = z.infer<typeof HostInfo>;

@@ -1,7 +1,7 @@
 // What an engine is to the core: one module per kind (QEMU, the built-in micro-VMM, a test's fake) listed
 // in registry.ts. The core asks capabilities and calls these interfaces; it never branches on an engine's
 // name, and nothing here imports the core.
-import type { AccelChoice, DiskBus, DiskFormat, ExitRecord, NicModel, VmConfig, VmState } from '../api/schema.js';
+import type { AccelChoice, DiskBus, DiskFormat, ExitRecord, NicModel, PortForward, ResourceLimits, VmConfig, VmState } from '../api/schema.js';
 
 export interface EngineContext {
   config: VmConfig;
@@ -37,7 +37,35 @@ export interface EngineCapabilities {
   diskBuses: readonly DiskBus[];
   nicModels: readonly NicModel[];
   /** Network modes the engine offers ('none' always). */
-  networkModes: readonly ('nat' | 'nat-host' | 'none')[];
+  networkModes: readonly ('nat' | 'nat-host' | 'internal' | 'none')[];
+  /**
+   * Limits the engine can apply (absent: none). `cpuCap` and `cpuPinning` are applied by the core to the
+   * guest's one host process (cgroups, sched_setaffinity); the others by the runtime. `live` lists those a
+   * running guest takes without a restart.
+   */
+  limits?: { cpuCap: boolean; cpuPinning: boolean; memoryTarget: boolean; diskIo: boolean; live: readonly LimitKind[] };
+  /** Network changes a running guest takes: forwards added or removed, a link set up or down. */
+  liveNetwork?: { forwards: boolean; link: boolean };
+  /** The runtime reports usage (VmRuntime.usage). */
+  stats?: boolean;
+}
+
+/** The limits of ResourceLimits by kind, as capabilities name them. */
+export type LimitKind = 'cpuCap' | 'cpuPinning' | 'memoryTarget' | 'diskIo';
+
+/** What the engine itself knows of a running guest's usage (process CPU and memory come from /proc). */
+export interface EngineUsage {
+  /** Memory the guest has now (a balloon's actual size); undefined when unknown. */
+  memoryGuestBytes?: number;
+  disk?: { readBytes: number; writeBytes: number; readOps: number; writeOps: number };
+  notes: string[];
+}
+
+/** A network adapter whose frames the core switches (internal networks): a unix stream socket speaking QEMU's framing (4-byte big-endian length, then the frame). */
+export interface NetPort {
+  adapter: number;
+  network: string;
+  socket: string;
 }
 
 export interface StartOptions {
@@ -88,6 +116,18 @@ export interface VmRuntime {
   screenshot?(): Promise<Buffer>;
   /** Stops watching (the daemon is going away); the guest keeps running and can be adopted again. */
   detach(): void;
+  /** Internal-network adapters the core connects to its switches (capabilities.networkModes has 'internal'). */
+  readonly netPorts?: readonly NetPort[];
+  /** Usage counters (capabilities.stats). */
+  usage?(): Promise<EngineUsage>;
+  /** Replaces the port forwards of a nat/nat-host adapter while the guest runs (liveNetwork.forwards). */
+  setForwards?(adapter: number, forwards: PortForward[]): Promise<void>;
+  /** Sets a network card's link up or down (liveNetwork.link). */
+  setLink?(adapter: number, up: boolean): Promise<void>;
+  /** Adapters whose link is down now. */
+  linksDown?(): number[];
+  /** Applies the engine's own limits (memory target, disk I/O) to the running guest (limits.live). */
+  applyLimits?(limits: ResourceLimits): Promise<void>;
 }
 
 /** A file that carries a VM's snapshots: a writable disk, or the UEFI variable store. */
