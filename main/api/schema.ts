@@ -141,6 +141,16 @@ export const DirectKernel = z.object({
 });
 export type DirectKernel = z.infer<typeof DirectKernel>;
 
+/**
+ * Automatic snapshots while the VM runs (VMware's AutoProtect, Parallels' SmartGuard): one every
+ * `everyMinutes`, the last `keep` of them kept. The daemon's scheduler takes them; absent means none.
+ */
+export const SnapshotSchedule = z.object({
+  everyMinutes: z.number().int().min(5, 'at most one scheduled snapshot every 5 minutes').max(7 * 24 * 60, 'at least one scheduled snapshot a week'),
+  keep: z.number().int().min(1, 'keep at least 1 scheduled snapshot').max(100, 'keep at most 100 scheduled snapshots'),
+});
+export type SnapshotSchedule = z.infer<typeof SnapshotSchedule>;
+
 export const VmConfig = z.object({
   schemaVersion: z.literal(VM_SCHEMA_VERSION),
   id: z.string().uuid(),
@@ -158,6 +168,8 @@ export const VmConfig = z.object({
   limits: ResourceLimits.optional(),
   /** A memory balloon device (virtio-balloon): VMs made before VMDesk had one lack it until a target is set while stopped. */
   balloon: z.boolean().optional(),
+  /** Scheduled automatic snapshots while running (optional; restore keeps the current schedule). */
+  snapshotSchedule: SnapshotSchedule.optional(),
   createdAt: z.string().datetime(),
   modifiedAt: z.string().datetime(),
 });
