@@ -20,7 +20,9 @@ export type VmOperation =
   | 'snapshot.delete'
   | 'snapshot.edit'
   | 'clone'
-  | 'export';
+  | 'export'
+  | 'network'
+  | 'limits';
 
 export interface OperationRule {
   /** States in which the operation may start. */
@@ -57,6 +59,10 @@ export const OPERATIONS: Record<VmOperation, OperationRule> = {
   'snapshot.edit': { from: [...DOWN, ...ALIVE], verb: 'edit a snapshot of' },
   clone: { from: [...DOWN, ...UP], verb: 'clone' },
   export: { from: DOWN, verb: 'export' },
+  /** Port forwards and link state: applied to the running guest where the engine can (capabilities.liveNetwork). */
+  network: { from: [...DOWN, ...UP], verb: 'change the network of' },
+  /** Resource limits: applied live where the engine and host can (capabilities.limits.live), else kept for the next start. */
+  limits: { from: [...DOWN, ...UP], verb: 'change the limits of' },
 };
 
 export function allowed(op: VmOperation, state: VmState): boolean {
