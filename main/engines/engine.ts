@@ -114,6 +114,11 @@ export interface VmRuntime {
   readonly vncSocket?: string;
   /** A PNG of the screen, when capabilities.display. */
   screenshot?(): Promise<Buffer>;
+  /**
+   * Puts a disc image (raw, read-only) in the running guest's CD drive, or empties the drive (null). Absent
+   * where the engine cannot; EINVAL when this guest started without a CD drive.
+   */
+  changeMedium?(file: string | null): Promise<void>;
   /** Stops watching (the daemon is going away); the guest keeps running and can be adopted again. */
   detach(): void;
   /** Internal-network adapters the core connects to its switches (capabilities.networkModes has 'internal'). */

@@ -402,6 +402,19 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     await this.command('system_reset');
   }
 
+  /** The CD drive (qdev id cdrom0, only there when the VM started with a disc): eject, or eject and insert. */
+  async changeMedium(file: string | null): Promise<void> {
+    try {
+      // force: a guest that locked the tray (a mounted disc) would otherwise keep it closed.
+      await this.command('eject', { id: 'cdrom0', force: true }, 5000);
+      if (file !== null) await this.command('blockdev-change-medium', { id: 'cdrom0', filename: file, format: 'raw', 'read-only-mode': 'read-only' }, 10_000);
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (/cdrom0' not found/.test(msg)) throw new VmdeskError(ErrorCode.invalid, `"${this.ctx.config.name}" started without a CD drive; shut it down, then insert the disc`);
+      throw new VmdeskError(ErrorCode.engine, `QEMU could not change the disc: ${msg}`);
+    }
+  }
+
   private requireAttached(): void {
     if (this.detached) throw new VmdeskError(ErrorCode.state, `"${this.ctx.config.name}" is watched by another VMDesk daemon now`);
   }
