@@ -96,7 +96,7 @@ const usable = (r: AcceleratorReport) => r.available && r.class === 'hardware';
  * TCG with the reason; an explicit request for an unusable accelerator is an EHOST error carrying that reason.
  */
 export function chooseAccel(requested: Accel, reports: AcceleratorReports, platform: NodeJS.Platform = process.platform): AccelChoice {
-  if (requested === 'tcg') return { requested, used: 'tcg', reason: 'TCG requested (software emulation)' };
+  if (requested === 'tcg') return { requested, used: 'tcg', reason: 'software emulation, as chosen in the VM\'s settings' };
   if (requested === 'kvm' || requested === 'hvf') {
     const report = reports[requested];
     if (!usable(report)) {
