@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { VmdeskError, ErrorCode } from '../api/errors.js';
 import { access } from 'node:fs/promises';
 import { qemuImgPath } from './host-tools.js';
+import { currentCancelSignal } from './cancel.js';
 
 export interface ImgSnapshot {
   /** QEMU's tag (what `qemu-img snapshot -l` calls the name). */
@@ -145,7 +146,9 @@ export async function convert(src: string, dst: string, o: ConvertOptions): Prom
   args.push(src, dst);
   try {
     await qemuImg(args, {
-      signal: o.signal,
+      // Without a signal of its own, a copy stops when the RPC it serves is cancelled (job.cancel); only the
+      // copy: clean-up after a cancel still runs its qemu-img calls.
+      signal: o.signal ?? currentCancelSignal(),
       onStdout: (c) => {
         const f = parseConvertProgress(c);
         if (f !== undefined) o.onProgress?.(f);
