@@ -21,3 +21,31 @@ export function parseSize(text: string): number {
   if (!Number.isSafeInteger(bytes)) throw new Error(`invalid size "${text}"`);
   return bytes;
 }
+
+/** A CPU list as taskset and cgroups write it ("0-3,6"), to sorted unique numbers; bounded so hostile input stays cheap. */
+export function parseCpuList(text: string, max = 4095): number[] {
+  const t = text.trim();
+  if (!t || t.length > 1024 || !/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(t)) throw new Error(`invalid CPU list "${text.slice(0, 64)}" (use e.g. 0,2-3)`);
+  const out = new Set<number>();
+  for (const part of t.split(',')) {
+    const [a, b] = part.split('-').map(Number) as [number, number | undefined];
+    const hi = b ?? a;
+    if (a > max || hi > max) throw new Error(`CPU ${Math.max(a, hi)} is past the largest CPU number VMDesk accepts (${max})`);
+    if (hi < a) throw new Error(`invalid CPU range "${part}" (the first number must be the smaller)`);
+    for (let c = a; c <= hi; c++) out.add(c);
+  }
+  return [...out].sort((x, y) => x - y);
+}
+
+/** The shortest CPU list text for numbers: [0,1,2,5] -> "0-2,5". */
+export function formatCpuList(cpus: readonly number[]): string {
+  const s = [...new Set(cpus)].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < s.length; ) {
+    let j = i;
+    while (j + 1 < s.length && s[j + 1] === s[j]! + 1) j++;
+    parts.push(j > i ? `${s[i]}-${s[j]}` : String(s[i]));
+    i = j + 1;
+  }
+  return parts.join(',');
+}
