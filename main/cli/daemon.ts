@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { ErrorCode, VmdeskError } from '../api/errors.js';
 import { connectDaemon } from '../client/daemon-client.js';
-import { nodeChildEnv, nodeEntry } from '../platform/node-entry.js';
+import { nodeEntryCommand } from '../platform/node-entry.js';
 import type { CliIo } from './main.js';
 import { Rpc } from './rpc.js';
 
@@ -69,7 +69,8 @@ export async function runDaemonCli(home: string, args: string[], io: CliIo): Pro
       const i = rest.indexOf('--idle-ms');
       const idle = i >= 0 ? rest[i + 1] : '0';
       if (!/^\d+$/.test(idle ?? '')) throw new VmdeskError(ErrorCode.invalid, '--idle-ms must be a whole number of milliseconds');
-      const child = spawn(process.execPath, [...nodeEntry(import.meta.url, '../daemon/main'), '--home', home, '--idle-ms', idle!], { stdio: 'inherit', env: nodeChildEnv() });
+      const cmd = nodeEntryCommand('daemon/main');
+      const child = spawn(cmd.command, [...cmd.args, '--home', home, '--idle-ms', idle!], { stdio: 'inherit', env: cmd.env });
       const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
       process.on('SIGINT', forward('SIGINT'));
       process.on('SIGTERM', forward('SIGTERM'));

@@ -10,7 +10,8 @@ import { FrameClient, RpcCallError, type FrameTransport } from '../api/frame-cli
 import { PROTOCOL_VERSION } from '../api/values.js';
 import { connectUnixSocket } from '../platform/process.js';
 import { lineSplitter } from '../platform/lines.js';
-import { buildInfo, nodeChildEnv, nodeEntry } from '../platform/node-entry.js';
+import { buildInfo } from '../platform/node-entry.js';
+import { ensureRuntimeCopy, nodeCommand, resources } from '../platform/resources.js';
 import { daemonSocketPath, ensurePrivateDir, runtimeRoot } from '../platform/paths.js';
 
 /** Frames bigger than this from the daemon end the connection (its answers are bounded far below). */
@@ -71,12 +72,20 @@ async function tryConnect(socketPath: string): Promise<Socket | undefined> {
 export function spawnDaemon(home: string): { exited: Promise<number | null> } {
   const logs = path.join(home, 'logs');
   mkdirSync(logs, { recursive: true, mode: 0o700 });
+  // The daemon runs from the daemon tree resources.ts names, never from an AppImage's mount (copied out first).
+  const r = resources();
+  try {
+    ensureRuntimeCopy(r);
+  } catch (e) {
+    throw new VmdeskError(ErrorCode.host, `cannot prepare the VMDesk daemon's runtime: ${(e as Error).message}`);
+  }
+  const cmd = nodeCommand(r, 'daemon/main');
   const out = openSync(path.join(logs, 'daemon.log'), 'a', 0o600);
   try {
-    const child = spawn(process.execPath, [...nodeEntry(import.meta.url, '../daemon/main'), '--home', home], {
+    const child = spawn(cmd.command, [...cmd.args, '--home', home], {
       detached: true,
       stdio: ['ignore', out, out],
-      env: nodeChildEnv(),
+      env: cmd.env,
       cwd: home,
     });
     const exited = new Promise<number | null>((resolve) => {

@@ -2,23 +2,11 @@
 // The micro-VM engine types its KVM surface on top of this; the platform layer uses its file locks.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { resources } from './resources.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-
-/** The repository (or app) root, whether this runs from main/platform (TS) or dist/main/platform. */
-function appRoot(): string {
-  let dir = here;
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native'))) return dir;
-    dir = dirname(dir);
-  }
-  return resolve(here, '../..');
-}
-
+/** Where the addon is (VMDESK_NATIVE_ADDON, or the daemon tree's native/build/Release): resources.ts decides. */
 export function addonPath(): string {
-  return process.env.VMDESK_NATIVE_ADDON ?? join(appRoot(), 'native', 'build', 'Release', 'vmdesk_native.node');
+  return resources().nativeAddon;
 }
 
 let cached: { module?: unknown; error?: Error } | undefined;

@@ -3,9 +3,6 @@
 // It holds no VM state: everything comes from the daemon, like the CLI.
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
-import { existsSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { WS_PATH, VNC_PATH_PREFIX } from '../api/rpc.js';
 import type { RpcError } from '../api/rpc.js';
@@ -14,6 +11,7 @@ import { RpcCallError } from '../api/frame-client.js';
 import { connectDaemon } from '../client/daemon-client.js';
 import { connectUnixSocket } from '../platform/process.js';
 import { daemonSocketPath } from '../platform/paths.js';
+import { resources } from '../platform/resources.js';
 import { relay } from './relay.js';
 import { allowedHosts, assertListenHost, hostAllowed, newToken, originAllowed, presentedToken, sameOriginLocation, tokenCookie, tokenMatches } from './auth.js';
 import { StaticFiles, send } from './static-files.js';
@@ -77,11 +75,9 @@ export function securityHeaders(wsOrigin: string): Record<string, string> {
   };
 }
 
+/** The built renderer, wherever this code runs from (resources.ts). */
 export function defaultStaticDir(): string {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  // Compiled: dist/main/server → dist/renderer. From sources (tests): main/server → dist/renderer.
-  const candidates = [path.resolve(here, '../../renderer'), path.resolve(here, '../../dist/renderer')];
-  return candidates.find((d) => existsSync(path.join(d, 'index.html')) && existsSync(path.join(d, 'assets'))) ?? candidates[1]!;
+  return resources().rendererDir;
 }
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {

@@ -1,8 +1,7 @@
 // Where a micro-VM's files live (sockets and the runtime record in the runtime dir; logs and the exit record
 // in the bundle), and where the vmdesk-microvm executable is.
-import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { resources } from '../../platform/resources.js';
 
 export interface MicrovmRuntimeFiles {
   /** Control socket: line requests, JSON-lines replies and events (native/README.md). */
@@ -45,24 +44,10 @@ export function microvmBundleFiles(bundleDir: string): MicrovmBundleFiles {
 /** Unix socket paths are limited to 108 bytes (104 on macOS); keep a margin. */
 export const SOCKET_PATH_MAX = 100;
 
-const here = dirname(fileURLToPath(import.meta.url));
-
-/** The repository (or packaged app) root, from main/engines/microvm (TS) or dist/main/engines/microvm (JS). */
-function appRoot(): string {
-  let dir = here;
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native'))) return dir;
-    dir = dirname(dir);
-  }
-  return resolve(here, '../../..');
-}
-
 /**
  * The vmdesk-microvm executable: VMDESK_MICROVM_EXE when set, else the one native/build.mjs builds next to the
- * addon. A packaged app keeps it outside the asar archive (app.asar.unpacked), where it can be executed.
+ * addon, in the daemon's tree (a packaged app ships it in the daemon payload, outside the archive).
  */
 export function microvmExecutable(): string {
-  if (process.env.VMDESK_MICROVM_EXE) return process.env.VMDESK_MICROVM_EXE;
-  const file = join(appRoot(), 'native', 'build', 'Release', 'vmdesk-microvm');
-  return file.replace(`${join('', 'app.asar')}/`, `${join('', 'app.asar.unpacked')}/`);
+  return resources().microvmExecutable;
 }

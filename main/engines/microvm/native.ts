@@ -2,8 +2,7 @@
 // that the QEMU engine's accel "auto" and `vmdesk host` use.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { addonPath } from '../../platform/native-addon.js';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import type { AcceleratorReport } from '../../api/schema.js';
 
@@ -134,21 +133,7 @@ export interface NativeAddon extends Partial<NativeFlock>, Partial<NativeSpawn> 
   Vm: new (opts: NativeVmOptions) => NativeVm;
 }
 
-const here = dirname(fileURLToPath(import.meta.url));
-
-/** The repository root, whether this file runs from main/engines/microvm (TS) or dist/main/engines/microvm. */
-function repoRoot(): string {
-  let dir = here;
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'main'))) return dir;
-    dir = dirname(dir);
-  }
-  return resolve(here, '../../..');
-}
-
-export function addonPath(): string {
-  return process.env.VMDESK_NATIVE_ADDON ?? join(repoRoot(), 'native', 'build', 'Release', 'vmdesk_native.node');
-}
+export { addonPath };
 
 let cached: NativeAddon | undefined;
 let loadError: VmdeskError | undefined;

@@ -20,6 +20,7 @@ export interface QemuCapabilities {
 
 export { findOnPath, qemuSystemPath, qemuImgPath } from '../../platform/host-tools.js';
 import { qemuSystemPath } from '../../platform/host-tools.js';
+import { firmwareCandidates, type FirmwarePaths } from '../../platform/resources.js';
 
 export function requireQemuSystem(): string {
   const path = qemuSystemPath();
@@ -91,22 +92,11 @@ export async function qemuStatus(): Promise<{ found: boolean; path?: string; ver
   }
 }
 
-/** UEFI firmware shipped by Debian's ovmf package (and the usual places elsewhere). */
-export interface FirmwarePaths {
-  code: string;
-  varsTemplate: string;
-}
-
-const OVMF_CANDIDATES: FirmwarePaths[] = [
-  { code: '/usr/share/OVMF/OVMF_CODE_4M.fd', varsTemplate: '/usr/share/OVMF/OVMF_VARS_4M.fd' },
-  { code: '/usr/share/OVMF/OVMF_CODE.fd', varsTemplate: '/usr/share/OVMF/OVMF_VARS.fd' },
-  { code: '/usr/share/edk2/ovmf/OVMF_CODE.fd', varsTemplate: '/usr/share/edk2/ovmf/OVMF_VARS.fd' },
-  { code: '/opt/homebrew/share/qemu/edk2-x86_64-code.fd', varsTemplate: '/opt/homebrew/share/qemu/edk2-i386-vars.fd' },
-  { code: '/usr/local/share/qemu/edk2-x86_64-code.fd', varsTemplate: '/usr/local/share/qemu/edk2-i386-vars.fd' },
-];
+/** UEFI firmware of the host (Debian's ovmf package and the usual places elsewhere): resources.ts lists where. */
+export type { FirmwarePaths } from '../../platform/resources.js';
 
 export function findUefiFirmware(): FirmwarePaths | undefined {
-  return OVMF_CANDIDATES.find((c) => isReadable(c.code) && isReadable(c.varsTemplate));
+  return firmwareCandidates(qemuSystemPath()).find((c) => isReadable(c.code) && isReadable(c.varsTemplate));
 }
 
 function isReadable(path: string): boolean {
