@@ -95,6 +95,21 @@ const scenarios: Record<string, QemuArgsInput> = {
     }),
   },
   'kvm-accel': { ...base, accel: 'kvm', paused: true, config: config({ accel: 'kvm', cpus: 4, memoryMiB: 2048 }) },
+  // Issue 11: internal networks are QEMU-side stream servers the daemon's switch connects to, beside passt NAT
+  // and an unplugged card; the balloon device comes last so the other devices keep their PCI slots.
+  'internal-balloon': {
+    ...base,
+    capabilities: { sandbox: true, passt: true },
+    config: config({
+      balloon: true,
+      network: [
+        { mode: 'nat', mac: '52:54:00:0a:0b:0c', forwards: [] },
+        { mode: 'internal', network: 'lab', mac: '52:54:00:0a:0b:0d', forwards: [] },
+        { mode: 'none', forwards: [] },
+        { mode: 'internal', network: 'other', mac: '52:54:00:0a:0b:0e', forwards: [], model: 'e1000e' },
+      ],
+    }),
+  },
 };
 
 describe('buildQemuArgs golden files', () => {

@@ -142,8 +142,9 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
   config.network.forEach((adapter, index) => {
     if (adapter.mode === 'none') return;
     const id = `net${index}`;
-    if (adapter.mode === 'nat' && input.capabilities.passt) {
-      // QEMU listens; the engine connects passt to this socket (see passt.ts).
+    if ((adapter.mode === 'nat' && input.capabilities.passt) || adapter.mode === 'internal') {
+      // QEMU listens; the engine connects passt to this socket (see passt.ts), or the daemon its switch for
+      // an internal network (main/core/switch.ts).
       args.push('-netdev', `stream,id=${id},server=on,addr.type=unix,addr.path=${optValue('network socket path', run.net(index))}`);
     } else {
       // QEMU's own user network: the guest reaches the host's loopback at 10.0.2.2 (VirtualBox's NAT).
@@ -170,6 +171,10 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
       `logfile=${optValue('serial log path', logs.serialLog)},logappend=on`,
   );
   args.push('-device', 'isa-serial,chardev=serial0,id=com1');
+  // The memory balloon comes after every other PCI device so their slots (and saved states) stay as they were.
+  // Free page reporting hands pages the guest frees back to the host; deflate-on-oom lets a guest short of
+  // memory take balloon pages back rather than kill its processes.
+  if (config.balloon) args.push('-device', 'virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on');
 
   args.push('-chardev', `socket,id=qmp,path=${optValue('QMP socket path', run.qmp)},server=on,wait=off`);
   args.push('-mon', 'chardev=qmp,mode=control');
