@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { CreateVmRequest, DiskBus, DiskFormat, HostInfo, LIMITS, VmInfo, VmName, VmSettingsPatch, VmState } from './schema.js';
 import type { VmEvent } from './events.js';
+import { ToolRpcMethods } from './rpc-tools.js';
 
 export const DaemonStatus = z.object({
   pid: z.number(),
@@ -213,7 +214,7 @@ export const SNAPSHOT_LONG_METHODS: readonly SnapshotRpcMethod[] = ['snapshot.ta
 // ---- the whole contract ------------------------------------------------------------------------------
 
 /** Every method the server answers: the VM methods above plus the snapshot module's. */
-export const AllRpcMethods = { ...RpcMethods, ...SnapshotRpcMethods } as const;
+export const AllRpcMethods = { ...RpcMethods, ...SnapshotRpcMethods, ...ToolRpcMethods } as const;
 
 export type RpcMethod = keyof typeof AllRpcMethods;
 /** What a caller passes (defaults not yet applied). */

@@ -8,6 +8,10 @@ import { VmdeskError, ErrorCode, isVmdeskError } from '../api/errors.js';
 import type { VmEvent } from '../api/events.js';
 import { snapshotHandlers } from './snapshot-handlers.js';
 import { fromOsError } from '../platform/os-errors.js';
+import { toolHandlers } from './tool-handlers.js';
+import { CANCELLABLE_METHODS } from '../api/rpc-tools.js';
+import { withCancelSignal } from '../platform/cancel.js';
+import { historyOf } from '../core/tools.js';
 
 type Parsed<M extends VmRpcMethod> = z.output<(typeof RpcMethods)[M]['params']>;
 type Result<M extends VmRpcMethod> = z.input<(typeof RpcMethods)[M]['result']>;
@@ -71,7 +75,20 @@ const vmHandlers: VmHandlers = {
 };
 
 /** One handler per contract method; both tables are complete by their types, so no method goes unanswered. */
-const handlers = { ...vmHandlers, ...snapshotHandlers };
+const handlers = { ...vmHandlers, ...snapshotHandlers, ...toolHandlers, 'job.cancel': async (_core: Core, p: { opId: string }) => cancel(p.opId) };
+
+/** Cancellable calls in flight, by opId (job.cancel aborts their copies: see platform/cancel.ts). */
+const inFlight = new Map<string, AbortController>();
+
+function cancel(opId: string): { cancelled: boolean; reason?: string } {
+  const c = inFlight.get(opId);
+  if (!c) return { cancelled: false, reason: 'no cancellable operation with that id is running (it may just have finished)' };
+  c.abort();
+  return { cancelled: true };
+}
+
+/** Calls that only read: not worth a line in a VM's history. */
+const QUERIES = new Set(['vm.list', 'vm.get', 'vm.screenshot', 'vm.serialLog', 'vm.vncSocket', 'host.info', 'daemon.status', 'snapshot.list', 'snapshot.info', 'snapshot.thumbnail', 'files.list', 'files.stat', 'vm.logs', 'host.ports', 'job.cancel']);
 
 export function toRpcError(e: unknown): RpcError {
   if (isVmdeskError(e)) return { code: e.code, message: e.message, details: [...e.details] };
@@ -98,12 +115,25 @@ export async function dispatch(core: Core, method: string, params: unknown, opts
     if (long) opts.emit({ type: 'progress', opId, id: vmId, phase, fraction });
   };
   const run = handlers[method] as (core: Core, p: unknown, ctx: Ctx) => Promise<unknown>;
+  // VMDesk's own history of each VM (vm.logs source "events"): what was asked of it and how that went.
+  const history = historyOf(core);
+  const record = (text: string) => {
+    if (!vmId || QUERIES.has(method)) return;
+    void core.resolve(vmId).then((e) => history.add(e.id, text), () => undefined);
+  };
+  const canceller = CANCELLABLE_METHODS.includes(method) && !inFlight.has(opId) ? new AbortController() : undefined;
+  if (canceller) inFlight.set(opId, canceller);
   try {
-    const result = await run(core, parsed.data, { progress, daemon: opts.daemon });
+    const call = () => run(core, parsed.data, { progress, daemon: opts.daemon });
+    const result = await (canceller ? withCancelSignal(canceller.signal, call) : call());
     if (long) opts.emit({ type: 'progress', opId, id: vmId, phase: 'done', fraction: 1, done: true });
+    record(`${method} done`);
     return result;
   } catch (e) {
     if (long) opts.emit({ type: 'progress', opId, id: vmId, phase: 'failed', done: true, error: e instanceof Error ? e.message : String(e) });
+    record(`${method} failed: ${e instanceof Error ? e.message : String(e)}`);
     throw e;
+  } finally {
+    if (canceller) inFlight.delete(opId);
   }
 }
