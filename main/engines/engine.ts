@@ -131,8 +131,8 @@ export interface VmRuntime {
   setLink?(adapter: number, up: boolean): Promise<void>;
   /** Adapters whose link is down now. */
   linksDown?(): number[];
-  /** Applies the engine's own limits (memory target, disk I/O) to the running guest (limits.live). */
-  applyLimits?(limits: ResourceLimits): Promise<void>;
+  /** Applies the engine's own limits of these kinds (memory target, disk I/O) to the running guest (limits.live). */
+  applyLimits?(limits: ResourceLimits, kinds: readonly LimitKind[]): Promise<void>;
 }
 
 /** A file that carries a VM's snapshots: a writable disk, or the UEFI variable store. */
