@@ -28,6 +28,7 @@ import { checkReadableFile, checkResources, hostCapacity, parseOrThrow } from '.
 import { defaultHome } from '../platform/paths.js';
 import { admitImage, formatFromName } from './images/gate.js';
 import { containedPath } from '../platform/contain.js';
+import { writeFileAtomic } from '../platform/atomic.js';
 import { SerialHub, fileTail, type SerialSession } from './serial.js';
 import type { ProgressFn, SnapshotCore, UsableEntry } from './services.js';
 
@@ -521,10 +522,16 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     checkCapabilities(r.config, eng);
     let cpus = 0;
     let memoryMiB = 0;
+    const forwards = new Map(r.config.network.flatMap((n) => n.forwards.map((f) => [`${f.protocol}:${f.hostPort}`, f] as const)));
     for (const o of this.vms.values()) {
       if (o.id === r.id || !o.config || !isAlive(o.state)) continue;
       cpus += o.config.cpus;
       memoryMiB += o.config.memoryMiB;
+      // Another VM's forward holds the port: say which VM, not just "in use".
+      for (const f of o.config.network.flatMap((n) => n.forwards)) {
+        const mine = forwards.get(`${f.protocol}:${f.hostPort}`);
+        if (mine) throw new VmdeskError(ErrorCode.busy, `cannot start "${r.config.name}": host port ${mine.hostPort} (forwarded to guest port ${mine.guestPort}) is already forwarded to the running VM "${o.config.name}"`);
+      }
     }
     const warnings = checkResources(r.config, hostCapacity(), { cpus, memoryMiB });
     const inUse = this.disksInUse(r.id);
@@ -541,15 +548,30 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
       if (r.config.directKernel.initrd) await checkReadableFile(r.config.directKernel.initrd, 'initrd');
     }
     this.library.ensureRuntimeDir(r.id);
-    const before = r.state;
+    const attemptAt = Date.now();
     r.state = 'starting';
     this.emitState(r);
     let rt: VmRuntime;
     try {
       rt = await eng.start(this.ctx(r), opts);
     } catch (e) {
-      r.lastExit = readLastExit(r.dir) ?? r.lastExit;
-      r.state = before === 'crashed' || r.lastExit?.reason === 'crashed' ? 'crashed' : 'stopped';
+      // A start that failed is no crash: the VM is stopped, and its last exit says why it did not start
+      // (kept in logs/last-exit.json, so the next daemon says the same).
+      const exit = readLastExit(r.dir);
+      const ofThisAttempt = exit && Date.parse(exit.at) >= attemptAt - 1000 ? exit : undefined;
+      r.lastExit = {
+        at: new Date().toISOString(),
+        reason: 'start-failed',
+        detail: e instanceof Error ? e.message : String(e),
+        exitCode: ofThisAttempt?.exitCode ?? null,
+        signal: ofThisAttempt?.signal ?? null,
+        logTail: ofThisAttempt?.logTail.length ? ofThisAttempt.logTail : e instanceof VmdeskError ? [...e.details] : [],
+      };
+      r.state = 'stopped';
+      await fs
+        .mkdir(path.join(r.dir, 'logs'), { recursive: true, mode: 0o700 })
+        .then(() => writeFileAtomic(path.join(r.dir, 'logs', 'last-exit.json'), JSON.stringify(r.lastExit, null, 2) + '\n'))
+        .catch(() => undefined);
       this.emitState(r);
       throw e;
     }
