@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { CreateVmRequest, DiskBus, DiskFormat, HostInfo, LIMITS, VmInfo, VmName, VmSettingsPatch, VmState } from './schema.js';
 import type { VmEvent } from './events.js';
+import { SnapshotSchedule } from './schema.js';
 import { ToolRpcMethods } from './rpc-tools.js';
 
 export const DaemonStatus = z.object({
@@ -144,6 +145,8 @@ export const SnapshotViewSchema = z.object({
   linkedClones: z.array(z.string()),
   /** Micro-VM snapshots: their state file under snapshots/ (memory and CPU state; disk contents not captured). */
   stateFile: z.string().optional(),
+  /** Taken by VMDesk on its own: 'safety' before a restore, 'scheduled' by the VM's schedule (retention prunes these). */
+  auto: z.enum(['safety', 'scheduled']).optional(),
   isCurrent: z.boolean(),
   missingOn: z.array(z.string()),
   children: z.array(z.string()),
@@ -158,23 +161,75 @@ export const SnapshotListingSchema = z.object({
   snapshots: z.array(SnapshotViewSchema),
   notes: z.array(z.string()),
   unsupported: z.array(z.object({ diskId: z.string(), format: z.string(), hint: z.string() })),
+  /** The VM's snapshot schedule, and when the daemon takes the next one (null while it does not run). */
+  schedule: z.object({ everyMinutes: z.number(), keep: z.number(), nextAt: z.string().nullable(), lastAt: z.string().optional(), lastError: z.string().optional() }).nullable().optional(),
+  /** Safety snapshots ("Before restoring X") each VM keeps; null keeps all. */
+  safetyKeep: z.number().nullable().optional(),
 });
 export type SnapshotListingWire = z.infer<typeof SnapshotListingSchema>;
 
 const SnapshotNodeWire = SnapshotViewSchema.omit({ isCurrent: true, missingOn: true, children: true });
 
+/** A setting that differs, in words: "Memory" "256 MiB" → "384 MiB". */
+export const WordChangeSchema = z.object({ label: z.string(), from: z.string(), to: z.string() });
+export type WordChangeWire = z.infer<typeof WordChangeSchema>;
+
+/** What a restore would do, before it runs (main/core/snapshots/restore.ts restorePlan). */
+export const RestorePlanSchema = z.object({
+  snapshot: z.object({ id: z.string(), name: z.string(), kind: z.enum(['live', 'disk-only']), time: z.string(), memoryOnly: z.boolean() }),
+  stateNow: VmState,
+  stateAfter: z.enum(['running', 'stopped']),
+  inPlace: z.boolean(),
+  starts: z.boolean(),
+  powersOff: z.boolean(),
+  settings: z.array(WordChangeSchema),
+  detaches: z.array(z.string()),
+  disksRevert: z.boolean(),
+  safety: z.union([
+    z.object({ taken: z.literal(true), name: z.string(), kind: z.enum(['live', 'disk-only']), memoryMiB: z.number() }),
+    z.object({ taken: z.literal(false), reason: z.string() }),
+  ]),
+  prunes: z.array(z.object({ id: z.string(), name: z.string(), vmStateBytes: z.number() })),
+  safetyKeep: z.number().nullable(),
+  blockers: z.array(z.string()),
+  steps: z.array(z.string()),
+});
+export type RestorePlanWire = z.infer<typeof RestorePlanSchema>;
+
+export const SnapshotPrefsSchema = z.object({ safetyKeep: z.number().int().min(1).max(100).nullable() });
+
 export const SnapshotRpcMethods = {
   'snapshot.list': { params: ById, result: SnapshotListingSchema },
   'snapshot.info': {
     params: z.object({ id: VmRef, snapshot: SnapRef }).strict(),
-    result: SnapshotViewSchema.extend({ configDiff: z.array(z.object({ field: z.string(), from: z.unknown(), to: z.unknown() })), thumbnailPath: z.string().nullable() }),
+    result: SnapshotViewSchema.extend({
+      configDiff: z.array(z.object({ field: z.string(), from: z.unknown(), to: z.unknown() })),
+      /** The same differences in words, snapshot → now. */
+      changes: z.array(WordChangeSchema).optional(),
+      thumbnailPath: z.string().nullable(),
+    }),
   },
   'snapshot.thumbnail': { params: z.object({ id: VmRef, snapshot: SnapRef }).strict(), result: z.object({ png: Base64.nullable() }) },
   'snapshot.take': { params: z.object({ id: VmRef, name: z.string().max(256), description: z.string().max(4096).optional() }).strict(), result: SnapshotNodeWire },
   'snapshot.restore': {
     params: z.object({ id: VmRef, snapshot: SnapRef, saveCurrent: z.boolean().optional() }).strict(),
-    result: z.object({ restored: SnapshotNodeWire, safety: SnapshotNodeWire.optional(), info: VmInfo, warnings: z.array(z.string()) }),
+    result: z.object({ restored: SnapshotNodeWire, safety: SnapshotNodeWire.optional(), info: VmInfo, warnings: z.array(z.string()), pruned: z.array(z.string()).optional() }),
   },
+  /** What restoring would do (nothing changes): state before and after, settings that revert, safety snapshot, retention. */
+  'snapshot.restorePlan': { params: z.object({ id: VmRef, snapshot: SnapRef, saveCurrent: z.boolean().optional() }).strict(), result: RestorePlanSchema },
+  /** Settings of snapshot `from` against snapshot `to`, or against the VM's settings now when `to` is absent. */
+  'snapshot.compare': {
+    params: z.object({ id: VmRef, from: SnapRef, to: SnapRef.optional() }).strict(),
+    result: z.object({ from: z.object({ id: z.string(), name: z.string() }), to: z.object({ id: z.string(), name: z.string() }).nullable(), changes: z.array(WordChangeSchema), unknown: z.boolean() }),
+  },
+  /** Applies retention now: old safety snapshots past the preference, scheduled ones past the VM's schedule. */
+  'snapshot.prune': { params: ById, result: z.object({ deleted: z.array(z.string()) }) },
+  /** Makes an automatic snapshot a person's: retention never deletes it. */
+  'snapshot.keep': { params: z.object({ id: VmRef, snapshot: SnapRef }).strict(), result: SnapshotNodeWire },
+  /** Sets the VM's snapshot schedule (null: none) in vm.json; the daemon's scheduler follows it. */
+  'snapshot.schedule': { params: z.object({ id: VmRef, schedule: SnapshotSchedule.nullable() }).strict(), result: VmInfo },
+  /** Library-wide snapshot preferences: read them, or change the fields given. */
+  'snapshot.preferences': { params: SnapshotPrefsSchema.partial().strict(), result: SnapshotPrefsSchema },
   'snapshot.delete': { params: z.object({ id: VmRef, snapshot: SnapRef, branch: z.boolean().optional() }).strict(), result: z.object({ deleted: z.array(z.string()) }) },
   'snapshot.rename': { params: z.object({ id: VmRef, snapshot: SnapRef, name: z.string().max(256) }).strict(), result: SnapshotNodeWire },
   'snapshot.describe': { params: z.object({ id: VmRef, snapshot: SnapRef, description: z.string().max(4096) }).strict(), result: SnapshotNodeWire },
@@ -209,7 +264,7 @@ export type SnapshotRpcParams<M extends SnapshotRpcMethod> = z.input<(typeof Sna
 export type SnapshotRpcResult<M extends SnapshotRpcMethod> = z.output<(typeof SnapshotRpcMethods)[M]['result']>;
 
 /** Snapshot methods that take seconds and report progress events. */
-export const SNAPSHOT_LONG_METHODS: readonly SnapshotRpcMethod[] = ['snapshot.take', 'snapshot.restore', 'snapshot.delete', 'snapshot.convertDisk', 'snapshot.clone', 'vm.export', 'vm.import'];
+export const SNAPSHOT_LONG_METHODS: readonly SnapshotRpcMethod[] = ['snapshot.take', 'snapshot.restore', 'snapshot.delete', 'snapshot.prune', 'snapshot.convertDisk', 'snapshot.clone', 'vm.export', 'vm.import'];
 
 // ---- the whole contract ------------------------------------------------------------------------------
 

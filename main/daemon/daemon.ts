@@ -19,6 +19,8 @@ import { lineChannel } from './channel.js';
 import { Session } from './session.js';
 import { emptyStats, resolveLimits, type ConnectionLimits, type ServerStats } from './limits.js';
 import type { DaemonControl } from './dispatch.js';
+import { SnapshotManager } from '../core/snapshots/manager.js';
+import { SnapshotScheduler, type SchedulerOptions } from '../core/snapshots/scheduler.js';
 
 /** Idle daemons exit after this long (VMDESK_DAEMON_IDLE_MS overrides; 0 never exits on its own). */
 export const DEFAULT_IDLE_EXIT_MS = 30_000;
@@ -28,10 +30,14 @@ export interface DaemonOptions {
   idleExitMs?: number;
   limits?: Partial<ConnectionLimits>;
   log?: (line: string) => void;
+  /** The snapshot scheduler's tick and clock (tests). */
+  scheduler?: SchedulerOptions;
 }
 
 export interface RunningDaemon {
   readonly core: Core;
+  /** Takes the VMs' scheduled snapshots while they run (tests call its runDue to make time pass). */
+  readonly scheduler: SnapshotScheduler;
   readonly socketPath: string;
   stats(): ServerStats & { clients: number };
   /** Resolves when the daemon has stopped (idle exit, daemon.stop, close()). */
@@ -76,6 +82,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     for (const s of sessions) s.pushEvent(ev);
   };
   core.on('event', broadcast);
+  const scheduler = new SnapshotScheduler(core, new SnapshotManager(core), { log, ...opts.scheduler }).start();
 
   const idle = () => sessions.size === 0 && core.runningCount() === 0 && core.jobs().length === 0;
 
@@ -167,6 +174,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     if (closing) return closed;
     closing = true;
     clearInterval(idleTimer);
+    await scheduler.stop();
     core.off('event', broadcast);
     for (const s of sessions) s.close();
     // server.close() resolves only once every connection has ended: end them (what was sent, such as the
@@ -186,6 +194,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
 
   return {
     core,
+    scheduler,
     socketPath,
     stats: () => {
       const s = { ...counters, clients: sessions.size };

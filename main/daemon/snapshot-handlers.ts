@@ -16,7 +16,7 @@ export type SnapshotHandlers = { [M in SnapshotRpcMethod]: (core: Core, p: Parse
 
 // One manager per core: it holds no state beyond the core, so this only saves allocations.
 const managers = new WeakMap<Core, SnapshotManager>();
-function snaps(core: Core): SnapshotManager {
+export function snaps(core: Core): SnapshotManager {
   let m = managers.get(core);
   if (!m) managers.set(core, (m = new SnapshotManager(core)));
   return m;
@@ -32,6 +32,13 @@ export const snapshotHandlers: SnapshotHandlers = {
   'snapshot.delete': (core, p, { progress }) => core.job(p.id, 'snapshot.delete', 'snapshot.delete', () => snaps(core).delete(p.id, p.snapshot, { branch: p.branch, onProgress: progress })),
   'snapshot.rename': (core, p) => core.job(p.id, 'snapshot.edit', 'snapshot.rename', () => snaps(core).rename(p.id, p.snapshot, p.name)),
   'snapshot.describe': (core, p) => core.job(p.id, 'snapshot.edit', 'snapshot.describe', () => snaps(core).describe(p.id, p.snapshot, p.description)),
+  'snapshot.restorePlan': (core, p) => snaps(core).restorePlan(p.id, p.snapshot, { snapshotCurrent: p.saveCurrent }),
+  'snapshot.compare': (core, p) => snaps(core).compare(p.id, p.from, p.to),
+  'snapshot.prune': (core, p, { progress }) =>
+    core.job(p.id, 'snapshot.delete', 'snapshot.prune', async () => ({ deleted: (await snaps(core).prune(p.id, progress)).deleted.map((n) => n.name) })),
+  'snapshot.keep': (core, p) => core.job(p.id, 'snapshot.edit', 'snapshot.keep', () => snaps(core).keep(p.id, p.snapshot)),
+  'snapshot.schedule': (core, p) => core.job(p.id, 'update', 'snapshot.schedule', () => snaps(core).setSchedule(p.id, p.schedule)),
+  'snapshot.preferences': (core, p) => snaps(core).preferences(p.safetyKeep === undefined ? {} : { safetyKeep: p.safetyKeep }),
   'snapshot.convertDisk': (core, p, { progress }) => core.job(p.id, 'disk', 'snapshot.convertDisk', () => snaps(core).convertDisk(p.id, p.disk, progress)),
   'snapshot.clone': (core, p, { progress }) =>
     core.job(p.id, 'clone', 'snapshot.clone', () => cloneVm(core, snaps(core), p.id, { name: p.name, snapshot: p.snapshot, mode: p.linked ? 'linked' : 'full', onProgress: progress })),

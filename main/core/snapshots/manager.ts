@@ -3,21 +3,28 @@
 // (views, reconcile, take, restore, delete, edit, convert); the engine is reached only through the VM's
 // engine module (capabilities and snapshot provider). Every operation that changes a VM's snapshots holds
 // its in-process gate (gate.ts), so a list running meanwhile only reports.
-import type { VmInfo } from '../../api/schema.js';
+import type { SnapshotSchedule, VmInfo } from '../../api/schema.js';
 import type { SnapshotTarget } from '../../engines/engine.js';
 import { convertVmDisk } from './convert.js';
 import { deleteSnapshot, type DeleteOptions } from './delete.js';
 import { describePatch, editSnapshot, linkedClonePatch, renamePatch } from './edit.js';
 import { gateOf } from './gate.js';
-import { restoreSnapshot, type RestoreOptions, type RestoreResult } from './restore.js';
+import { readSnapshotPrefs, writeSnapshotPrefs, type SnapshotPrefs } from './prefs.js';
+import { restorePlan, restoreSnapshot, type RestoreOptions, type RestorePlan, type RestoreResult } from './restore.js';
+import { pruneAutomatic } from './retention.js';
+import { readTree } from './store.js';
 import { takeSnapshot, type TakeOptions } from './take.js';
-import type { SnapshotNode } from './tree.js';
+import { autoKindOf, findNode, type SnapshotNode } from './tree.js';
 import { listSnapshots, snapshotInfo, snapshotThumbnail, type SnapshotDetails, type SnapshotListing } from './views.js';
-import { loadVm, unsupportedError, type ProgressFn, type SnapshotCore, type SnapVm, type UsableEntry } from './vm.js';
+import { loadVm, uniqueSnapshotName, unsupportedError, type ProgressFn, type SnapshotCore, type SnapVm, type UsableEntry } from './vm.js';
+import { configChanges, type WordChange } from './words.js';
+import { VmdeskError, ErrorCode } from '../../api/errors.js';
 
 export type { SnapshotTarget } from '../../engines/engine.js';
 export type { DeleteOptions } from './delete.js';
-export type { RestoreOptions, RestoreResult } from './restore.js';
+export type { RestoreOptions, RestorePlan, RestoreResult } from './restore.js';
+export type { SnapshotPrefs } from './prefs.js';
+export type { WordChange } from './words.js';
 export { MEMORY_SNAPSHOT_NOTE, type TakeOptions } from './take.js';
 export type { SnapshotDetails, SnapshotListing, SnapshotView } from './views.js';
 export { diskFile, uefiVarsFile, type ProgressFn, type SnapshotCore } from './vm.js';
@@ -118,8 +125,72 @@ export class SnapshotManager {
     return this.exclusive(ref, 'cloning', (vm) => fn(vm.entry, async (o) => takeSnapshot(await loadVm(this.core, vm.entry.id), o)));
   }
 
+  // ---- automatic snapshots, retention, schedules, comparisons ------------------------------------------------
+
+  /** What restoring would do (state before and after, settings that revert, safety snapshot, retention). */
+  restorePlan(ref: string, snapRef: string, opts: { snapshotCurrent?: boolean } = {}): Promise<RestorePlan> {
+    return restorePlan(this.core, ref, snapRef, opts);
+  }
+
+  /** Settings of snapshot `fromRef` against snapshot `toRef`, or against the VM's settings now when absent. */
+  async compare(ref: string, fromRef: string, toRef?: string): Promise<{ from: { id: string; name: string }; to: { id: string; name: string } | null; changes: WordChange[]; unknown: boolean }> {
+    const entry = await this.core.usable(ref);
+    const tree = await readTree(entry.dir);
+    const a = findNode(tree, fromRef);
+    const b = toRef === undefined ? null : findNode(tree, toRef);
+    const toConfig = b ? b.config : entry.config;
+    return { from: { id: a.id, name: a.name }, to: b ? { id: b.id, name: b.name } : null, changes: configChanges(a.config, toConfig), unknown: !a.config || !toConfig };
+  }
+
+  /** A scheduled snapshot and the retention of its schedule, as one operation (the scheduler runs it as the VM's job). */
+  takeScheduled(ref: string, o: { name: string; description: string; keep: number }): Promise<{ node: SnapshotNode; pruned: string[] }> {
+    return this.exclusive(ref, 'taking a scheduled snapshot', async (vm) => {
+      const node = await takeSnapshot(vm, { name: uniqueSnapshotName(await readTree(vm.entry.dir), o.name), description: o.description, auto: 'scheduled' });
+      const pruned = await pruneAutomatic(this.core, vm.entry.id, 'scheduled', o.keep);
+      return { node, pruned: pruned.map((n) => n.name) };
+    });
+  }
+
+  /** Applies retention now: safety snapshots past the library's limit, scheduled ones past the VM's schedule. */
+  prune(ref: string, onProgress?: ProgressFn): Promise<{ deleted: SnapshotNode[] }> {
+    return this.exclusive(ref, 'removing old automatic snapshots', async (vm) => {
+      const { safetyKeep } = await readSnapshotPrefs(this.core.library.home);
+      const a = await pruneAutomatic(this.core, vm.entry.id, 'safety', safetyKeep, onProgress);
+      const keep = vm.entry.config.snapshotSchedule?.keep;
+      const b = keep ? await pruneAutomatic(this.core, vm.entry.id, 'scheduled', keep, onProgress) : [];
+      return { deleted: [...a, ...b] };
+    });
+  }
+
+  /** Makes an automatic snapshot a person's: retention never deletes it. */
+  keep(ref: string, snapRef: string): Promise<SnapshotNode> {
+    return this.exclusive(ref, `keeping snapshot "${snapRef}"`, (vm) =>
+      editSnapshot(vm.entry.dir, snapRef, (_t, n) => {
+        if (!autoKindOf(n)) throw new VmdeskError(ErrorCode.invalid, `snapshot "${n.name}" was not taken automatically; retention never deletes it`);
+        return { auto: undefined, description: n.description };
+      }),
+    );
+  }
+
+  /** Sets (or, with null, removes) the VM's snapshot schedule in vm.json. */
+  async setSchedule(ref: string, schedule: SnapshotSchedule | null): Promise<VmInfo> {
+    const entry = await this.core.usable(ref);
+    if (schedule) {
+      const eng = await this.core.engineOf(entry.config);
+      if (eng.capabilities.liveSnapshots === false) throw new VmdeskError(ErrorCode.invalid, `the ${entry.config.engine} engine cannot snapshot a running VM, so "${entry.config.name}" cannot have scheduled snapshots`);
+    }
+    const { snapshotSchedule: _old, ...rest } = entry.config;
+    void _old;
+    return this.core.saveConfig(entry.id, { ...rest, ...(schedule ? { snapshotSchedule: schedule } : {}), modifiedAt: new Date().toISOString() });
+  }
+
+  preferences(patch?: Partial<SnapshotPrefs>): Promise<SnapshotPrefs> {
+    return patch && Object.keys(patch).length ? writeSnapshotPrefs(this.core.library.home, patch) : readSnapshotPrefs(this.core.library.home);
+  }
+
   /** Converts a stopped VM's disk to its engine's own format (the fix offered for disks without snapshots). */
   convertDisk(ref: string, diskId: string, onProgress?: ProgressFn): Promise<VmInfo> {
     return this.exclusive(ref, `converting disk ${diskId}`, (vm) => convertVmDisk(vm, diskId, onProgress));
   }
 }
+

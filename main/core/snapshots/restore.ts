@@ -5,10 +5,13 @@ import { existsSync } from 'node:fs';
 import type { VmConfig, VmInfo } from '../../api/schema.js';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
 import type { EngineModule } from '../../engines/engine.js';
+import { readSnapshotPrefs } from './prefs.js';
+import { pruneAutomatic, pruneCandidates } from './retention.js';
 import { readTree, stateFilePath, writeTree } from './store.js';
 import { takeSnapshot } from './take.js';
-import { diffConfigs, findNode, isStateFileNode, type SnapshotNode, type SnapshotTree } from './tree.js';
+import { addNode, diffConfigs, findNode, isStateFileNode, SAFETY_DESCRIPTION_PREFIX, type SnapshotNode, type SnapshotTree } from './tree.js';
 import { diskFile, isRunning, livePhase, loadVm, powerOff, refOf, requireSettled, runtimeOf, uniqueSnapshotName, unsupportedError, type ProgressFn, type SnapVm, type UsableEntry } from './vm.js';
+import { configChanges, type WordChange } from './words.js';
 
 export interface RestoreOptions {
   /** Take a snapshot of the current state first (default true), so nothing is lost by restoring. */
@@ -23,6 +26,8 @@ export interface RestoreResult {
   safety?: SnapshotNode;
   info: VmInfo;
   warnings: string[];
+  /** Names of older safety snapshots that retention deleted afterwards. */
+  pruned: string[];
 }
 
 /** What a snapshot needs of the engine that will run it: 'full' or 'memory' live snapshots, or disk snapshots. */
@@ -41,7 +46,10 @@ function configForRestore(entry: UsableEntry, snap: VmConfig, warnings: string[]
   for (const d of entry.config.disks) {
     if (!snap.disks.some((x) => x.id === d.id)) warnings.push(`disk ${d.id} was added after the snapshot and is now detached; its file is kept at ${diskFile(entry.dir, d)}`);
   }
-  return { ...snap, id: entry.config.id, name: entry.config.name, createdAt: entry.config.createdAt };
+  // The schedule is not part of the snapshot's moment: the VM keeps the one it has now.
+  const { snapshotSchedule: _old, ...rest } = snap;
+  void _old;
+  return { ...rest, id: entry.config.id, name: entry.config.name, createdAt: entry.config.createdAt, ...(entry.config.snapshotSchedule ? { snapshotSchedule: entry.config.snapshotSchedule } : {}) };
 }
 
 /** Refuses what cannot be restored before anything changes: a lost state file, a target lacking the tag. */
@@ -139,15 +147,123 @@ export async function restoreSnapshot(vm: SnapVm, snapRef: string, opts: Restore
   // "You are here" moves to the restored snapshot.
   const tree = await readTree(entry.dir);
   await writeTree(entry.dir, { ...tree, current: node.id });
+  // Retention: only the newest safety snapshots stay (the one just taken among them).
+  const { safetyKeep } = await readSnapshotPrefs(core.library.home);
+  const pruned = (await pruneAutomatic(core, entry.id, 'safety', safetyKeep, progress).catch(() => [])).map((n) => n.name);
   progress('done', 1);
   const info = await core.get(entry.id);
   core.emit('event', { type: 'vm-updated', id: info.id, info });
-  return { restored: node, safety, info, warnings };
+  return { restored: node, safety, info, warnings, pruned };
 }
 
 /** The automatic "Before restoring X" snapshot, named so it never clashes with an existing one. */
 function takeSafety(vm: SnapVm, tree0: SnapshotTree, node: SnapshotNode, opts: RestoreOptions, progress: ProgressFn): Promise<SnapshotNode> {
   progress('saving the current state', 0);
   const name = uniqueSnapshotName(tree0, opts.currentName ?? `Before restoring ${node.name}`);
-  return takeSnapshot(vm, { name, description: `Taken automatically before restoring "${node.name}".`, onProgress: (p, f) => progress(`saving the current state: ${p}`, f) });
+  return takeSnapshot(vm, { name, description: `${SAFETY_DESCRIPTION_PREFIX} "${node.name}".`, auto: 'safety', onProgress: (p, f) => progress(`saving the current state: ${p}`, f) });
+}
+
+// ---- what a restore would do, before it runs -------------------------------------------------------------
+
+export interface RestorePlan {
+  snapshot: { id: string; name: string; kind: SnapshotNode['kind']; time: string; memoryOnly: boolean };
+  /** The VM's state now and once the restore has run. */
+  stateNow: VmInfo['state'];
+  stateAfter: 'running' | 'stopped';
+  /** The running guest is replaced in place (same process, same settings). */
+  inPlace: boolean;
+  /** The VM is stopped now and will be started (a live snapshot brings back a running guest). */
+  starts: boolean;
+  /** The guest running now is powered off (its state is saved first when `safety` says so). */
+  powersOff: boolean;
+  /** Settings that go back to the snapshot's, from now → after the restore. */
+  settings: WordChange[];
+  /** Disks added after the snapshot: detached by the restore (their files are kept). */
+  detaches: string[];
+  /** Whether the disks go back to the snapshot (memory-only snapshots leave them as they are). */
+  disksRevert: boolean;
+  /** The safety snapshot of the current state, or why there is none. */
+  safety: { taken: true; name: string; kind: 'live' | 'disk-only'; memoryMiB: number } | { taken: false; reason: string };
+  /** Safety snapshots retention deletes once this one has been added (oldest first). */
+  prunes: { id: string; name: string; vmStateBytes: number }[];
+  safetyKeep: number | null;
+  /** Why the restore would be refused; empty when it can run. */
+  blockers: string[];
+  /** Everything above in sentences, in the order it happens. */
+  steps: string[];
+}
+
+/**
+ * What restoring `snapRef` would do to the VM as it is now, in the order it would happen. Reads only (the
+ * engine's storage included, to find what would refuse it); the restore itself checks everything again.
+ */
+export async function restorePlan(core: SnapVm['core'], ref: string, snapRef: string, opts: { snapshotCurrent?: boolean } = {}): Promise<RestorePlan> {
+  const vm = await loadVm(core, ref);
+  const { entry } = vm;
+  const tree = await readTree(entry.dir);
+  const node = findNode(tree, snapRef);
+  const need = needOf(node);
+  const blockers: string[] = [];
+  const target = await core.engineOf(node.config ?? entry.config);
+  if (!offers(target, need)) blockers.push(`it needs an engine with ${need === 'offline' ? 'disk snapshots' : need === 'memory' ? 'memory snapshots' : 'live snapshots of memory and disks'}, which the ${target.kind} engine does not offer`);
+  else await checkRestorable(vm, node, need).catch((e: Error) => blockers.push(e.message));
+  if (vm.info.state === 'starting' || vm.info.state === 'stopping') blockers.push(`"${entry.config.name}" is ${vm.info.state}; wait until it has finished`);
+
+  const running = isRunning(vm.info.state);
+  const detachWarnings: string[] = [];
+  const after = node.config ? configForRestore(entry, node.config, detachWarnings) : entry.config;
+  const settings = configChanges(entry.config, after);
+  const sameConfig = node.config === null || diffConfigs(node.config, entry.config).length === 0;
+  const inPlace = need !== 'offline' && running && sameConfig;
+  const stateAfter = need === 'offline' ? 'stopped' : 'running';
+  const starts = need !== 'offline' && !running;
+  const powersOff = running && !inPlace;
+  const detaches = entry.config.disks.filter((d) => !(node.config?.disks ?? entry.config.disks).some((x) => x.id === d.id)).map((d) => d.id);
+
+  const wantSafety = opts.snapshotCurrent !== false;
+  let safety: RestorePlan['safety'];
+  let prunes: RestorePlan['prunes'] = [];
+  const { safetyKeep } = await readSnapshotPrefs(core.library.home);
+  if (!wantSafety) safety = { taken: false, reason: 'you chose not to save the current state' };
+  else if (!canSaveCurrent(vm)) safety = { taken: false, reason: running ? `the ${entry.config.engine} engine cannot snapshot a running VM` : `the ${entry.config.engine} engine cannot snapshot a stopped VM` };
+  else {
+    const name = uniqueSnapshotName(tree, `Before restoring ${node.name}`);
+    safety = { taken: true, name, kind: running ? 'live' : 'disk-only', memoryMiB: running ? entry.config.memoryMiB : 0 };
+    // As retention will see the tree: the new safety snapshot is the newest, "current" the restored one.
+    const future: SnapshotNode = { ...node, id: '~new', tag: '~new', name, time: '9999-12-31T23:59:59.999Z', parent: tree.current, auto: 'safety', linkedClones: [], description: '' };
+    const afterTree = { ...addNode(tree, future, false), current: node.id };
+    prunes = pruneCandidates(afterTree, 'safety', safetyKeep).map((n) => ({ id: n.id, name: n.name, vmStateBytes: n.vmStateBytes }));
+  }
+
+  const steps: string[] = [];
+  const name = `"${entry.config.name}"`;
+  if (safety.taken) steps.push(`The current state is saved first as "${safety.name}" (${safety.kind === 'live' ? `memory and disks: up to ${entry.config.memoryMiB} MiB of memory is written` : 'disks only'}).`);
+  else if (running || need === 'offline') steps.push(`The current state is not saved (${safety.reason}): whatever changed since "${node.name}" is lost.`);
+  if (inPlace) steps.push(`The running guest is replaced by the one saved in "${node.name}" and runs on from that moment.`);
+  else {
+    if (powersOff) steps.push(`${name} is powered off.`);
+    if (need === 'offline') steps.push(`The disks go back to "${node.name}"; ${name} stays stopped.`);
+    else if (starts) steps.push(`${name} is stopped now and will be running afterwards: it is started and continues from the moment of "${node.name}".`);
+    else steps.push(`${name} is started again from the moment of "${node.name}" and will be running.`);
+  }
+  if (settings.length) steps.push(`These settings go back to the snapshot's: ${settings.map((c) => `${c.label} ${c.from} → ${c.to}`).join('; ')}.`);
+  for (const d of detaches) steps.push(`Disk ${d} was added after the snapshot and is detached (its file is kept).`);
+  if (need === 'memory') steps.push('The disks are not reverted: memory snapshots do not capture disk contents.');
+  if (prunes.length) steps.push(`Retention keeps the newest ${safetyKeep} automatic "Before restoring" snapshots: ${prunes.map((p) => `"${p.name}"`).join(', ')} ${prunes.length === 1 ? 'is' : 'are'} deleted.`);
+  return {
+    snapshot: { id: node.id, name: node.name, kind: node.kind, time: node.time, memoryOnly: need === 'memory' },
+    stateNow: vm.info.state,
+    stateAfter,
+    inPlace,
+    starts,
+    powersOff,
+    settings,
+    detaches,
+    disksRevert: need !== 'memory',
+    safety,
+    prunes,
+    safetyKeep,
+    blockers,
+    steps,
+  };
 }

@@ -6,7 +6,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
 import { newSnapshotId, readTree, tagFor, writeThumbnail, writeTree } from './store.js';
-import { addNode, checkDescription, checkSnapshotName, SNAPSHOT_DESCRIPTION_MAX, type SnapshotNode, type SnapshotTree } from './tree.js';
+import { addNode, checkDescription, checkSnapshotName, SNAPSHOT_DESCRIPTION_MAX, type AutoKind, type SnapshotNode, type SnapshotTree } from './tree.js';
 import { isRunning, livePhase, refOf, requireSettled, runtimeOf, unsupportedError, type ProgressFn, type SnapVm } from './vm.js';
 
 export interface TakeOptions {
@@ -14,6 +14,8 @@ export interface TakeOptions {
   description?: string;
   /** A running VM always gets a live snapshot (where its engine has them); a stopped one a disk-only one. */
   onProgress?: ProgressFn;
+  /** Taken by VMDesk on its own (a restore's safety snapshot, a schedule's): retention may prune it. */
+  auto?: AutoKind;
 }
 
 /** Appended to the description of every memory-only snapshot, so nobody expects their disks to come back. */
@@ -98,6 +100,7 @@ export async function takeSnapshot(vm: SnapVm, opts: TakeOptions): Promise<Snaps
     disks: [],
     adopted: false,
     linkedClones: [],
+    ...(opts.auto ? { auto: opts.auto } : {}),
   };
 
   if (live === 'memory') {

@@ -10,6 +10,13 @@ export const SNAPSHOT_DESCRIPTION_MAX = 4096;
 export const SnapshotKind = z.enum(['live', 'disk-only']);
 export type SnapshotKind = z.infer<typeof SnapshotKind>;
 
+/**
+ * Snapshots VMDesk took on its own: 'safety' ("Before restoring X", taken by a restore) and 'scheduled' (a VM's
+ * snapshot schedule). Retention prunes these, never a snapshot a person took.
+ */
+export const AutoKind = z.enum(['safety', 'scheduled']);
+export type AutoKind = z.infer<typeof AutoKind>;
+
 export const SnapshotNode = z.object({
   id: z.string().regex(/^[a-z0-9]{4,32}$/),
   /** The tag QEMU knows it by inside every qcow2 disk; names are ours alone, so renames never touch disks. */
@@ -36,6 +43,8 @@ export const SnapshotNode = z.object({
    * "<id>.vmstate". Such snapshots live in that file, not in any disk, and do not capture disk contents.
    */
   stateFile: z.string().regex(/^[a-z0-9]{4,32}\.vmstate$/).optional(),
+  /** Taken automatically (see AutoKind); absent for snapshots a person took or kept ("Keep" clears it). */
+  auto: AutoKind.optional(),
 });
 export type SnapshotNode = z.infer<typeof SnapshotNode>;
 
@@ -48,6 +57,15 @@ export const SnapshotTree = z.object({
   pending: z.array(SnapshotNode).default([]),
 });
 export type SnapshotTree = z.infer<typeof SnapshotTree>;
+
+/** The description every safety snapshot gets; trees written before `auto` existed are recognised by it. */
+export const SAFETY_DESCRIPTION_PREFIX = 'Taken automatically before restoring';
+
+/** Whether VMDesk took this snapshot on its own, and why (older safety snapshots by their description). */
+export function autoKindOf(n: Pick<SnapshotNode, 'auto' | 'description' | 'adopted'>): AutoKind | undefined {
+  if (n.auto) return n.auto;
+  return !n.adopted && n.description.startsWith(SAFETY_DESCRIPTION_PREFIX) ? 'safety' : undefined;
+}
 
 /** A micro-VM snapshot: held in a state file of its own, never in the VM's disks. */
 export function isStateFileNode(n: Pick<SnapshotNode, 'stateFile'>): boolean {
@@ -193,7 +211,8 @@ export interface ConfigChange {
   to: unknown;
 }
 
-const DIFF_IGNORED = new Set(['modifiedAt', 'createdAt', 'schemaVersion', 'id']);
+// A restore keeps the VM's identity (id, name) and its current schedule, so none of these is a difference.
+const DIFF_IGNORED = new Set(['modifiedAt', 'createdAt', 'schemaVersion', 'id', 'name', 'snapshotSchedule']);
 
 /** Fields whose values differ between `a` (e.g. the snapshot's) and `b` (e.g. the current config). */
 export function diffConfigs(a: VmConfig | null, b: VmConfig | null): ConfigChange[] {
