@@ -92,6 +92,8 @@ export const microvmEngine: EngineModule = {
     diskBuses: ['virtio'],
     nicModels: [],
     networkModes: ['none'],
+    // One host process per guest: the core caps and pins it; no balloon, no disk throttling in the VMM.
+    limits: { cpuCap: true, cpuPinning: true, memoryTarget: false, diskIo: false, live: ['cpuCap', 'cpuPinning'] },
   },
 
   validate,

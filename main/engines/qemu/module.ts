@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import type { AccelChoice, VmConfig } from '../../api/schema.js';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import * as img from '../../platform/qemu-img.js';
-import type { DiskProvider, EngineContext, EngineModule } from '../engine.js';
+import type { DiskProvider, EngineContext, EngineModule, LimitKind } from '../engine.js';
 import { resolveAccel } from './accel.js';
 import { buildQemuArgs, type QemuArgsInput } from './args.js';
 import { findUefiFirmware, qemuCapabilities, qemuImgPath, requireQemuSystem, type FirmwarePaths, type QemuCapabilities } from './host.js';
@@ -96,7 +96,10 @@ export const qemuEngine: EngineModule = {
     acpi: true,
     diskBuses: ['virtio', 'sata', 'ide', 'scsi'],
     nicModels: ['virtio-net', 'e1000e', 'e1000', 'rtl8139'],
-    networkModes: ['nat', 'nat-host', 'none'],
+    networkModes: ['nat', 'nat-host', 'internal', 'none'],
+    limits: { cpuCap: true, cpuPinning: true, memoryTarget: true, diskIo: true, live: ['cpuCap', 'cpuPinning', 'memoryTarget', 'diskIo'] },
+    liveNetwork: { forwards: true, link: true },
+    stats: true,
   },
 
   validate(config: VmConfig) {
@@ -119,14 +122,34 @@ export const qemuEngine: EngineModule = {
       // The VM's own UEFI variable store, as qcow2 so snapshots include it.
       await run(qemuImgPath(), ['convert', '-q', '-f', 'raw', '-O', 'qcow2', p.firmware.varsTemplate, files.uefiVars]);
     }
-    return QemuRuntime.launch(ctx, {
+    // Limits QEMU applies itself (balloon target, disk throttling) are in place before the first instruction:
+    // the guest starts with its vCPUs stopped and runs once they are.
+    const limits = ctx.config.limits ?? {};
+    const setup: LimitKind[] = [];
+    if (limits.memoryTargetMiB !== undefined) setup.push('memoryTarget');
+    if (limits.diskIops !== undefined || limits.diskBytesPerSec !== undefined) setup.push('diskIo');
+    const paused = opts.paused === true || setup.length > 0;
+    const net = ctx.config.network;
+    const rt = await QemuRuntime.launch(ctx, {
       qemuPath: p.qemuPath,
-      args: buildQemuArgs(argsInput(ctx, p, opts.paused === true)),
+      args: buildQemuArgs(argsInput(ctx, p, paused)),
       accel: p.accel,
-      paused: opts.paused === true,
+      paused,
       warnings: p.warnings,
-      ...(p.passt ? { passt: { path: p.passt, adapters: ctx.config.network.flatMap((n, index) => (n.mode === 'nat' ? [{ index, forwards: n.forwards }] : [])) } } : {}),
+      ...(p.passt ? { passt: { path: p.passt, adapters: net.flatMap((n, index) => (n.mode === 'nat' ? [{ index, forwards: n.forwards }] : [])) } } : {}),
+      internal: net.flatMap((n, index) => (n.mode === 'internal' && n.network ? [{ index, network: n.network }] : [])),
+      forwards: Object.fromEntries(net.flatMap((n, index) => (n.mode === 'nat' || n.mode === 'nat-host' ? [[String(index), n.forwards]] : []))),
     });
+    if (setup.length) {
+      try {
+        await rt.applyLimits(limits, setup);
+        if (opts.paused !== true) await rt.resume();
+      } catch (e) {
+        await rt.kill().catch(() => undefined);
+        throw new VmdeskError(ErrorCode.engine, `"${ctx.config.name}" was stopped: its limits could not be applied before it ran: ${(e as Error).message}`);
+      }
+    }
+    return rt;
   },
 
   adopt: (ctx) => QemuRuntime.adopt(ctx),

@@ -8,10 +8,10 @@
 // its own, so it could not create one in a private runtime dir. QEMU's server socket accepts a new client
 // after one leaves, so passt can be replaced (new forwards) while the guest runs.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import type { PortForward } from '../../api/schema.js';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import { connectUnixSocket } from '../../platform/process.js';
+import { probeHostPort } from '../../platform/ports.js';
 import { findOnPath } from './host.js';
 
 /** The passt binary, or undefined (not Linux, or not installed: `sudo apt install passt`). */
@@ -58,19 +58,9 @@ export async function startPasst(opts: { passt: string; socket: string; forwards
  */
 export async function checkHostPortsFree(forwards: PortForward[], vmName: string): Promise<void> {
   for (const f of forwards) {
-    if (f.protocol !== 'tcp') continue;
-    await new Promise<void>((resolve, reject) => {
-      const srv = createServer();
-      srv.once('error', (e: NodeJS.ErrnoException) =>
-        reject(
-          e.code === 'EADDRINUSE'
-            ? new VmdeskError(ErrorCode.busy, `cannot start "${vmName}": host port ${f.hostPort} (forwarded to guest port ${f.guestPort}) is already in use by another program or VM`)
-            : e.code === 'EACCES'
-              ? new VmdeskError(ErrorCode.permission, `cannot start "${vmName}": host port ${f.hostPort} needs privileges to listen on; choose a port above 1023`)
-              : new VmdeskError(ErrorCode.host, `cannot check host port ${f.hostPort}: ${e.message}`),
-        ),
-      );
-      srv.listen({ port: f.hostPort, host: '127.0.0.1', exclusive: true }, () => srv.close(() => resolve()));
-    });
+    const r = await probeHostPort(f.protocol, f.hostPort);
+    if (r.state === 'in-use') throw new VmdeskError(ErrorCode.busy, `cannot start "${vmName}": host port ${f.hostPort} (forwarded to guest port ${f.guestPort}) is already in use by another program or VM`);
+    if (r.state === 'denied') throw new VmdeskError(ErrorCode.permission, `cannot start "${vmName}": host port ${f.hostPort} needs privileges to listen on; choose a port above 1023`);
+    if (r.state === 'error') throw new VmdeskError(ErrorCode.host, `cannot check host port ${f.hostPort}: ${r.message}`);
   }
 }

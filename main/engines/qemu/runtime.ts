@@ -7,14 +7,15 @@ import { EventEmitter } from 'node:events';
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
-import type { AccelChoice, ExitRecord, PortForward, VmState } from '../../api/schema.js';
+import type { AccelChoice, ExitRecord, PortForward, ResourceLimits, VmState } from '../../api/schema.js';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
-import type { EngineContext, SerialPort, VmRuntime } from '../engine.js';
+import type { EngineContext, EngineUsage, LimitKind, NetPort, SerialPort, VmRuntime } from '../engine.js';
 import { writeFileAtomicSync } from '../../platform/atomic.js';
 import { connectUnixSocket, processRunning, processStartTime } from '../../platform/process.js';
 import { bundleFiles, runtimeFiles } from './layout.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
 import { startPasst } from './passt.js';
+import { tcpListening } from '../../platform/ports.js';
 import { logTail, RUN_HEADER } from './records.js';
 import { trace } from '../../platform/trace.js';
 import { loadAddon } from '../../platform/native-addon.js';
@@ -47,8 +48,14 @@ export interface QemuRecord {
   serialLogOffset: number;
   /** Adapters whose QEMU socket has a passt (re-connected if the daemon restarts passt). */
   passt?: { path: string; adapters: { index: number; forwards: PortForward[] }[] };
-  /** The passt processes serving this QEMU (pid, start time): ended with it, so its ports are free at once. */
-  passtPids?: { pid: number; startTime: string }[];
+  /** The passt processes serving this QEMU (pid, start time, adapter): ended with it, so its ports are free at once. */
+  passtPids?: { pid: number; startTime: string; adapter?: number }[];
+  /** Adapters on internal networks: QEMU listens on their sockets for the daemon's switch. */
+  internal?: { index: number; network: string }[];
+  /** The forwards in force now per nat/nat-host adapter index (changed live by setForwards). */
+  forwards?: Record<string, PortForward[]>;
+  /** Adapters whose link was set down (set_link), so an adopting daemon still knows. */
+  linksDown?: number[];
 }
 
 export interface LaunchSpec {
@@ -58,6 +65,8 @@ export interface LaunchSpec {
   paused: boolean;
   warnings: string[];
   passt?: QemuRecord['passt'];
+  internal?: QemuRecord['internal'];
+  forwards?: QemuRecord['forwards'];
 }
 
 type StopIntent = 'shutdown' | 'kill';
@@ -227,6 +236,8 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
       warnings: spec.warnings,
       serialLogOffset,
       ...(spec.passt ? { passt: spec.passt } : {}),
+      ...(spec.internal?.length ? { internal: spec.internal } : {}),
+      ...(spec.forwards ? { forwards: spec.forwards } : {}),
     };
     const runtime = new QemuRuntime(ctx, record, false);
     runtime.parent = true;
@@ -319,11 +330,11 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     const spec = this.record.passt!;
     const log = openSync(join(this.files.logs, 'passt.log'), 'a');
     try {
-      const pids: { pid: number; startTime: string }[] = [];
+      const pids: NonNullable<QemuRecord['passtPids']> = [];
       for (const a of spec.adapters) {
         const child = await startPasst({ passt: spec.path, socket: this.rt.net(a.index), forwards: a.forwards, log, alive, timeoutMs: Math.max(1000, deadline - Date.now()) });
         child.unref();
-        if (child.pid) pids.push({ pid: child.pid, startTime: processStartTime(child.pid) ?? '' });
+        if (child.pid) pids.push({ pid: child.pid, startTime: processStartTime(child.pid) ?? '', adapter: a.index });
       }
       this.record.passtPids = pids;
       writeFileAtomicSync(this.rt.record, JSON.stringify(this.record, null, 2) + '\n');
@@ -470,6 +481,173 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     }
   }
 
+  // ---- networks and limits while the guest runs (issue 11) ------------------------------------------------
+
+  get netPorts(): NetPort[] {
+    return (this.record.internal ?? []).map((a) => ({ adapter: a.index, network: a.network, socket: this.rt.net(a.index) }));
+  }
+
+  linksDown(): number[] {
+    return [...(this.record.linksDown ?? [])];
+  }
+
+  private saveRecord(): void {
+    if (this.exitRecord || this.detached) return;
+    writeFileAtomicSync(this.rt.record, JSON.stringify(this.record, null, 2) + '\n');
+  }
+
+  /** The forwards in force on a nat/nat-host adapter (from the record; a record of an older daemon: the config). */
+  private currentForwards(adapter: number): PortForward[] {
+    return this.record.forwards?.[String(adapter)] ?? this.ctx.config.network[adapter]?.forwards ?? [];
+  }
+
+  /**
+   * Replaces an adapter's forwards. passt: a new passt with the new set takes over QEMU's socket (QEMU accepts
+   * the next client once the old one has gone; the old passt must go first, as it holds the ports that stay).
+   * Open connections through that adapter's NAT are reset. QEMU's user network: hostfwd_remove/hostfwd_add.
+   */
+  async setForwards(adapter: number, forwards: PortForward[]): Promise<void> {
+    this.requireAttached();
+    const mode = this.ctx.config.network[adapter]?.mode;
+    if (mode !== 'nat' && mode !== 'nat-host') throw new VmdeskError(ErrorCode.invalid, `network adapter ${adapter} of "${this.ctx.config.name}" is not a nat or nat-host adapter`);
+    const before = this.currentForwards(adapter);
+    const viaPasst = this.record.passt?.adapters.find((a) => a.index === adapter);
+    if (viaPasst) {
+      await this.replacePasst(adapter, forwards);
+      viaPasst.forwards = forwards;
+    } else {
+      await this.hostfwd(adapter, before, forwards);
+    }
+    this.record.forwards = { ...(this.record.forwards ?? {}), [String(adapter)]: forwards };
+    this.saveRecord();
+  }
+
+  private async replacePasst(adapter: number, forwards: PortForward[]): Promise<void> {
+    const spec = this.record.passt!;
+    const all = this.record.passtPids ?? [];
+    // Records of an older daemon list the pids in adapter order without the index.
+    const old = all.find((p) => p.adapter === adapter) ?? (all.every((p) => p.adapter === undefined) ? all[spec.adapters.findIndex((a) => a.index === adapter)] : undefined);
+    if (old && processRunning(old.pid, old.startTime || undefined)) {
+      try {
+        process.kill(old.pid, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+      for (let i = 0; i < 120 && processRunning(old.pid, old.startTime || undefined); i++) {
+        if (i === 80) {
+          try {
+            process.kill(old.pid, 'SIGKILL');
+          } catch {
+            /* gone */
+          }
+        }
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+    const log = openSync(join(this.files.logs, 'passt.log'), 'a');
+    let child: ChildProcess;
+    try {
+      child = await startPasst({ passt: spec.path, socket: this.rt.net(adapter), forwards, log, alive: () => !this.exitRecord, timeoutMs: 10_000 });
+      child.unref();
+    } finally {
+      closeSync(log);
+    }
+    const entry = child.pid ? { pid: child.pid, startTime: processStartTime(child.pid) ?? '', adapter } : undefined;
+    this.record.passtPids = [...all.filter((p) => p !== old), ...(entry ? [entry] : [])];
+    this.saveRecord();
+    // passt binds its forwards as it starts: see that it took every TCP one before saying it works.
+    const tcp = forwards.filter((f) => f.protocol === 'tcp');
+    for (let i = 0; i < 200 && tcp.some((f) => tcpListening(f.hostPort) === false); i++) {
+      if (child.exitCode !== null) break;
+      await new Promise((r) => setTimeout(r, 15));
+    }
+    if (child.exitCode !== null) throw new VmdeskError(ErrorCode.engine, `passt for network adapter ${adapter} exited (code ${child.exitCode}) when restarted with the new forwards; see logs/passt.log`);
+    const missing = tcp.filter((f) => tcpListening(f.hostPort) === false);
+    if (missing.length) throw new VmdeskError(ErrorCode.engine, `passt did not take host port${missing.length > 1 ? 's' : ''} ${missing.map((f) => f.hostPort).join(', ')}; see logs/passt.log`);
+  }
+
+  private async hostfwd(adapter: number, before: PortForward[], after: PortForward[]): Promise<void> {
+    const key = (f: PortForward) => `${f.protocol}:${f.hostPort}:${f.guestPort}`;
+    const keep = new Set(after.map(key));
+    const had = new Set(before.map(key));
+    const hmp = async (line: string) => {
+      const out = (await this.command<string>('human-monitor-command', { 'command-line': line }, 5000)).trim();
+      // HMP answers errors as text: an empty answer is success, as is hostfwd_remove's "removed".
+      if (out && !/removed/i.test(out)) throw new VmdeskError(ErrorCode.engine, `QEMU refused "${line}": ${out.split('\n')[0]}`);
+    };
+    for (const f of before) if (!keep.has(key(f))) await hmp(`hostfwd_remove net${adapter} ${f.protocol}:127.0.0.1:${f.hostPort}`);
+    for (const f of after) if (!had.has(key(f))) await hmp(`hostfwd_add net${adapter} ${f.protocol}:127.0.0.1:${f.hostPort}-:${f.guestPort}`);
+  }
+
+  async setLink(adapter: number, up: boolean): Promise<void> {
+    this.requireAttached();
+    const n = this.ctx.config.network[adapter];
+    if (!n || n.mode === 'none') throw new VmdeskError(ErrorCode.invalid, `"${this.ctx.config.name}" has no network card ${adapter}`);
+    await this.command('set_link', { name: `nic${adapter}`, up }, 5000);
+    const down = new Set(this.record.linksDown ?? []);
+    if (up) down.delete(adapter);
+    else down.add(adapter);
+    this.record.linksDown = [...down].sort();
+    this.saveRecord();
+  }
+
+  /** Memory target (balloon) and disk I/O limits (one throttle group over every disk), for the kinds given. */
+  async applyLimits(limits: ResourceLimits, kinds: readonly LimitKind[]): Promise<void> {
+    this.requireAttached();
+    const cfg = this.ctx.config;
+    if (kinds.includes('memoryTarget')) {
+      if (!cfg.balloon) {
+        if (limits.memoryTargetMiB !== undefined) {
+          throw new VmdeskError(ErrorCode.state, `"${cfg.name}" runs without a memory balloon (it was made before VMDesk had one): set --memory-target while it is stopped, which adds the balloon for its next start`);
+        }
+      } else {
+        await this.command('balloon', { value: (limits.memoryTargetMiB ?? cfg.memoryMiB) * 1024 * 1024 }, 5000);
+      }
+    }
+    if (kinds.includes('diskIo')) {
+      const iops = limits.diskIops ?? 0;
+      const bps = limits.diskBytesPerSec ?? 0;
+      // QEMU takes iops_size as the size one operation counts for: without it a guest could get past an IOPS
+      // limit with huge requests; the bandwidth limit bounds those anyway when set.
+      for (const d of cfg.disks) {
+        await this.command('block_set_io_throttle', { id: `vd-${d.id}`, bps, bps_rd: 0, bps_wr: 0, iops, iops_rd: 0, iops_wr: 0, group: 'vmdesk-io' }, 5000);
+      }
+    }
+  }
+
+  /** Disk counters (query-blockstats) and the balloon's actual size (query-balloon); /proc is the core's. */
+  async usage(): Promise<EngineUsage> {
+    const notes: string[] = [];
+    const cfg = this.ctx.config;
+    const out: EngineUsage = { notes };
+    try {
+      const stats = await this.command<{ qdev?: string; device?: string; stats: { rd_bytes: number; wr_bytes: number; rd_operations: number; wr_operations: number } }[]>('query-blockstats', undefined, 1500);
+      const disk = { readBytes: 0, writeBytes: 0, readOps: 0, writeOps: 0 };
+      for (const b of stats) {
+        // Guest disks and the CD-ROM (not the firmware's flash).
+        if (!/\/(vd-[a-z0-9-]+|cdrom0)(\/|$)/.test(b.qdev ?? '')) continue;
+        disk.readBytes += b.stats.rd_bytes;
+        disk.writeBytes += b.stats.wr_bytes;
+        disk.readOps += b.stats.rd_operations;
+        disk.writeOps += b.stats.wr_operations;
+      }
+      out.disk = disk;
+    } catch (e) {
+      notes.push(`disk counters: ${busyOr(e)}`);
+    }
+    if (!cfg.balloon) {
+      out.memoryGuestBytes = cfg.memoryMiB * 1024 * 1024;
+      notes.push('guest memory: the configured size (this VM has no balloon)');
+    } else {
+      try {
+        out.memoryGuestBytes = (await this.command<{ actual: number }>('query-balloon', undefined, 1500)).actual;
+      } catch (e) {
+        notes.push(`guest memory: ${busyOr(e)}`);
+      }
+    }
+    return out;
+  }
+
   detach(): void {
     if (this.exitRecord) return;
     this.detached = true;
@@ -546,6 +724,11 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     }
     for (let i = 0; i < 40 && pids.some((p) => processRunning(p.pid, p.startTime || undefined)); i++) await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+function busyOr(e: unknown): string {
+  const msg = (e as Error).message;
+  return /timed out/.test(msg) ? "QEMU's monitor did not answer in time (busy saving a snapshot?)" : msg;
 }
 
 /** True when a record says a QEMU of this VM may still run (used before starting a second one). */
