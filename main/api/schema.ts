@@ -151,6 +151,15 @@ export const SnapshotSchedule = z.object({
 });
 export type SnapshotSchedule = z.infer<typeof SnapshotSchedule>;
 
+/** A label for grouping VMs in the list ("work", "windows 11"): short, no commas or control characters. */
+export const Tag = z
+  .string()
+  .min(1, 'a tag must not be empty')
+  .max(32, 'a tag has at most 32 characters')
+  .regex(/^[^\u0000-\u001f\u007f,]+$/, 'a tag must not contain commas or control characters')
+  .refine((s) => s.trim() === s, 'a tag must not start or end with a space');
+export const Tags = z.array(Tag).max(16, 'a VM has at most 16 tags');
+
 export const VmConfig = z.object({
   schemaVersion: z.literal(VM_SCHEMA_VERSION),
   id: z.string().uuid(),
@@ -170,6 +179,8 @@ export const VmConfig = z.object({
   balloon: z.boolean().optional(),
   /** Scheduled automatic snapshots while running (optional; restore keeps the current schedule). */
   snapshotSchedule: SnapshotSchedule.optional(),
+  /** Labels the VM list groups and filters by (optional: VMs made before tags have none). */
+  tags: Tags.optional(),
   createdAt: z.string().datetime(),
   modifiedAt: z.string().datetime(),
 });
@@ -184,12 +195,12 @@ export const CreateVmRequest = z.object({
   accel: Accel.default('auto'),
   firmware: Firmware.default('bios'),
   cpus: z.number().int().min(1, 'at least 1 CPU').max(LIMITS.cpusMax, `at most ${LIMITS.cpusMax} CPUs`).default(1),
-  memoryMiB: z.number().int().min(LIMITS.memoryMinMiB, `at least ${LIMITS.memoryMinMiB} MiB`).max(LIMITS.memoryMaxMiB, 'memory size is absurd').default(512),
+  memoryMiB: z.number().int().min(LIMITS.memoryMinMiB, `at least ${LIMITS.memoryMinMiB} MiB`).max(LIMITS.memoryMaxMiB, `at most ${LIMITS.memoryMaxMiB / 1024 ** 2} TiB of memory`).default(512),
   /** New empty qcow2 disk of this many bytes; 0 or absent for none. */
   diskBytes: z
     .number()
     .int()
-    .min(0)
+    .min(0, 'disk size cannot be negative')
     .max(LIMITS.diskMaxBytes, `disk size is larger than the limit of ${LIMITS.diskMaxBytes / 1024 ** 4} TiB`)
     .refine((n) => n === 0 || n >= LIMITS.diskMinBytes, 'disk size must be at least 1 MiB (give a unit: 512M, 8G)')
     .optional(),
@@ -206,6 +217,7 @@ export const CreateVmRequest = z.object({
   /** Absent: the engine's default (NAT where it has a network, none where it has not). */
   network: z.array(NetAdapter).max(4).optional(),
   limits: ResourceLimits.optional(),
+  tags: Tags.optional(),
 });
 export type CreateVmRequest = z.input<typeof CreateVmRequest>;
 
@@ -215,13 +227,20 @@ export const VmSettingsPatch = z.object({
   engine: EngineKind.optional(),
   accel: Accel.optional(),
   firmware: Firmware.optional(),
-  cpus: z.number().int().min(1).max(LIMITS.cpusMax).optional(),
-  memoryMiB: z.number().int().min(LIMITS.memoryMinMiB).max(LIMITS.memoryMaxMiB).optional(),
+  cpus: z.number().int().min(1, 'at least 1 CPU').max(LIMITS.cpusMax, `at most ${LIMITS.cpusMax} CPUs`).optional(),
+  memoryMiB: z
+    .number()
+    .int()
+    .min(LIMITS.memoryMinMiB, `at least ${LIMITS.memoryMinMiB} MiB`)
+    .max(LIMITS.memoryMaxMiB, `at most ${LIMITS.memoryMaxMiB / 1024 ** 2} TiB of memory`)
+    .optional(),
   cdrom: HostPath.nullable().optional(),
   directKernel: DirectKernel.nullable().optional(),
   network: z.array(NetAdapter).max(4).optional(),
   /** Applied to the running guest where the engine can (see its capabilities), else only while stopped. */
   limits: ResourceLimitsPatch.optional(),
+  /** Not hardware: may change while the VM runs. */
+  tags: Tags.optional(),
 });
 export type VmSettingsPatch = z.infer<typeof VmSettingsPatch>;
 
@@ -230,7 +249,7 @@ export type VmState = z.infer<typeof VmState>;
 
 export const ExitRecord = z.object({
   at: z.string(),
-  /** guest-poweroff | shutdown | killed | crashed | host-signal | unknown */
+  /** guest-poweroff | shutdown | killed | crashed | host-signal | start-failed (the guest never ran) | unknown */
   reason: z.string(),
   detail: z.string().optional(),
   exitCode: z.number().nullable().optional(),

@@ -343,6 +343,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
         memoryMiB: req.memoryMiB,
         disks,
         cdrom: req.iso,
+        ...(req.tags?.length ? { tags: [...new Set(req.tags)] } : {}),
         directKernel: req.directKernel,
         network,
         createdAt: now,
@@ -384,12 +385,17 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
   async update(ref: string, patchInput: unknown): Promise<VmInfo> {
     const patch = parseOrThrow(VmSettingsPatch, patchInput, 'invalid settings');
     const r = this.usableRecord(ref);
-    const hardware = Object.keys(patch).filter((k) => k !== 'osType' && (patch as Record<string, unknown>)[k] !== undefined);
+    const hardware = Object.keys(patch).filter((k) => k !== 'osType' && k !== 'tags' && (patch as Record<string, unknown>)[k] !== undefined);
     if (hardware.length && isAlive(r.state)) {
       throw new VmdeskError(ErrorCode.state, `cannot change ${hardware.join(', ')} while "${r.config.name}" is ${r.state}; shut it down first`);
     }
     const next: VmConfig = { ...r.config };
     if (patch.osType) next.osType = patch.osType;
+    if (patch.tags) {
+      const tags = [...new Set(patch.tags)];
+      if (tags.length) next.tags = tags;
+      else delete next.tags;
+    }
     if (patch.engine) {
       if (!hasEngine(patch.engine)) throw new VmdeskError(ErrorCode.invalid, `unknown engine "${patch.engine}"`);
       next.engine = patch.engine;

@@ -34,7 +34,7 @@ describe('create request', () => {
     [{ name: 'vm', cpus: -2 }, /at least 1 CPU/],
     [{ name: 'vm', cpus: 100000 }, /at most/],
     [{ name: 'vm', memoryMiB: 0 }, /at least 16/],
-    [{ name: 'vm', memoryMiB: 1e12 }, /absurd/],
+    [{ name: 'vm', memoryMiB: 1e12 }, /at most 4 TiB of memory/],
     [{ name: 'vm', diskBytes: 1e18 }, /larger than the limit of 64 TiB/],
     [{ name: 'vm', diskBytes: 1 }, /at least 1 MiB \(give a unit/],
     [{ name: 'vm', iso: 'relative.iso' }, /absolute/],
