@@ -2,6 +2,8 @@
 import { z } from 'zod';
 import { CreateVmRequest, DiskBus, DiskFormat, HostInfo, LIMITS, VmInfo, VmName, VmSettingsPatch, VmState } from './schema.js';
 import type { VmEvent } from './events.js';
+import { DownloadInfo } from './images.js';
+import { IMAGE_LONG_METHODS, ImageRpcMethods, TermClientFrames, TermServerFrames } from './rpc-images.js';
 import { SnapshotSchedule } from './schema.js';
 import { ToolRpcMethods } from './rpc-tools.js';
 
@@ -86,6 +88,8 @@ export const VmEventSchema = z.discriminatedUnion('type', [
     done: z.boolean().optional(),
     error: z.string().optional(),
   }),
+  z.object({ type: z.literal('image-download'), download: DownloadInfo }),
+  z.object({ type: z.literal('image-changed'), image: z.string() }),
 ]);
 // Compile-time proof that the schema and the core's VmEvent type describe the same thing.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
@@ -100,6 +104,7 @@ export const ClientFrame = z.discriminatedUnion('t', [
   z.object({ t: z.literal('serial.open'), sid: z.number().int().nonnegative(), vm: VmRef }).strict(),
   z.object({ t: z.literal('serial.in'), sid: z.number().int().nonnegative(), data: Base64.max(1024 * 1024) }).strict(),
   z.object({ t: z.literal('serial.close'), sid: z.number().int().nonnegative() }).strict(),
+  ...TermClientFrames,
 ]);
 export type ClientFrame = z.infer<typeof ClientFrame>;
 
@@ -113,6 +118,7 @@ export const ServerFrame = z.discriminatedUnion('t', [
   /** `replay` marks bytes read from the serial log on open, printed before the live stream. */
   z.object({ t: z.literal('serial.data'), sid: z.number(), data: Base64, replay: z.boolean().optional() }),
   z.object({ t: z.literal('serial.closed'), sid: z.number(), error: RpcError.optional() }),
+  ...TermServerFrames,
 ]);
 export type ServerFrame = z.infer<typeof ServerFrame>;
 
@@ -269,7 +275,7 @@ export const SNAPSHOT_LONG_METHODS: readonly SnapshotRpcMethod[] = ['snapshot.ta
 // ---- the whole contract ------------------------------------------------------------------------------
 
 /** Every method the server answers: the VM methods above plus the snapshot module's. */
-export const AllRpcMethods = { ...RpcMethods, ...SnapshotRpcMethods, ...ToolRpcMethods } as const;
+export const AllRpcMethods = { ...RpcMethods, ...SnapshotRpcMethods, ...ToolRpcMethods, ...ImageRpcMethods } as const;
 
 export type RpcMethod = keyof typeof AllRpcMethods;
 /** What a caller passes (defaults not yet applied). */
@@ -281,4 +287,4 @@ export function isRpcMethod(name: string): name is RpcMethod {
 }
 
 /** Methods that may take seconds: the server reports their progress as VmEvent 'progress' under the call's opId. */
-export const LONG_METHODS: readonly RpcMethod[] = ['vm.create', 'vm.start', 'vm.stop', 'vm.delete', 'disk.create', 'disk.resize', ...SNAPSHOT_LONG_METHODS];
+export const LONG_METHODS: readonly RpcMethod[] = ['vm.create', 'vm.start', 'vm.stop', 'vm.delete', 'disk.create', 'disk.resize', ...SNAPSHOT_LONG_METHODS, ...IMAGE_LONG_METHODS];

@@ -468,6 +468,8 @@ async function streamEvents(rpc: Rpc, io: CliIo, json: boolean): Promise<number>
     if (json) io.stdout.write(JSON.stringify(ev) + '\n');
     else if (ev.type === 'progress') io.stdout.write(`progress ${ev.id ? `${ev.id} ` : ''}${ev.phase}${ev.fraction !== undefined ? ` ${Math.round(ev.fraction * 100)}%` : ''}${ev.error ? ` failed: ${ev.error}` : ''}\n`);
     else if (ev.type === 'vm-deleted') io.stdout.write(`deleted ${ev.id}\n`);
+    else if (ev.type === 'image-download') io.stdout.write(`download ${ev.download.image} ${ev.download.state} ${ev.download.bytes}${ev.download.totalBytes ? `/${ev.download.totalBytes}` : ''} bytes\n`);
+    else if (ev.type === 'image-changed') io.stdout.write(`image ${ev.image} changed\n`);
     else io.stdout.write(`${ev.type.slice(3)} ${ev.info.name} ${ev.info.state}${ev.info.job ? ` (${ev.info.job.method})` : ''}\n`);
   });
   await untilInterrupted((done) => rpc.client.onClosed(done));

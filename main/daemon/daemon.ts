@@ -21,6 +21,7 @@ import { emptyStats, resolveLimits, type ConnectionLimits, type ServerStats } fr
 import type { DaemonControl } from './dispatch.js';
 import { SnapshotManager } from '../core/snapshots/manager.js';
 import { SnapshotScheduler, type SchedulerOptions } from '../core/snapshots/scheduler.js';
+import { imagesBusy } from '../core/images/activity.js';
 
 /** Idle daemons exit after this long (VMDESK_DAEMON_IDLE_MS overrides; 0 never exits on its own). */
 export const DEFAULT_IDLE_EXIT_MS = 30_000;
@@ -84,7 +85,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   core.on('event', broadcast);
   const scheduler = new SnapshotScheduler(core, new SnapshotManager(core), { log, ...opts.scheduler }).start();
 
-  const idle = () => sessions.size === 0 && core.runningCount() === 0 && core.jobs().length === 0;
+  // Downloads and copies out of the image cache are jobs too: a download started by a client that left goes on.
+  const idle = () => sessions.size === 0 && core.runningCount() === 0 && core.jobs().length === 0 && !imagesBusy(core);
 
   const control: DaemonControl = {
     status(): DaemonStatus {

@@ -7,6 +7,7 @@ import { AllRpcMethods, RpcMethods, isRpcMethod, LONG_METHODS, type DaemonStatus
 import { VmdeskError, ErrorCode, isVmdeskError } from '../api/errors.js';
 import type { VmEvent } from '../api/events.js';
 import { snapshotHandlers } from './snapshot-handlers.js';
+import { imageHandlers } from './image-handlers.js';
 import { fromOsError } from '../platform/os-errors.js';
 import { toolHandlers } from './tool-handlers.js';
 import { CANCELLABLE_METHODS } from '../api/rpc-tools.js';
@@ -75,7 +76,7 @@ const vmHandlers: VmHandlers = {
 };
 
 /** One handler per contract method; both tables are complete by their types, so no method goes unanswered. */
-const handlers = { ...vmHandlers, ...snapshotHandlers, ...toolHandlers, 'job.cancel': async (_core: Core, p: { opId: string }) => cancel(p.opId) };
+const handlers = { ...vmHandlers, ...snapshotHandlers, ...toolHandlers, ...imageHandlers, 'job.cancel': async (_core: Core, p: { opId: string }) => cancel(p.opId) };
 
 /** Cancellable calls in flight, by opId (job.cancel aborts their copies: see platform/cancel.ts). */
 const inFlight = new Map<string, AbortController>();
