@@ -167,7 +167,7 @@ export class SnapshotManager {
     return this.exclusive(ref, `keeping snapshot "${snapRef}"`, (vm) =>
       editSnapshot(vm.entry.dir, snapRef, (_t, n) => {
         if (!autoKindOf(n)) throw new VmdeskError(ErrorCode.invalid, `snapshot "${n.name}" was not taken automatically; retention never deletes it`);
-        return { auto: undefined, description: n.description };
+        return { auto: undefined, kept: true };
       }),
     );
   }

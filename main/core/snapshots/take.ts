@@ -91,7 +91,8 @@ export async function takeSnapshot(vm: SnapVm, opts: TakeOptions): Promise<Snaps
     tag: ref.tag,
     name,
     description,
-    time: new Date().toISOString(),
+    // Never before the newest snapshot of the tree, so time order is the order they were taken in.
+    time: new Date(Math.max(Date.now(), ...tree.nodes.map((n) => Date.parse(n.time) + 1))).toISOString(),
     parent: tree.current,
     kind: running ? 'live' : 'disk-only',
     config: entry.config,

@@ -45,6 +45,8 @@ export const SnapshotNode = z.object({
   stateFile: z.string().regex(/^[a-z0-9]{4,32}\.vmstate$/).optional(),
   /** Taken automatically (see AutoKind); absent for snapshots a person took or kept ("Keep" clears it). */
   auto: AutoKind.optional(),
+  /** A person kept this automatic snapshot ("Keep"): retention leaves it alone, whatever its description says. */
+  kept: z.boolean().optional(),
 });
 export type SnapshotNode = z.infer<typeof SnapshotNode>;
 
@@ -62,7 +64,8 @@ export type SnapshotTree = z.infer<typeof SnapshotTree>;
 export const SAFETY_DESCRIPTION_PREFIX = 'Taken automatically before restoring';
 
 /** Whether VMDesk took this snapshot on its own, and why (older safety snapshots by their description). */
-export function autoKindOf(n: Pick<SnapshotNode, 'auto' | 'description' | 'adopted'>): AutoKind | undefined {
+export function autoKindOf(n: Pick<SnapshotNode, 'auto' | 'description' | 'adopted' | 'kept'>): AutoKind | undefined {
+  if (n.kept) return undefined;
   if (n.auto) return n.auto;
   return !n.adopted && n.description.startsWith(SAFETY_DESCRIPTION_PREFIX) ? 'safety' : undefined;
 }
