@@ -1,9 +1,10 @@
 // Human-readable text for the CLI's read verbs (the --json forms print the objects as they are).
 import type { HostInfo, VmInfo } from '../api/schema.js';
+import { exitReasonText, stateLabel } from '../api/wording.js';
 
 export function formatList(vms: VmInfo[]): string {
   if (vms.length === 0) return 'no VMs yet: create one with "vmdesk create NAME --iso PATH" or --kernel PATH';
-  const rows = vms.map((v) => [v.name, v.broken ? 'broken' : v.state, v.config ? String(v.config.cpus) : '-', v.config ? `${v.config.memoryMiB} MiB` : '-', v.config?.engine ?? '-', v.id.slice(0, 8)]);
+  const rows = vms.map((v) => [v.name, stateLabel(v), v.config ? String(v.config.cpus) : '-', v.config ? `${v.config.memoryMiB} MiB` : '-', v.config?.engine ?? '-', v.id.slice(0, 8)]);
   const head = ['NAME', 'STATE', 'CPUS', 'MEMORY', 'ENGINE', 'ID'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
@@ -16,7 +17,7 @@ export function formatInfo(v: VmInfo): string {
   const lines = [
     `name:      ${c.name}`,
     `id:        ${c.id}`,
-    `state:     ${v.state}${v.pid ? ` (pid ${v.pid})` : ''}`,
+    `state:     ${stateLabel(v)}${v.pid ? ` (pid ${v.pid})` : ''}`,
     `os:        ${c.osType}`,
     `engine:    ${c.engine}, accel ${c.accel}${v.accel ? ` -> ${v.accel.used} (${v.accel.reason})` : ''}`,
     `firmware:  ${c.firmware}`,
@@ -33,7 +34,7 @@ export function formatInfo(v: VmInfo): string {
   for (const n of c.network) {
     lines.push(`network:   ${n.mode}${n.forwards.map((f) => ` ${f.protocol}:127.0.0.1:${f.hostPort}->${f.guestPort}`).join('')}`);
   }
-  if (v.lastExit) lines.push(`last exit: ${v.lastExit.reason} at ${v.lastExit.at}${v.lastExit.detail ? ` (${v.lastExit.detail})` : ''}`);
+  if (v.lastExit) lines.push(`last exit: ${exitReasonText(v.lastExit.reason)} at ${v.lastExit.at}${v.lastExit.detail ? ` (${v.lastExit.detail})` : ''}`);
   lines.push(`bundle:    ${v.bundle}`);
   return lines.join('\n');
 }
