@@ -31,6 +31,12 @@ import { containedPath } from '../platform/contain.js';
 import { writeFileAtomic } from '../platform/atomic.js';
 import { SerialHub, fileTail, type SerialSession } from './serial.js';
 import type { ProgressFn, SnapshotCore, UsableEntry } from './services.js';
+import { checkForwards, forwardKey, guiServerPorts, needsMacs, withMacs } from './network.js';
+import { SwitchFabric } from './switch.js';
+import { UsageSampler } from './stats.js';
+import { applyLimits, checkLimits, kindsSet, mergeLimits, releaseLimits } from './limits.js';
+import { applyLiveUpdate, committed, hostLimitSupport, liveNetworkChange, plugNetPorts } from './live.js';
+import { runtimeRoot } from '../platform/paths.js';
 
 export type { ProgressFn } from './services.js';
 
@@ -65,6 +71,10 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
   private readonly creating = new Set<string>();
   private readonly longLived: boolean;
   private booted = false;
+  /** The daemon's switches for internal networks (one per network name). */
+  readonly fabric = new SwitchFabric();
+  /** Usage samples of running VMs (rates against the previous one). */
+  readonly usage = new UsageSampler();
 
   constructor(opts: CoreOptions = {}) {
     super();
@@ -94,6 +104,8 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
       r.runtime?.detach();
       r.hub?.end();
     }
+    // QEMU listens again on internal adapters' sockets: the next daemon plugs them back in.
+    this.fabric.close();
   }
 
   private async load(e: BundleEntry): Promise<VmRecord> {
@@ -146,6 +158,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     rec.state = rt.state;
     rec.warnings = warnings;
     rec.hub = new SerialHub(rt.serial);
+    if (rt.netPorts?.length) void plugNetPorts(this.fabric, rec.id, rt, () => rec.runtime === rt);
     const off = rt.onState((s) => {
       // The end is announced once, with its exit record, by the exited handler below.
       if (rec.runtime !== rt || s === 'stopped' || s === 'crashed') return;
@@ -161,6 +174,9 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
       rec.lastExit = exit;
       rec.warnings = [];
       rec.state = exit.reason === 'crashed' ? 'crashed' : 'stopped';
+      this.fabric.unplugVm(rec.id);
+      this.usage.forget(rec.id);
+      releaseLimits(rec.id);
       this.emitState(rec);
     });
   }
@@ -220,6 +236,8 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     if (r.runtime && isAlive(r.state)) {
       info.pid = r.runtime.pid;
       info.accel = r.runtime.accel;
+      const down = r.runtime.linksDown?.();
+      if (down?.length) info.linkDown = down;
     }
     if (r.job) info.job = { id: r.job.id, op: r.job.op, method: r.job.method, startedAt: r.job.startedAt };
     return info;
@@ -278,7 +296,18 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
 
   async host(): Promise<HostInfo> {
     const { hostInfo } = await import('./host.js');
-    return hostInfo();
+    return { ...(await hostInfo()), committed: committed(await this.list()), limits: hostLimitSupport() };
+  }
+
+  /** vCPUs and memory of the running VMs but `exceptId` (the balloon target counts where one is set). */
+  private committedBy(exceptId?: string): { cpus: number; memoryMiB: number } {
+    const c = committed([...this.vms.values()].filter((r) => r.id !== exceptId).map((r) => this.infoOf(r)));
+    return { cpus: c.cpus, memoryMiB: c.memoryMiB };
+  }
+
+  /** MAC addresses of every VM in the library but `exceptId`. */
+  private macsInUse(exceptId?: string): Set<string> {
+    return new Set([...this.vms.values()].flatMap((r) => (r.id === exceptId || !r.config ? [] : r.config.network.flatMap((n) => (n.mac ? [n.mac] : [])))));
   }
 
   // ---- create / update / rename / delete -----------------------------------------------------------------
@@ -296,7 +325,11 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     const lower = name.toLowerCase();
     this.creating.add(lower);
     try {
-      const entry = await this.library.createBundle(fill);
+      // Every new VM's cards get MAC addresses of their own (clones and imports arrive without).
+      const entry = await this.library.createBundle(async (staging, id) => {
+        const c = await fill(staging, id);
+        return needsMacs(c.network) ? { ...c, network: withMacs(c.network, this.macsInUse()) } : c;
+      });
       const rec = await this.load(entry);
       const info = this.infoOf(rec);
       this.emitEvent({ type: 'vm-created', id: info.id, info });
@@ -308,7 +341,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
 
   async create(input: unknown, onProgress?: ProgressFn): Promise<VmInfo> {
     const req = parseOrThrow(CreateVmRequest, input, 'invalid VM settings');
-    const warnings = checkResources(req, hostCapacity());
+    const warnings = checkResources(req, hostCapacity(), this.committedBy()).map((w) => (w.includes('over-committed') ? `${w} if started now` : w));
     if (!hasEngine(req.engine)) throw new VmdeskError(ErrorCode.invalid, `unknown engine "${req.engine}"`);
     const eng = await engineModule(req.engine);
     if (req.iso) await admitImage({ path: req.iso }, { what: `ISO ${req.iso}`, purpose: 'cdrom' });
@@ -316,8 +349,9 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
       await checkReadableFile(req.directKernel.kernel, 'kernel');
       if (req.directKernel.initrd) await checkReadableFile(req.directKernel.initrd, 'initrd');
     }
-    const network = req.network ?? (eng.capabilities.networkModes.includes('nat') ? [{ mode: 'nat' as const, forwards: [] }] : [{ mode: 'none' as const, forwards: [] }]);
+    const network = withMacs(req.network ?? (eng.capabilities.networkModes.includes('nat') ? [{ mode: 'nat' as const, forwards: [] }] : [{ mode: 'none' as const, forwards: [] }]), this.macsInUse());
     checkForwards(network);
+    this.checkMacsFree(network);
     const attached: { path: string; format: Disk['format']; bus?: Disk['bus']; readOnly: boolean }[] = [];
     for (const a of req.attachDisks) {
       const spec = typeof a === 'string' ? { path: a } : a;
@@ -346,12 +380,17 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
         ...(req.tags?.length ? { tags: [...new Set(req.tags)] } : {}),
         directKernel: req.directKernel,
         network,
+        ...(req.limits && Object.keys(req.limits).length ? { limits: req.limits } : {}),
+        // New VMs get a memory balloon where the engine has one (older VMs get it when a target is set).
+        ...(eng.capabilities.limits?.memoryTarget ? { balloon: true } : {}),
         createdAt: now,
         modifiedAt: now,
       };
     };
     // The engine judges the settings before anything is written.
-    checkCapabilities(VmConfig.parse(draft(randomUUID(), attached.map((a, i) => ({ id: `ext${i}`, path: a.path, format: a.format, owned: false, readOnly: a.readOnly, ...(a.bus ? { bus: a.bus } : {}) })))), eng);
+    const judged = VmConfig.parse(draft(randomUUID(), attached.map((a, i) => ({ id: `ext${i}`, path: a.path, format: a.format, owned: false, readOnly: a.readOnly, ...(a.bus ? { bus: a.bus } : {}) }))));
+    checkCapabilities(judged, eng);
+    checkLimits(judged, eng);
     const info = await this.createVmBundle(req.name, async (staging, id) => {
       const vmDisks: Disk[] = [];
       if (req.diskBytes) {
@@ -385,9 +424,12 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
   async update(ref: string, patchInput: unknown): Promise<VmInfo> {
     const patch = parseOrThrow(VmSettingsPatch, patchInput, 'invalid settings');
     const r = this.usableRecord(ref);
-    const hardware = Object.keys(patch).filter((k) => k !== 'osType' && k !== 'tags' && (patch as Record<string, unknown>)[k] !== undefined);
-    if (hardware.length && isAlive(r.state)) {
-      throw new VmdeskError(ErrorCode.state, `cannot change ${hardware.join(', ')} while "${r.config.name}" is ${r.state}; shut it down first`);
+    const alive = isAlive(r.state);
+    // Limits change live (where the engine can); the network too, as long as only forwards differ.
+    const hardware = Object.keys(patch).filter((k) => k !== 'osType' && k !== 'tags' && k !== 'limits' && k !== 'network' && (patch as Record<string, unknown>)[k] !== undefined);
+    const netRefusal = alive && patch.network ? liveNetworkChange(r.config.network, patch.network).refusal : undefined;
+    if ((hardware.length || netRefusal) && alive) {
+      throw new VmdeskError(ErrorCode.state, `cannot change ${[...hardware, ...(netRefusal ? ['network'] : [])].join(', ')} while "${r.config.name}" is ${r.state}: ${stoppedOnlyWhy([...hardware], netRefusal)}; shut it down first`);
     }
     const next: VmConfig = { ...r.config };
     if (patch.osType) next.osType = patch.osType;
@@ -405,8 +447,17 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     if (patch.cpus !== undefined) next.cpus = patch.cpus;
     if (patch.memoryMiB !== undefined) next.memoryMiB = patch.memoryMiB;
     if (patch.network) {
-      checkForwards(patch.network);
-      next.network = patch.network;
+      // A card keeps its MAC address unless one is given; new cards get new ones.
+      next.network = withMacs(patch.network, this.macsInUse(r.id), r.config.network);
+      checkForwards(next.network);
+      this.checkMacsFree(next.network, r.id);
+    }
+    if (patch.limits) {
+      const limits = mergeLimits(r.config.limits, patch.limits);
+      if (limits) next.limits = limits;
+      else delete next.limits;
+      // A memory target needs the balloon device: a stopped VM made before VMDesk had one gets it now.
+      if (limits?.memoryTargetMiB !== undefined && !next.balloon && !alive && (await engineModule(next.engine)).capabilities.limits?.memoryTarget) next.balloon = true;
     }
     if (patch.cdrom !== undefined) {
       if (patch.cdrom) await admitImage({ path: patch.cdrom }, { what: `ISO ${patch.cdrom}`, purpose: 'cdrom' });
@@ -419,10 +470,24 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
       }
       next.directKernel = patch.directKernel ?? undefined;
     }
-    checkCapabilities(next, await engineModule(next.engine));
-    const warnings = checkResources(next, hostCapacity());
+    const eng = await engineModule(next.engine);
+    checkCapabilities(next, eng);
+    checkLimits(next, eng);
+    const warnings = checkResources(next, hostCapacity(), this.committedBy(r.id)).map((w) => (w.includes('over-committed') && !alive ? `${w} if started now` : w));
+    // A running guest takes the change first; vm.json records it once it has.
+    if (alive && r.runtime) warnings.push(...(await applyLiveUpdate(this, r.id, r.config, next, eng, r.runtime)));
     const out = await this.saveConfig(r.id, next);
     return { ...out, warnings };
+  }
+
+  /** A MAC address given by hand must not be another VM's. */
+  private checkMacsFree(network: VmConfig['network'], exceptId?: string): void {
+    const taken = this.macsInUse(exceptId);
+    for (const n of network) {
+      if (!n.mac || !taken.has(n.mac)) continue;
+      const owner = [...this.vms.values()].find((o) => o.id !== exceptId && o.config?.network.some((a) => a.mac === n.mac));
+      throw new VmdeskError(ErrorCode.exists, `MAC address ${n.mac} belongs to VM "${owner?.config?.name ?? '?'}"; two cards must not share one`);
+    }
   }
 
   async rename(ref: string, newName: string): Promise<VmInfo> {
@@ -539,7 +604,17 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
         if (mine) throw new VmdeskError(ErrorCode.busy, `cannot start "${r.config.name}": host port ${mine.hostPort} (forwarded to guest port ${mine.guestPort}) is already forwarded to the running VM "${o.config.name}"`);
       }
     }
-    const warnings = checkResources(r.config, hostCapacity(), { cpus, memoryMiB });
+    // VMDesk's own GUI server may hold a port this VM forwards: say so rather than "in use".
+    const gui = guiServerPorts(runtimeRoot(this.home));
+    for (const f of r.config.network.flatMap((n) => n.forwards)) {
+      const g = f.protocol === 'tcp' ? gui.find((x) => x.port === f.hostPort) : undefined;
+      if (g) throw new VmdeskError(ErrorCode.busy, `cannot start "${r.config.name}": host port ${forwardKey(f)} is VMDesk's own GUI server (pid ${g.pid}); forward another port`);
+    }
+    checkForwards(r.config.network);
+    checkLimits(r.config, eng);
+    const warnings = checkResources(r.config, hostCapacity(), this.committedBy(r.id));
+    // Cards without a MAC address (VMs made before VMDesk gave them one) get theirs now, kept from here on.
+    if (needsMacs(r.config.network)) await this.saveConfig(r.id, { ...r.config, network: withMacs(r.config.network, this.macsInUse(r.id)) });
     const inUse = this.disksInUse(r.id);
     for (const d of r.config.disks) {
       const p = diskPath(r.dir, d);
@@ -580,6 +655,13 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
         .catch(() => undefined);
       this.emitState(r);
       throw e;
+    }
+    // The CPU cap and pinning act on the guest's host process, once there is one; a host that cannot apply
+    // them (checked above) would have refused the start.
+    const hostKinds = kindsSet(r.config.limits).filter((k) => k === 'cpuCap' || k === 'cpuPinning');
+    if (hostKinds.length) {
+      const applied = await applyLimits(r.id, r.config, rt, eng, hostKinds, { starting: true }).catch((e: Error) => [`limits not applied: ${e.message}`]);
+      warnings.push(...applied);
     }
     this.track(r, rt, [...warnings, ...rt.warnings]);
     this.emitState(r);
@@ -696,16 +778,18 @@ function nextDiskId(existing: Disk[], prefix: string): string {
   for (let i = 0; ; i++) if (!existing.some((d) => d.id === `${prefix}${i}`)) return `${prefix}${i}`;
 }
 
-function checkForwards(network: { mode: string; forwards: { protocol: string; hostPort: number }[] }[]): void {
-  const seen = new Set<string>();
-  for (const n of network) {
-    if (n.mode === 'none' && n.forwards.length) throw new VmdeskError(ErrorCode.invalid, 'port forwards need a NAT network adapter');
-    for (const f of n.forwards) {
-      const key = `${f.protocol}:${f.hostPort}`;
-      if (seen.has(key)) throw new VmdeskError(ErrorCode.invalid, `host port ${f.protocol}:${f.hostPort} is forwarded twice`);
-      seen.add(key);
-    }
-  }
+/** Why settings wait for the guest to be shut down, in words a user can act on. */
+function stoppedOnlyWhy(keys: string[], network?: string): string {
+  const why: Record<string, string> = {
+    cpus: 'vCPUs are fixed when the guest boots (no CPU hot-plug on this machine)',
+    memoryMiB: 'the memory size is fixed at boot (--memory-target gives memory back while it runs)',
+    engine: 'the engine runs the guest',
+    accel: 'the accelerator is chosen at start',
+    firmware: 'the firmware runs at boot',
+    cdrom: 'the CD-ROM drive is set up at boot',
+    directKernel: 'the kernel is loaded at boot',
+  };
+  return [...keys.map((k) => why[k] ?? `${k} is fixed while the guest runs`), ...(network ? [network] : [])].join('; ');
 }
 
 /** An image the user attaches in place: through the gate, with the format they (or its name) state. */
