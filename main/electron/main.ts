@@ -1,28 +1,36 @@
-// The Electron shell (the only main-process file importing 'electron'): a client of the library's daemon that
-// serves the GUI to sandboxed windows through an in-process relay server on 127.0.0.1.
-import { app, BrowserWindow, Menu, dialog, ipcMain, screen, session, shell } from 'electron';
-import type { IpcMainInvokeEvent, MenuItemConstructorOptions, Session, WebContents, WebPreferences } from 'electron';
+// The Electron shell (the only main-process file importing 'electron'): a client of the library's daemon whose
+// sandboxed windows load the renderer from app://vmdesk (protocol.ts) and reach VMDesk over MessagePorts that
+// this process relays to the daemon's unix socket and to the VMs' VNC sockets (port-relay.ts). It opens no TCP
+// port and holds no token; `vmdesk serve` is the browser mode.
+import { app, BrowserWindow, Menu, Notification, Tray, dialog, ipcMain, nativeImage, protocol, screen, session, shell } from 'electron';
+import type { IpcMainEvent, IpcMainInvokeEvent, MenuItemConstructorOptions, Session, WebContents, WebPreferences } from 'electron';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { z } from 'zod';
 import type { VmInfo } from '../api/schema.js';
-import type { FrameClient } from '../api/frame-client.js';
-import { connectDaemon } from '../client/daemon-client.js';
 import { defaultHome } from '../platform/paths.js';
-import { startServer, type RunningServer } from '../server/server.js';
-import { ConnectionArgs, IPC, OpenConsoleArgs, OpenFileArgs, RevealArgs, type DesktopConnection, type MenuCommand } from './ipc-contract.js';
-import { DEFAULT_WINDOW_STATE, fitToDisplays, loadWindowState, saveWindowState, windowStateFile, type WindowState } from './window-state.js';
+import { buildInfo } from '../platform/node-entry.js';
+import { iconFile, resources } from '../platform/resources.js';
+import { aboutPanelOptions } from './about.js';
+import { ChannelHub } from './channels.js';
+import { DaemonLink } from './daemon-link.js';
+import { ChannelArgs, IPC, OpenConsoleArgs, OpenFileArgs, RevealArgs, type MenuCommand, type OpenPathCommand } from './ipc-contract.js';
+import { JobWatcher } from './notifications.js';
+import { OPENABLE, openRequestFor, openRequestsFromArgv, type OpenRequest } from './open-files.js';
+import type { PortLike } from './port-relay.js';
+import { APP_ORIGIN, APP_SCHEME, APP_SCHEME_PRIVILEGES, APP_URL, originOf, rendererResponse } from './protocol.js';
 import { QUIT_BUTTONS, choiceFromButton, quitQuestion, runningVms, type QuitChoice } from './quit-flow.js';
+import { trayMenuTemplate, trayTooltip, wantTray } from './tray-menu.js';
+import { DEFAULT_WINDOW_STATE, fitToDisplays, loadWindowState, saveWindowState, windowStateFile, type WindowState } from './window-state.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-export const PRELOAD_PATH = path.join(here, 'preload', 'index.js');
+export { originOf };
+export const PRELOAD_PATH = resources().preload;
 
 /** Permissions our own pages may use (Copy/Paste buttons, fullscreen console); everything else is refused. */
 export const ALLOWED_PERMISSIONS = new Set(['clipboard-read', 'clipboard-sanitized-write', 'fullscreen']);
 
 /**
  * No additionalArguments: they become the renderer process's command line, which /proc/<pid>/cmdline shows
- * to every local user. The preload asks for the endpoint and token over IPC instead (IPC.connection).
+ * to every local user. Nothing secret exists to hand over anyway: a window's channels are MessagePorts.
  */
 export function secureWebPreferences(preload = PRELOAD_PATH): WebPreferences {
   return {
@@ -38,14 +46,6 @@ export function secureWebPreferences(preload = PRELOAD_PATH): WebPreferences {
     navigateOnDragDrop: false,
     spellcheck: false,
   };
-}
-
-export function originOf(url: string): string | null {
-  try {
-    return new URL(url).origin;
-  } catch {
-    return null;
-  }
 }
 
 /** No navigation away from our origin, no new windows, no <webview>: the renderer stays a single trusted page. */
@@ -99,47 +99,50 @@ export async function askAboutRunningVms(core: { list(): Promise<VmInfo[]> }, pa
   return { choice: choiceFromButton(r.response), running: running.map((v) => v.id) };
 }
 
+/** Electron's MessagePortMain as port-relay.ts's PortLike (its 'message' events already carry { data }). */
+function portLike(p: Electron.MessagePortMain): PortLike {
+  return p as unknown as PortLike;
+}
+
 export class DesktopApp {
-  /** The daemon connection the shell itself uses (quit flow); windows have their own through the server. */
+  /** The shell's own connection to the daemon (quit flow, tray, file opening, notifications). */
   core: { list(): Promise<VmInfo[]>; stop(id: string, opts: { timeoutMs: number }): Promise<unknown>; shutdown(): Promise<void>; home: string } | undefined;
-  server: RunningServer | undefined;
+  link: DaemonLink | undefined;
+  hub: ChannelHub | undefined;
   mainWindow: BrowserWindow | undefined;
+  tray: Tray | undefined;
   private consoleWindows = new Map<string, BrowserWindow>();
   private quitting: 'no' | 'asking' | 'done' = 'no';
   private stateFile = '';
-
-  get origin(): string {
-    return this.server ? new URL(this.server.url).origin : 'null';
-  }
+  /** Files opened before a window could take them. */
+  private pendingOpens: OpenRequest[] = [];
+  private vmNames = new Map<string, string>();
+  private readonly jobs = new JobWatcher();
+  readonly origin = APP_ORIGIN;
 
   async boot(home?: string): Promise<void> {
     const lib = home ?? defaultHome();
-    // Connected now, so a daemon of this build serves the library before the first window loads; connected
-    // again when that daemon has gone meanwhile (`vmdesk daemon stop`, an upgrade), so the quit question still
-    // sees the running VMs and can shut them down.
-    let client: FrameClient | undefined = await connectDaemon(lib);
-    const daemon = async (): Promise<FrameClient> => {
-      if (!client || client.isClosed) client = await connectDaemon(lib);
-      return client;
-    };
+    // Connected now, so a daemon of this build serves the library before the first window loads; calls
+    // reconnect when that daemon has gone meanwhile (`vmdesk daemon stop`, an upgrade), so the quit question
+    // still sees the running VMs and can shut them down.
+    const link = new DaemonLink(lib);
+    await link.start();
+    this.link = link;
     this.core = {
       home: lib,
-      list: async () => (await daemon()).call('vm.list', {}),
-      stop: async (id, opts) => (await daemon()).call('vm.stop', { id, timeoutMs: opts.timeoutMs }),
-      shutdown: async () => {
-        client?.close();
-        client = undefined;
-      },
+      list: () => link.call('vm.list', {}),
+      stop: (id, opts) => link.call('vm.stop', { id, timeoutMs: opts.timeoutMs }),
+      shutdown: async () => link.close(),
     };
-    this.server = await startServer({ home: lib, host: '127.0.0.1' });
-    this.stateFile = windowStateFile(this.core.home);
+    this.hub = new ChannelHub(lib, { vncSocket: async (vm) => (await link.call('vm.vncSocket', { id: vm })).path });
+    this.stateFile = windowStateFile(lib);
+    const rendererDir = resources().rendererDir;
+    protocol.handle(APP_SCHEME, (request) => rendererResponse(rendererDir, request));
     installPermissionPolicy(session.defaultSession, this.origin);
     this.registerIpc();
     Menu.setApplicationMenu(Menu.buildFromTemplate(this.menuTemplate()));
-  }
-
-  private endpoint(): string {
-    return `ws://127.0.0.1:${this.server!.port}/ws`;
+    this.watchDaemon();
+    this.setAbout();
   }
 
   private newWindow(opts: { width: number; height: number; x?: number; y?: number; title: string }): BrowserWindow {
@@ -149,6 +152,8 @@ export class DesktopApp {
       minHeight: 420,
       show: false,
       backgroundColor: '#f3f4f6',
+      // Linux takes the window icon from here (macOS from the bundle).
+      ...(process.platform === 'linux' ? { icon: iconFile(resources(), 256) } : {}),
       webPreferences: secureWebPreferences(),
     });
     hardenWebContents(win.webContents, this.origin);
@@ -171,8 +176,8 @@ export class DesktopApp {
     win.on('closed', () => {
       if (this.mainWindow === win) this.mainWindow = undefined;
     });
-    // The URL carries the token once; the server answers with a cookie and a clean URL.
-    void win.loadURL(this.server!.url);
+    win.webContents.on('did-finish-load', () => this.flushOpens());
+    void win.loadURL(APP_URL);
     this.mainWindow = win;
     return win;
   }
@@ -184,6 +189,17 @@ export class DesktopApp {
     await saveWindowState(this.stateFile, state).catch(() => {});
   }
 
+  showMainWindow(): void {
+    const w = this.mainWindow;
+    if (!w || w.isDestroyed()) {
+      this.createMainWindow();
+      return;
+    }
+    if (w.isMinimized()) w.restore();
+    w.show();
+    w.focus();
+  }
+
   openConsoleWindow(vmId: string): BrowserWindow {
     const existing = this.consoleWindows.get(vmId);
     if (existing && !existing.isDestroyed()) {
@@ -193,7 +209,7 @@ export class DesktopApp {
     const win = this.newWindow({ width: 1060, height: 760, title: 'VMDesk console' });
     this.consoleWindows.set(vmId, win);
     win.on('closed', () => this.consoleWindows.delete(vmId));
-    void win.loadURL(`${this.origin}/#/console/${encodeURIComponent(vmId)}`);
+    void win.loadURL(`${APP_URL}#/console/${encodeURIComponent(vmId)}`);
     return win;
   }
 
@@ -204,14 +220,28 @@ export class DesktopApp {
     return wins.some((w) => !!w && !w.isDestroyed() && w.webContents === wc);
   }
 
+  /**
+   * A window asks for a channel (ipcRenderer.postMessage with one MessagePort). Only a main frame of app://vmdesk
+   * in a window this app opened is served, with arguments the contract allows and exactly one port; anything
+   * else closes the ports it brought. Returns why it was refused (tests), or undefined when relayed.
+   */
+  async onChannelRequest(event: Pick<IpcMainEvent, 'senderFrame' | 'sender' | 'ports'>, raw: unknown[]): Promise<string | undefined> {
+    const ports = event.ports ?? [];
+    const refuse = (why: string) => {
+      for (const p of ports) p.close();
+      return why;
+    };
+    if (!isTrustedSender(event, this.origin) || !this.ownsWebContents(event.sender)) return refuse(`refused ${IPC.channel} from an untrusted sender`);
+    const parsed = ChannelArgs.safeParse(raw);
+    if (!parsed.success) return refuse(`invalid arguments for ${IPC.channel}`);
+    if (ports.length !== 1 || !this.hub) return refuse(`${IPC.channel} needs exactly one port`);
+    await this.hub.openChannel(parsed.data[0], portLike(ports[0]!));
+    return undefined;
+  }
+
   registerIpc(): void {
     const origin = () => this.origin;
-    // The token opens everything: only our own page, in a window we opened, gets it. validatedHandle has
-    // already checked that the sender is a main frame of our origin.
-    validatedHandle(IPC.connection, ConnectionArgs, origin, (event): DesktopConnection => {
-      if (!this.ownsWebContents(event.sender)) throw new Error(`refused ${IPC.connection}: the sender is not a VMDesk window`);
-      return { endpoint: this.endpoint(), token: this.server!.token };
-    });
+    ipcMain.on(IPC.channel, (event, ...raw) => void this.onChannelRequest(event, raw));
     validatedHandle(IPC.openFile, OpenFileArgs, origin, async (event, [filters]) => {
       const win = BrowserWindow.fromWebContents(event.sender) ?? undefined;
       const opts = { properties: ['openFile' as const], filters: [...(filters ?? []), { name: 'All files', extensions: ['*'] }] };
@@ -221,7 +251,8 @@ export class DesktopApp {
     validatedHandle(IPC.revealInFolder, RevealArgs, origin, (_event, [p]) => {
       shell.showItemInFolder(p);
     });
-    validatedHandle(IPC.openConsole, OpenConsoleArgs, origin, (_event, [vmId]) => {
+    validatedHandle(IPC.openConsole, OpenConsoleArgs, origin, (event, [vmId]) => {
+      if (!this.ownsWebContents(event.sender)) throw new Error(`refused ${IPC.openConsole}: the sender is not a VMDesk window`);
       this.openConsoleWindow(vmId);
     });
   }
@@ -238,10 +269,12 @@ export class DesktopApp {
       {
         label: '&Machine',
         submenu: [
-          { label: 'New…', accelerator: 'CmdOrCtrl+N', click: () => this.sendMenu('new-vm') },
-          { label: 'Settings…', accelerator: 'CmdOrCtrl+S', click: () => this.sendMenu('settings') },
+          { label: '&New…', accelerator: 'CmdOrCtrl+N', click: () => this.sendMenu('new-vm') },
+          { label: '&Import Appliance…', accelerator: 'CmdOrCtrl+I', click: () => void this.chooseImport() },
+          { label: '&Settings…', accelerator: 'CmdOrCtrl+S', click: () => this.sendMenu('settings') },
           { type: 'separator' },
-          isMac ? { role: 'close' } : { role: 'quit', accelerator: 'CmdOrCtrl+Q' },
+          { role: 'close', accelerator: 'CmdOrCtrl+W' },
+          ...(isMac ? [] : [{ role: 'quit' as const, accelerator: 'CmdOrCtrl+Q' }]),
         ],
       },
       { role: 'editMenu' },
@@ -250,8 +283,123 @@ export class DesktopApp {
         submenu: [{ role: 'reload' }, { role: 'forceReload' }, { role: 'toggleDevTools' }, { type: 'separator' }, { role: 'resetZoom' }, { role: 'zoomIn' }, { role: 'zoomOut' }, { type: 'separator' }, { role: 'togglefullscreen' }],
       },
       { role: 'windowMenu' },
-      { role: 'help', submenu: [{ label: 'VMDesk on the web', click: () => void shell.openExternal('https://github.com/') }] },
+      {
+        role: 'help',
+        submenu: [
+          { label: 'VMDesk on the web', click: () => void shell.openExternal('https://github.com/') },
+          ...(isMac ? [] : [{ type: 'separator' as const }, { label: '&About VMDesk', click: () => app.showAboutPanel() }]),
+        ],
+      },
     ];
+  }
+
+  private setAbout(): void {
+    const { version, build } = buildInfo();
+    const h = this.link?.hello;
+    app.setAboutPanelOptions(aboutPanelOptions({ version, build, versions: process.versions, daemon: h ? { app: h.app, build: h.build, pid: h.pid, version: h.version } : undefined }));
+  }
+
+  /** Tray, notifications and VM names from the daemon's events (refreshed after every reconnection). */
+  private watchDaemon(): void {
+    const link = this.link!;
+    let timer: NodeJS.Timeout | undefined;
+    const refresh = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        void link.call('vm.list', {}).then((vms) => {
+          this.vmNames = new Map(vms.map((v) => [v.id, v.name]));
+          this.updateTray(vms);
+        }, () => {});
+      }, 300);
+    };
+    link.onConnected(() => {
+      refresh();
+      this.setAbout();
+    });
+    link.onEvent((ev) => {
+      if (ev.type !== 'progress') refresh();
+      const notice = this.jobs.onEvent(ev, (id) => this.vmNames.get(id));
+      // Only when the user looks elsewhere: a focused VMDesk window shows the job's end itself.
+      if (notice && !BrowserWindow.getFocusedWindow() && Notification.isSupported()) new Notification({ title: notice.title, body: notice.body }).show();
+    });
+    refresh();
+  }
+
+  private updateTray(vms: VmInfo[]): void {
+    if (!wantTray(process.platform, process.env)) return;
+    try {
+      this.buildTray(vms);
+    } catch (e) {
+      // A desktop without a tray (or a broken icon) must not take the app down; the window does everything too.
+      console.warn(`vmdesk: no tray icon: ${(e as Error).message}`);
+    }
+  }
+
+  private buildTray(vms: VmInfo[]): void {
+    if (!this.tray) {
+      // Template-sized on macOS (menu bar), a little larger elsewhere; generated from assets/icon.svg.
+      const icon = nativeImage.createFromPath(iconFile(resources(), process.platform === 'darwin' ? 16 : 32));
+      this.tray = new Tray(icon);
+      this.tray.on('click', () => this.showMainWindow());
+    }
+    const link = this.link!;
+    const template = trayMenuTemplate(vms, {
+      start: (id) => void link.call('vm.start', { id }).catch((e: Error) => dialog.showErrorBox('VMDesk', e.message)),
+      stop: (id) => void link.call('vm.stop', { id, timeoutMs: 30_000 }).catch((e: Error) => dialog.showErrorBox('VMDesk', e.message)),
+      console: (id) => this.openConsoleWindow(id),
+      show: () => this.showMainWindow(),
+      quit: () => app.quit(),
+    });
+    this.tray.setToolTip(trayTooltip(vms));
+    this.tray.setContextMenu(Menu.buildFromTemplate(template as MenuItemConstructorOptions[]));
+  }
+
+  /** Machine → Import Appliance…: the same flow as double-clicking an .ova. */
+  private async chooseImport(): Promise<void> {
+    const exts = Object.keys(OPENABLE).filter((e) => OPENABLE[e] === 'import').map((e) => e.slice(1));
+    const opts = { properties: ['openFile' as const], filters: [{ name: 'Appliances and VMDesk archives', extensions: exts }] };
+    const r = this.mainWindow ? await dialog.showOpenDialog(this.mainWindow, opts) : await dialog.showOpenDialog(opts);
+    const req = r.canceled ? undefined : openRequestFor(r.filePaths[0] ?? '', process.cwd());
+    if (req) this.openFiles([req]);
+  }
+
+  /** Files opened with VMDesk: appliances and archives are imported (after asking), an ISO opens the New VM wizard. */
+  openFiles(reqs: OpenRequest[]): void {
+    if (!reqs.length) return;
+    this.pendingOpens.push(...reqs);
+    if (this.mainWindow && !this.mainWindow.webContents.isLoading()) this.flushOpens();
+    else if (!this.mainWindow && this.link) this.createMainWindow();
+  }
+
+  private flushOpens(): void {
+    const win = this.mainWindow;
+    if (!win || win.isDestroyed()) return;
+    for (const req of this.pendingOpens.splice(0)) {
+      if (req.action === 'create') {
+        const cmd: OpenPathCommand = { action: 'create', path: req.path };
+        win.webContents.send(IPC.openPath, cmd);
+      } else void this.importFile(req.path, win);
+    }
+    this.showMainWindow();
+  }
+
+  private async importFile(file: string, win: BrowserWindow): Promise<void> {
+    const r = await dialog.showMessageBox(win, {
+      type: 'question',
+      buttons: ['Import', 'Cancel'],
+      defaultId: 0,
+      cancelId: 1,
+      message: `Import “${path.basename(file)}” into VMDesk?`,
+      detail: `${file}\n\nIts disks are checked and copied into your VM library; the file itself is not changed.`,
+      noLink: true,
+    });
+    if (r.response !== 0 || !this.link) return;
+    try {
+      // An opId makes the daemon send progress events: the window shows a progress bar, a notification the end.
+      await this.link.call('vm.import', { file }, { opId: `import-${Date.now().toString(36)}` });
+    } catch (e) {
+      await dialog.showMessageBox(win, { type: 'error', message: `Could not import “${path.basename(file)}”`, detail: (e as Error).message });
+    }
   }
 
   /** before-quit: ask once about running VMs, then keep them or shut them down, then really quit. */
@@ -270,7 +418,8 @@ export class DesktopApp {
         // ACPI first; a guest that ignores it is forced off after 30 s.
         await Promise.allSettled(running.map((id) => this.core!.stop(id, { timeoutMs: 30_000 })));
       }
-      await this.server?.close();
+      this.hub?.closeAll();
+      this.tray?.destroy();
       await this.core.shutdown();
     } catch {
       /* quitting must not be blocked by a failure here */
@@ -281,17 +430,26 @@ export class DesktopApp {
 }
 
 export async function main(): Promise<void> {
+  // Before ready: app://vmdesk is a standard, secure origin (relative URLs, ES modules, a secure context).
+  protocol.registerSchemesAsPrivileged([{ scheme: APP_SCHEME, privileges: { ...APP_SCHEME_PRIVILEGES } }]);
   if (!app.requestSingleInstanceLock()) {
+    // The first instance gets our argv through 'second-instance' and opens the files there.
     app.quit();
     return;
   }
   const desk = new DesktopApp();
-  app.on('second-instance', () => {
-    const w = desk.mainWindow;
-    if (w) {
-      if (w.isMinimized()) w.restore();
-      w.focus();
-    }
+  const early: OpenRequest[] = openRequestsFromArgv(process.argv, process.cwd());
+  app.on('second-instance', (_event, argv, workingDirectory) => {
+    desk.showMainWindow();
+    desk.openFiles(openRequestsFromArgv(argv, workingDirectory));
+  });
+  // macOS hands documents over by event, possibly before ready.
+  app.on('open-file', (event, file) => {
+    event.preventDefault();
+    const req = openRequestFor(file, process.cwd());
+    if (!req) return;
+    if (desk.link) desk.openFiles([req]);
+    else early.push(req);
   });
   app.on('web-contents-created', (_e, wc) => {
     wc.on('will-attach-webview', (event) => event.preventDefault());
@@ -300,11 +458,12 @@ export async function main(): Promise<void> {
   // Closing the last window quits (and asks about running VMs); VMs can keep running without the app.
   app.on('window-all-closed', () => app.quit());
   app.on('activate', () => {
-    if (!desk.mainWindow && desk.server) desk.createMainWindow();
+    if (!desk.mainWindow && desk.link) desk.createMainWindow();
   });
   await app.whenReady();
   await desk.boot(process.env.VMDESK_HOME);
   desk.createMainWindow();
+  desk.openFiles(early);
 }
 
 if (process.versions.electron) void main();

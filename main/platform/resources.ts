@@ -71,6 +71,8 @@ export interface Resources {
   rendererDir: string;
   /** The sandboxed preload script (compiled; Electron only). */
   preload: string;
+  /** PNG icons at every size, generated from assets/icon.svg by scripts/icons.mjs (<size>x<size>.png). */
+  iconsDir: string;
   /** dist/main/build-info.json; undefined when running sources (build "source"). */
   buildInfoFile?: string;
   /** The tree the daemon runs from: a repo or dist layout (in a package, the payload or its copy). */
@@ -170,6 +172,7 @@ export function resolveResources(ctx: ResourceContext): Resources {
     ...(resourcesDir ? { resourcesDir } : {}),
     rendererDir,
     preload,
+    iconsDir: path.join(appRoot, 'dist', 'icons'),
     ...(buildInfoFile ? { buildInfoFile } : {}),
     daemonRoot,
     nativeAddon: ctx.env.VMDESK_NATIVE_ADDON || path.join(natives, ADDON),
@@ -177,6 +180,11 @@ export function resolveResources(ctx: ResourceContext): Resources {
     node,
     ...(runtimeCopy ? { runtimeCopy } : {}),
   };
+}
+
+/** The generated icon of that size (scripts/icons.mjs makes 16 to 1024). */
+export function iconFile(r: Resources, size: 16 | 24 | 32 | 48 | 64 | 128 | 256 | 512 | 1024): string {
+  return path.join(r.iconsDir, `${size}x${size}.png`);
 }
 
 /** The TypeScript loader for running sources as a child (repo layout): tsx from the nearest node_modules. */

@@ -60,7 +60,7 @@ export class StaticFiles {
       return send(res, 404, 'not found');
     }
     const body = await fs.readFile(file);
-    const type = TYPES[path.extname(file).toLowerCase()] ?? 'application/octet-stream';
+    const type = contentType(file);
     res.statusCode = 200;
     res.setHeader('Content-Type', type);
     res.setHeader('Content-Length', body.length);
@@ -82,6 +82,11 @@ export class StaticFiles {
       return null;
     }
   }
+}
+
+/** The Content-Type for a file name (application/octet-stream when unknown). */
+export function contentType(file: string): string {
+  return TYPES[path.extname(file).toLowerCase()] ?? 'application/octet-stream';
 }
 
 export function send(res: ServerResponse, status: number, text: string): number {

@@ -1,8 +1,11 @@
-// The Electron shell with a mocked 'electron': secure webPreferences, navigation/window-open/permission denial,
-// IPC sender checks, the quit flow, and boot as a client of the library's daemon (a real one, in this process)
-// serving its windows through a relay on 127.0.0.1.
+// The Electron shell with a mocked 'electron' (no Electron binary here): secure webPreferences, navigation/
+// window-open/permission denial, IPC sender and argument checks (the channel request included), the quit flow,
+// and boot as a client of the library's daemon (a real one, in this process) that opens no TCP port: windows
+// load app://vmdesk and reach the daemon over MessagePorts the main process relays.
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,22 +14,46 @@ const mocks = vi.hoisted(() => {
   /** A stand-in BrowserWindow that records what it was built with and the URL it loaded. */
   class FakeWindow {
     static created: FakeWindow[] = [];
-    readonly webContents: { listeners: Map<string, unknown>; on(ev: string, fn: unknown): void; setWindowOpenHandler(fn: unknown): void };
+    readonly webContents: { listeners: Map<string, unknown>; on(ev: string, fn: unknown): void; setWindowOpenHandler(fn: unknown): void; isLoading(): boolean; send: (...a: unknown[]) => void };
     loaded: string | undefined;
     constructor(readonly options: { webPreferences?: Record<string, unknown> }) {
       const listeners = new Map<string, unknown>();
-      this.webContents = { listeners, on: (ev, fn) => listeners.set(ev, fn), setWindowOpenHandler: () => {} };
+      this.webContents = { listeners, on: (ev, fn) => listeners.set(ev, fn), setWindowOpenHandler: () => {}, isLoading: () => false, send: () => {} };
       FakeWindow.created.push(this);
     }
     once(): void {}
     on(): void {}
     focus(): void {}
+    show(): void {}
+    isMinimized(): boolean {
+      return false;
+    }
     isDestroyed(): boolean {
       return false;
     }
     loadURL(url: string): Promise<void> {
       this.loaded = url;
       return Promise.resolve();
+    }
+  }
+  /** A stand-in Tray that keeps its latest menu and tooltip. */
+  class FakeTray {
+    static last: FakeTray | undefined;
+    menu: { label?: string; submenu?: { label?: string; enabled?: boolean; click?: () => void }[] }[] = [];
+    tooltip = '';
+    destroyed = false;
+    constructor() {
+      FakeTray.last = this;
+    }
+    on(): void {}
+    setToolTip(t: string): void {
+      this.tooltip = t;
+    }
+    setContextMenu(m: FakeTray['menu']): void {
+      this.menu = m;
+    }
+    destroy(): void {
+      this.destroyed = true;
     }
   }
   /** The default session's permission handlers, as boot() installs them. */
@@ -43,19 +70,31 @@ const mocks = vi.hoisted(() => {
   return {
     defaultSession,
     handlers: new Map<string, (...args: unknown[]) => unknown>(),
+    listeners: new Map<string, (...args: unknown[]) => unknown>(),
+    protocolHandlers: new Map<string, (req: { url: string; method?: string }) => Promise<Response>>(),
+    privileged: [] as unknown[],
+    about: vi.fn(),
     showMessageBox: vi.fn(),
     openExternal: vi.fn(),
     quit: vi.fn(),
     BrowserWindow: FakeWindow,
+    Tray: FakeTray,
   };
 });
 
 vi.mock('electron', () => ({
-  app: { quit: mocks.quit, on: vi.fn(), whenReady: vi.fn(), requestSingleInstanceLock: vi.fn(() => true) },
-  BrowserWindow: mocks.BrowserWindow,
+  app: { quit: mocks.quit, on: vi.fn(), whenReady: vi.fn(), requestSingleInstanceLock: vi.fn(() => true), setAboutPanelOptions: mocks.about, showAboutPanel: vi.fn() },
+  BrowserWindow: Object.assign(mocks.BrowserWindow, { getFocusedWindow: () => null, fromWebContents: () => null }),
   Menu: { setApplicationMenu: vi.fn(), buildFromTemplate: vi.fn((t: unknown) => t) },
-  dialog: { showMessageBox: mocks.showMessageBox, showOpenDialog: vi.fn() },
-  ipcMain: { handle: (ch: string, fn: (...args: unknown[]) => unknown) => mocks.handlers.set(ch, fn) },
+  Notification: Object.assign(vi.fn(), { isSupported: () => false }),
+  Tray: mocks.Tray,
+  nativeImage: { createFromPath: vi.fn(() => ({})) },
+  protocol: {
+    handle: (scheme: string, fn: (req: { url: string; method?: string }) => Promise<Response>) => mocks.protocolHandlers.set(scheme, fn),
+    registerSchemesAsPrivileged: (s: unknown[]) => mocks.privileged.push(...s),
+  },
+  dialog: { showMessageBox: mocks.showMessageBox, showOpenDialog: vi.fn(), showErrorBox: vi.fn() },
+  ipcMain: { handle: (ch: string, fn: (...args: unknown[]) => unknown) => mocks.handlers.set(ch, fn), on: (ch: string, fn: (...args: unknown[]) => unknown) => mocks.listeners.set(ch, fn) },
   screen: { getAllDisplays: () => [] },
   session: { defaultSession: mocks.defaultSession },
   shell: { openExternal: mocks.openExternal, showItemInFolder: vi.fn() },
@@ -64,20 +103,59 @@ vi.mock('electron', () => ({
 const shell = await import('../../main/electron/main.js');
 const { startDaemon } = await import('../../main/daemon/daemon.js');
 const { runtimeRoot } = await import('../../main/platform/paths.js');
-const { daemonClient, settledClients, upgradeStatus, wsClient } = await import('../helpers/daemon.js');
+const { daemonClient, settledClients } = await import('../helpers/daemon.js');
 const { registerTestEngine, testVm, unregisterTestEngine } = await import('../helpers/test-engine.js');
 const { IPC, OpenFileArgs } = await import('../../main/electron/ipc-contract.js');
+const { APP_ORIGIN } = await import('../../main/electron/protocol.js');
 const { loadWindowState, saveWindowState, fitToDisplays } = await import('../../main/electron/window-state.js');
 
-const ORIGIN = 'http://127.0.0.1:4321';
-const TOKEN = 'tok-0123456789abcdef';
+const ORIGIN = APP_ORIGIN;
 
-/** A DesktopApp with a stand-in server and its IPC handlers registered (boot() minus core, server and session). */
-function deskWithServer() {
+/** A DesktopApp with its IPC handlers registered (boot() minus the daemon, protocol and session). */
+function deskWithIpc() {
   const desk = new shell.DesktopApp();
-  desk.server = { url: `${ORIGIN}/?token=${TOKEN}`, port: 4321, token: TOKEN, close: vi.fn(async () => {}) } as never;
   desk.registerIpc();
   return { desk };
+}
+
+/** Node's MessagePort as the main process sees Electron's MessagePortMain: 'message' events carry { data }. */
+function mainSide(port: MessagePort) {
+  return {
+    postMessage: (m: unknown) => port.postMessage(m),
+    on(ev: string, fn: (...a: unknown[]) => void) {
+      if (ev === 'message') port.on('message', (data) => fn({ data }));
+      else port.on(ev, fn);
+      return this;
+    },
+    start: () => port.start(),
+    close: () => port.close(),
+  };
+}
+
+/** The window's end of a channel: every message it receives, in order. */
+function windowSide(port: MessagePort) {
+  const got: unknown[] = [];
+  const waiters: (() => void)[] = [];
+  port.on('message', (m) => {
+    got.push(m);
+    for (const w of waiters.splice(0)) w();
+  });
+  return {
+    got,
+    port,
+    async next(pred: (m: unknown) => boolean, timeoutMs = 10_000): Promise<unknown> {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const hit = got.find(pred);
+        if (hit !== undefined) return hit;
+        if (Date.now() > deadline) throw new Error(`no such message; got ${JSON.stringify(got).slice(0, 400)}`);
+        await new Promise<void>((r) => {
+          waiters.push(r);
+          setTimeout(r, 100);
+        });
+      }
+    },
+  };
 }
 
 /** A stand-in WebContents: records listeners and the window-open handler. */
@@ -106,16 +184,14 @@ describe('webPreferences', () => {
     expect(p.preload).toMatch(/preload[/\\]index\.js$/);
   });
 
-  it('never puts the token on a renderer\'s command line (additionalArguments land in /proc/<pid>/cmdline)', () => {
-    const { desk } = deskWithServer();
+  it('puts nothing on a renderer\'s command line (additionalArguments land in /proc/<pid>/cmdline) and loads app://vmdesk', () => {
+    const { desk } = deskWithIpc();
     mocks.BrowserWindow.created.length = 0;
     desk.openConsoleWindow('vm1');
     expect(mocks.BrowserWindow.created).toHaveLength(1);
     const prefs = mocks.BrowserWindow.created[0]!.options.webPreferences!;
     expect(prefs.additionalArguments ?? []).toEqual([]);
-    expect(JSON.stringify(mocks.BrowserWindow.created[0]!.options)).not.toContain(TOKEN);
-    // The console window opens on the origin alone; the cookie set by the main window authenticates it.
-    expect(mocks.BrowserWindow.created[0]!.loaded).toBe(`${ORIGIN}/#/console/vm1`);
+    expect(mocks.BrowserWindow.created[0]!.loaded).toBe('app://vmdesk/#/console/vm1');
   });
 });
 
@@ -125,6 +201,8 @@ describe('navigation and new windows', () => {
     shell.hardenWebContents(wc as never, ORIGIN);
     expect(navigate(wc, 'will-navigate', 'https://evil.example/')).toBe(true);
     expect(navigate(wc, 'will-navigate', 'http://127.0.0.1:9999/')).toBe(true);
+    expect(navigate(wc, 'will-navigate', 'app://evil/')).toBe(true);
+    expect(navigate(wc, 'will-navigate', 'data:text/html,<b>x</b>')).toBe(true);
     expect(navigate(wc, 'will-navigate', 'file:///etc/passwd')).toBe(true);
     expect(navigate(wc, 'will-redirect', 'https://evil.example/')).toBe(true);
     expect(navigate(wc, 'will-navigate', `${ORIGIN}/#/console/x`)).toBe(false);
@@ -177,23 +255,48 @@ describe('IPC', () => {
     expect(shell.isTrustedSender({ senderFrame: null, sender: {} } as never, ORIGIN)).toBe(false);
   });
 
-  it('hands the endpoint and token only to our own window\'s main frame', async () => {
-    const { desk } = deskWithServer();
+  it('opens a channel only for our own window\'s main frame, with valid arguments and exactly one port', async () => {
+    const { desk } = deskWithIpc();
     const win = desk.openConsoleWindow('vm-ipc');
-    const handler = mocks.handlers.get(IPC.connection)!;
-    expect(handler).toBeDefined();
+    const opened: unknown[] = [];
+    desk.hub = { openChannel: async (req: unknown) => void opened.push(req) } as never;
+    expect(mocks.listeners.get(IPC.channel)).toBeDefined();
+    const closed: number[] = [];
+    const port = (i: number) => ({ close: () => closed.push(i) });
     const ours = { senderFrame: { url: `${ORIGIN}/#/console/vm-ipc`, parent: null }, sender: win.webContents };
-    expect(await handler(ours)).toEqual({ endpoint: 'ws://127.0.0.1:4321/ws', token: TOKEN });
+    expect(await desk.onChannelRequest({ ...ours, ports: [port(0)] } as never, [{ kind: 'rpc' }])).toBeUndefined();
+    expect(await desk.onChannelRequest({ ...ours, ports: [port(1)] } as never, [{ kind: 'vnc', vm: 'vm-ipc' }])).toBeUndefined();
+    expect(opened).toEqual([{ kind: 'rpc' }, { kind: 'vnc', vm: 'vm-ipc' }]);
     // A page of another origin, a sub-frame of ours, a frame-less event, a web contents that is not one of our windows.
     const foreign = [
       { senderFrame: { url: 'https://evil.example/', parent: null }, sender: win.webContents },
+      { senderFrame: { url: 'app://evil/', parent: null }, sender: win.webContents },
       { senderFrame: { url: `${ORIGIN}/`, parent: {} }, sender: win.webContents },
       { senderFrame: null, sender: win.webContents },
       { senderFrame: { url: `${ORIGIN}/`, parent: null }, sender: { id: 'some other web contents' } },
     ];
-    for (const ev of foreign) expect(() => handler(ev), JSON.stringify(ev.senderFrame)).toThrow(/refused/);
-    // The request takes no arguments: extra ones are refused too.
-    expect(() => handler(ours, 'extra')).toThrow(/invalid arguments/);
+    let n = 10;
+    for (const ev of foreign) expect(await desk.onChannelRequest({ ...ev, ports: [port(n++)] } as never, [{ kind: 'rpc' }]), JSON.stringify(ev.senderFrame)).toMatch(/untrusted sender/);
+    // Arguments the contract does not allow, and anything but one port.
+    for (const args of [[], [{ kind: 'shell' }], [{ kind: 'rpc', extra: 1 }], [{ kind: 'vnc' }], [{ kind: 'vnc', vm: '../x/y' }], [{ kind: 'rpc' }, 'extra']]) {
+      expect(await desk.onChannelRequest({ ...ours, ports: [port(n++)] } as never, args), JSON.stringify(args)).toMatch(/invalid arguments/);
+    }
+    expect(await desk.onChannelRequest({ ...ours, ports: [] } as never, [{ kind: 'rpc' }])).toMatch(/exactly one port/);
+    expect(await desk.onChannelRequest({ ...ours, ports: [port(n++), port(n++)] } as never, [{ kind: 'rpc' }])).toMatch(/exactly one port/);
+    expect(opened).toHaveLength(2);
+    // Every refused request had its ports closed; the accepted ones were left to the relay.
+    expect(closed.sort((a, b) => a - b)).toEqual(Array.from({ length: n - 10 }, (_, i) => i + 10));
+  });
+
+  it('opens a console window only for our own windows', async () => {
+    const { desk } = deskWithIpc();
+    const win = desk.openConsoleWindow('a');
+    const handler = mocks.handlers.get(IPC.openConsole)!;
+    mocks.BrowserWindow.created.length = 0;
+    await handler({ senderFrame: { url: `${ORIGIN}/`, parent: null }, sender: win.webContents }, 'b');
+    expect(mocks.BrowserWindow.created).toHaveLength(1);
+    expect(() => handler({ senderFrame: { url: `${ORIGIN}/`, parent: null }, sender: {} }, 'c')).toThrow(/refused/);
+    expect(() => handler({ senderFrame: { url: `${ORIGIN}/`, parent: null }, sender: win.webContents }, '../../etc')).toThrow(/invalid arguments/);
   });
 
   it('validates arguments with zod before the handler runs', async () => {
@@ -216,7 +319,6 @@ describe('quit flow', () => {
     const desk = new shell.DesktopApp();
     const core = { list: vi.fn(async () => list), stop: vi.fn(async () => ({})), shutdown: vi.fn(async () => {}) };
     desk.core = core as never;
-    desk.server = { url: `${ORIGIN}/?token=t`, port: 4321, token: 't', close: vi.fn(async () => {}) };
     return { desk, core };
   }
 
@@ -288,35 +390,63 @@ describe('preload', () => {
     const exposed: Record<string, unknown> = {};
     const invoke = vi.fn(async () => 'ok');
     const on = vi.fn();
+    const postMessage = vi.fn();
     const requireFn = (name: string) => {
       if (name !== 'electron') throw new Error(`sandboxed preload may not require ${name}`);
-      return { contextBridge: { exposeInMainWorld: (k: string, v: unknown) => (exposed[k] = v) }, ipcRenderer: { invoke, on } };
+      return { contextBridge: { exposeInMainWorld: (k: string, v: unknown) => (exposed[k] = v) }, ipcRenderer: { invoke, on, postMessage } };
     };
     const fakeProcess = { argv: ['electron'] };
-    new Function('require', 'process', 'exports', 'module', js)(requireFn, fakeProcess, {}, { exports: {} });
-    return { exposed, invoke, on };
+    new Function('require', 'process', 'exports', 'module', 'MessageChannel', js)(requireFn, fakeProcess, {}, { exports: {} }, MessageChannel);
+    return { exposed, invoke, on, postMessage };
   }
 
   it('exposes exactly one small, named global and nothing generic', async () => {
     const { exposed, invoke, on } = await runPreload();
     expect(Object.keys(exposed)).toEqual(['vmdesk']);
     const api = exposed.vmdesk as Record<string, unknown>;
-    expect(Object.keys(api).sort()).toEqual(['connection', 'onMenuCommand', 'openConsole', 'openFile', 'revealInFolder']);
+    expect(Object.keys(api).sort()).toEqual(['onMenuCommand', 'onOpenPath', 'openChannel', 'openConsole', 'openFile', 'revealInFolder']);
     expect(Object.isFrozen(api)).toBe(true);
     expect(Object.values(api).some((v) => v && typeof v === 'object')).toBe(false); // no ipcRenderer or other objects
-    // The endpoint and token are asked for over IPC, with no arguments for the page to steer.
-    await (api.connection as () => Promise<unknown>)();
     await (api.openFile as (f: unknown) => Promise<unknown>)([{ name: 'ISO', extensions: ['iso'] }]);
     await (api.revealInFolder as (p: string) => Promise<unknown>)('/tmp');
     await (api.openConsole as (p: string) => Promise<unknown>)('vm1');
-    expect(invoke.mock.calls.map((c) => c[0])).toEqual([IPC.connection, IPC.openFile, IPC.revealInFolder, IPC.openConsole]);
-    expect(invoke.mock.calls[0]).toEqual([IPC.connection]);
-    const seen: string[] = [];
+    expect(invoke.mock.calls.map((c) => c[0])).toEqual([IPC.openFile, IPC.revealInFolder, IPC.openConsole]);
+    const seen: unknown[] = [];
     (api.onMenuCommand as (fn: (c: string) => void) => void)((c) => seen.push(c));
-    expect(on.mock.calls[0]![0]).toBe(IPC.menu);
-    const listener = on.mock.calls[0]![1] as (e: unknown, c: unknown) => void;
-    listener({ sender: 'the IPC event must not leak' }, 'new-vm');
-    expect(seen).toEqual(['new-vm']);
+    (api.onOpenPath as (fn: (c: unknown) => void) => void)((c) => seen.push(c));
+    expect(on.mock.calls.map((c) => c[0])).toEqual([IPC.menu, IPC.openPath]);
+    (on.mock.calls[0]![1] as (e: unknown, c: unknown) => void)({ sender: 'the IPC event must not leak' }, 'new-vm');
+    (on.mock.calls[1]![1] as (e: unknown, c: unknown) => void)({ sender: 'the IPC event must not leak' }, { action: 'create', path: '/isos/a.iso', extra: { x: 1 } });
+    expect(seen).toEqual(['new-vm', { action: 'create', path: '/isos/a.iso' }]);
+  });
+
+  it('opens a channel by handing the main process one port, keeps its own, and acknowledges what the page consumed', async () => {
+    const { exposed, postMessage } = await runPreload();
+    const api = exposed.vmdesk as { openChannel(kind: string, vm: string | undefined, h: object): { send(d: unknown): void; close(): void } };
+    const got: unknown[] = [];
+    let opened = false;
+    let closedWith: string | undefined;
+    const ch = api.openChannel('vnc', 'vm1', { onOpen: () => (opened = true), onMessage: (d: unknown) => got.push(d), onClose: (r: string) => (closedWith = r) });
+    expect(postMessage).toHaveBeenCalledTimes(1);
+    const [channel, request, ports] = postMessage.mock.calls[0]! as [string, unknown, MessagePort[]];
+    expect(channel).toBe(IPC.channel);
+    expect(request).toEqual({ kind: 'vnc', vm: 'vm1' });
+    expect(ports).toHaveLength(1);
+    // The main process's end.
+    const main = ports[0]!;
+    const fromPage: unknown[] = [];
+    main.on('message', (m) => fromPage.push(m));
+    main.postMessage({ t: 'open' });
+    main.postMessage(new Uint8Array([1, 2, 3]));
+    await vi.waitFor(() => expect(got).toHaveLength(1));
+    expect(opened).toBe(true);
+    expect(got[0]).toEqual(new Uint8Array([1, 2, 3]));
+    ch.send(new Uint8Array([9]));
+    await vi.waitFor(() => expect(fromPage).toContainEqual({ t: 'ack', n: 3 }));
+    await vi.waitFor(() => expect(fromPage).toContainEqual(new Uint8Array([9])));
+    main.postMessage({ t: 'close', reason: 'display closed' });
+    await vi.waitFor(() => expect(closedWith).toBe('display closed'));
+    main.close();
   });
 
   it('uses the same channel names as the main process', () => {
@@ -368,46 +498,69 @@ describe('boot: a client of the library\'s daemon', () => {
     expect(mocks.quit).toHaveBeenCalledTimes(1);
   }
 
-  it('serves its windows through a relay to the daemon on 127.0.0.1, behind the token', async () => {
+  it('opens no TCP port: windows load app://vmdesk and reach the daemon over relayed MessagePorts', async () => {
     const before = await settledClients(daemon);
-    const desk = await booted();
-    const server = desk.server!;
-    const url = new URL(server.url);
-    expect(url.hostname).toBe('127.0.0.1');
-    expect(url.searchParams.get('token')).toBe(server.token);
-    expect(server.token.length).toBeGreaterThanOrEqual(43); // 32 random bytes
-    // The shell keeps one connection of its own to the daemon (the quit flow).
+    // Every listen() during boot: none may be a TCP port (the daemon here listens on its unix socket before).
+    const listens: unknown[][] = [];
+    const orig = net.Server.prototype.listen;
+    const spy = vi.spyOn(net.Server.prototype, 'listen').mockImplementation(function (this: net.Server, ...args: unknown[]) {
+      listens.push(args);
+      return (orig as (...a: unknown[]) => net.Server).apply(this, args);
+    });
+    let desk: InstanceType<typeof shell.DesktopApp>;
+    try {
+      desk = await booted();
+    } finally {
+      spy.mockRestore();
+    }
+    expect(listens).toEqual([]);
+    expect((desk as unknown as { server?: unknown }).server).toBeUndefined();
+    // The shell keeps one connection of its own to the daemon (quit flow, tray, notifications).
     expect(await settledClients(daemon)).toBe(before + 1);
-    // A window's WebSocket reaches this daemon; without the token nothing does.
-    const page = await wsClient(server);
-    expect(await page.next((f) => f.t === 'hello')).toMatchObject({ pid: process.pid });
-    page.close();
-    expect(await upgradeStatus(server, '/ws', {})).toBe(401);
-    expect(await upgradeStatus(server, '/ws', { 'x-vmdesk-token': server.token, origin: 'http://evil.example' })).toBe(403);
+    expect(mocks.privileged).toEqual([]); // registered by main() before ready, not by boot()
+    expect(mocks.protocolHandlers.has('app')).toBe(true);
 
-    // Permissions: only clipboard and fullscreen, only for this server's origin.
+    // Permissions: only clipboard and fullscreen, only for app://vmdesk.
     const ask = (perm: string, from: string) => {
       let answer: boolean | undefined;
       mocks.defaultSession.request!({ getURL: () => from }, perm, (ok) => (answer = ok), { requestingUrl: from });
       return answer;
     };
-    expect(ask('clipboard-read', `${url.origin}/`)).toBe(true);
-    expect(ask('media', `${url.origin}/`)).toBe(false);
+    expect(ask('clipboard-read', `${ORIGIN}/`)).toBe(true);
+    expect(ask('media', `${ORIGIN}/`)).toBe(false);
     expect(ask('clipboard-read', 'http://127.0.0.1:1/')).toBe(false);
-    expect(mocks.defaultSession.check!({}, 'fullscreen', url.origin)).toBe(true);
+    expect(ask('clipboard-read', 'app://other/')).toBe(false);
+    expect(mocks.defaultSession.check!({}, 'fullscreen', ORIGIN)).toBe(true);
 
-    // The main window loads the URL with the token once, sandboxed; IPC hands this server's endpoint to it alone.
+    // The main window loads app://vmdesk, sandboxed; the protocol serves the page with its CSP.
     mocks.BrowserWindow.created.length = 0;
     const win = desk.createMainWindow();
-    expect(mocks.BrowserWindow.created[0]!.loaded).toBe(server.url);
+    expect(mocks.BrowserWindow.created[0]!.loaded).toBe('app://vmdesk/');
     expect(mocks.BrowserWindow.created[0]!.options.webPreferences).toMatchObject({ sandbox: true, contextIsolation: true, nodeIntegration: false });
-    const handler = mocks.handlers.get(IPC.connection)!;
-    expect(await handler({ senderFrame: { url: `${url.origin}/`, parent: null }, sender: win.webContents })).toEqual({ endpoint: `ws://127.0.0.1:${server.port}/ws`, token: server.token });
-    expect(() => handler({ senderFrame: { url: 'https://evil.example/', parent: null }, sender: win.webContents })).toThrow(/refused/);
+    const page = await mocks.protocolHandlers.get('app')!({ url: 'app://vmdesk/../../etc/passwd' });
+    expect([200, 503]).toContain(page.status); // URL parsing keeps it inside: index.html, or "not built"
+    expect(page.headers.get('content-security-policy')).toContain("default-src 'self'");
+
+    // A window's rpc channel: its own daemon connection, frames both ways through the main process.
+    const { port1, port2 } = new MessageChannel();
+    const w = windowSide(port1);
+    const ipcListener = mocks.listeners.get(IPC.channel)!;
+    ipcListener({ senderFrame: { url: `${ORIGIN}/`, parent: null }, sender: win.webContents, ports: [mainSide(port2)] }, { kind: 'rpc' });
+    await w.next((m) => (m as { t?: string }).t === 'open');
+    const hello = JSON.parse((await w.next((m) => typeof m === 'string' && m.includes('"hello"'))) as string);
+    expect(hello).toMatchObject({ t: 'hello', pid: process.pid });
+    expect(await settledClients(daemon)).toBe(before + 2);
+    port1.postMessage(JSON.stringify({ t: 'call', id: 7, method: 'vm.list', params: {} }));
+    const result = JSON.parse((await w.next((m) => typeof m === 'string' && m.includes('"result"'))) as string);
+    expect(result).toMatchObject({ t: 'result', id: 7 });
+    expect(Array.isArray(result.result)).toBe(true);
+    // A frame that is not the contract's ends the channel and its daemon connection.
+    port1.postMessage('{"t":"call","id":8,"method":"vm.list","params":{}}\n{"t":"call"}');
+    expect(await w.next((m) => (m as { t?: string }).t === 'close')).toMatchObject({ reason: expect.stringMatching(/newline/) });
+    expect(await settledClients(daemon)).toBe(before + 1);
 
     await quit(desk);
-    // Quitting closes the server and the shell's connection; the daemon stays for the CLI and the next start.
-    expect(await upgradeStatus(server, '/ws')).toBeUndefined();
+    // Quitting closes the shell's connection; the daemon stays for the CLI and the next start.
     expect(await settledClients(daemon)).toBe(before);
   });
 
@@ -419,6 +572,24 @@ describe('boot: a client of the library\'s daemon', () => {
     expect(mocks.showMessageBox).toHaveBeenCalledTimes(1);
     expect(mocks.showMessageBox.mock.calls[0]![0].message).toContain('“busy”');
     expect((await daemon.core.get(vm.id)).state).toBe('stopped');
+  });
+
+  it('shows the running VMs in the tray, with start and stop that act through the daemon', async () => {
+    const vm = await runningVm('in-tray');
+    const desk = await booted();
+    const tray = () => mocks.Tray.last!;
+    await vi.waitFor(() => expect(tray().menu.some((i) => i.label === 'in-tray — running')).toBe(true), { timeout: 5000 });
+    expect(tray().tooltip).toBe('VMDesk: 1 VM running');
+    const item = tray().menu.find((i) => i.label === 'in-tray — running')!;
+    expect(item.submenu!.map((i) => i.label)).toEqual(['Shut down', 'Show console']);
+    item.submenu![0]!.click!();
+    await vi.waitFor(async () => expect((await daemon.core.get(vm.id)).state).toBe('stopped'), { timeout: 20_000 });
+    // The tray follows the daemon's events.
+    await vi.waitFor(() => expect(tray().menu.find((i) => i.label?.startsWith('in-tray'))?.label).toBe('in-tray — stopped'), { timeout: 5000 });
+    expect(tray().menu.find((i) => i.label === 'in-tray — stopped')!.submenu![0]!.label).toBe('Start');
+    mocks.showMessageBox.mockResolvedValue({ response: 0 });
+    await quit(desk);
+    expect(tray().destroyed).toBe(true);
   });
 
   it('keeps VMs running in the background when asked to: they stay with the daemon', async () => {
