@@ -43,12 +43,22 @@ export const SNAPSHOT_USAGE = `usage:
   vmdesk snapshot take NAME SNAP [--description TEXT]   live if running, disk-only if stopped
   vmdesk snapshot list NAME [--tree] [--json]
   vmdesk snapshot info NAME SNAP [--json]
-  vmdesk snapshot restore NAME SNAP [--no-save-current]  (the current state is snapshotted first by default)
+  vmdesk snapshot restore NAME SNAP [--no-save-current] [--dry-run]
+                                                         the current state is snapshotted first by default;
+                                                         --dry-run says what the restore would do and changes nothing
   vmdesk snapshot delete NAME SNAP [--branch]           --branch also deletes everything below SNAP
   vmdesk snapshot rename NAME SNAP NEWNAME
   vmdesk snapshot describe NAME SNAP TEXT
   vmdesk snapshot thumbnail NAME SNAP FILE.png
   vmdesk snapshot convert-disk NAME DISK                 raw/vmdk/… disk to qcow2, so it can hold snapshots
+  vmdesk snapshot compare NAME SNAP [SNAP2]              settings of SNAP against SNAP2 (or against now), in words
+  vmdesk snapshot schedule NAME [--every 30m --keep 5 | --off]
+                                                         automatic snapshots while NAME runs (5m to 7d; keep 1-100);
+                                                         without options, shows the schedule and the next one
+  vmdesk snapshot retention [--keep N|all]               how many automatic "Before restoring" snapshots each VM
+                                                         keeps (default 3); without --keep, shows it
+  vmdesk snapshot prune NAME                             applies retention now (old automatic snapshots go)
+  vmdesk snapshot keep NAME SNAP                         keeps an automatic snapshot for good (retention skips it)
   vmdesk clone NAME NEWNAME [--snapshot SNAP] [--linked]
   vmdesk export NAME FILE.vmdesk [--with-snapshots]
   vmdesk export NAME FILE.ova                            OVF 1.0 appliance (VirtualBox, VMware): streamOptimized VMDKs, SHA256 manifest
@@ -90,12 +100,25 @@ function bytes(n: number): string {
   return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
 }
 
+/** "30m", "2h", "1d", "1h30m" or plain minutes, as minutes. */
+export function parseEvery(v: string): number {
+  const m = /^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m?)?$/.exec(v.trim());
+  if (!v.trim() || !m || (m[1] === undefined && m[2] === undefined && m[3] === undefined)) throw new VmdeskError(ErrorCode.invalid, `--every must be a duration such as 30m, 2h or 1d, got "${v}"`);
+  return Number(m[1] ?? 0) * 24 * 60 + Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0);
+}
+
+function everyText(minutes: number): string {
+  if (minutes % (24 * 60) === 0) return `${minutes / (24 * 60)}d`;
+  if (minutes % 60 === 0) return `${minutes / 60}h`;
+  return minutes > 60 ? `${Math.floor(minutes / 60)}h${minutes % 60}m` : `${minutes}m`;
+}
+
 function shortTime(iso: string): string {
   return iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
 }
 
 function label(s: SnapshotView): string {
-  const flags = [s.kind, s.stateFile ? 'micro-VM: memory only, disks not captured' : '', s.missingOn.length ? `MISSING on ${s.missingOn.join(',')}` : '', s.adopted ? 'adopted' : '', s.linkedClones.length ? `base of ${s.linkedClones.length} linked clone(s)` : ''].filter(Boolean);
+  const flags = [s.kind, s.auto ? `automatic: ${s.auto === 'safety' ? 'before a restore' : 'scheduled'}` : '', s.stateFile ? 'micro-VM: memory only, disks not captured' : '', s.missingOn.length ? `MISSING on ${s.missingOn.join(',')}` : '', s.adopted ? 'adopted' : '', s.linkedClones.length ? `base of ${s.linkedClones.length} linked clone(s)` : ''].filter(Boolean);
   return `${s.name}  [${s.id}]  ${shortTime(s.time)}  (${flags.join(', ')}${s.vmStateBytes ? `, RAM ${bytes(s.vmStateBytes)}` : ''})`;
 }
 
@@ -109,9 +132,10 @@ export function formatListing(l: SnapshotListing, tree: boolean): string {
     lines.push(`${'NAME'.padEnd(w)}  ID          KIND       TAKEN                 PARENT`);
     for (const s of l.snapshots) {
       const parent = s.parent ? l.snapshots.find((p) => p.id === s.parent)?.name ?? s.parent : '-';
-      lines.push(`${s.name.padEnd(w)}  ${s.id}  ${s.kind.padEnd(9)}  ${shortTime(s.time).padEnd(20)}  ${parent}${s.isCurrent ? '   <- current state' : ''}${s.missingOn.length ? '   MISSING' : ''}`);
+      lines.push(`${s.name.padEnd(w)}  ${s.id}  ${s.kind.padEnd(9)}  ${shortTime(s.time).padEnd(20)}  ${parent}${s.isCurrent ? '   <- current state' : ''}${s.missingOn.length ? '   MISSING' : ''}${s.auto ? `   automatic: ${s.auto === 'safety' ? 'before a restore' : 'scheduled'}` : ''}`);
     }
   }
+  if (l.schedule) lines.push(`schedule: every ${everyText(l.schedule.everyMinutes)}, the last ${l.schedule.keep} kept${l.schedule.nextAt ? `; next at ${shortTime(l.schedule.nextAt)}` : ' (while running)'}${l.schedule.lastError ? `; last attempt failed: ${l.schedule.lastError}` : ''}`);
   for (const d of l.unsupported) lines.push(`note: disk ${d.diskId} is ${d.format} and cannot hold snapshots; ${d.hint}`);
   for (const n of l.notes) lines.push(`note: ${n}`);
   return lines.join('\n');
@@ -201,16 +225,25 @@ export async function runSnapshotCli(rpc: Rpc, verb: 'snapshot' | 'clone' | 'exp
         `description: ${d.description || '-'}`,
       ];
       if (d.linkedClones.length) lines.push(`linked clones: ${d.linkedClones.join(', ')}`);
-      lines.push(d.configDiff.length ? 'settings at the snapshot vs now:' : 'settings: same as now');
-      for (const c of d.configDiff) lines.push(`  ${c.field}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)}`);
+      if (d.auto) lines.push(`automatic:   ${d.auto === 'safety' ? 'taken before a restore' : 'taken by the schedule'} (retention may delete it; vmdesk snapshot keep keeps it)`);
+      lines.push(d.configDiff.length ? 'settings at the snapshot → now:' : 'settings: same as now');
+      if (d.changes) for (const c of d.changes) lines.push(`  ${c.label}: ${c.from} → ${c.to}`);
+      else for (const c of d.configDiff) lines.push(`  ${c.field}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)}`);
       out(d, lines.join('\n'));
       return 0;
     }
     case 'restore': {
-      const { values, pos } = parse(rest, { 'no-save-current': { type: 'boolean' } }, 2, 2, ['NAME', 'SNAP']);
+      const { values, pos } = parse(rest, { 'no-save-current': { type: 'boolean' }, 'dry-run': { type: 'boolean' } }, 2, 2, ['NAME', 'SNAP']);
+      if (values['dry-run']) {
+        const plan = await rpc.call('snapshot.restorePlan', { id: pos[0]!, snapshot: pos[1]!, saveCurrent: !values['no-save-current'] });
+        const lines = [`restoring "${plan.snapshot.name}" would:`, ...plan.steps.map((x) => `  - ${x}`)];
+        for (const b of plan.blockers) lines.push(`cannot restore: ${b}`);
+        out(plan, lines.join('\n'));
+        return plan.blockers.length ? 1 : 0;
+      }
       const r = await rpc.long('snapshot.restore', { id: pos[0]!, snapshot: pos[1]!, saveCurrent: !values['no-save-current'] }, progress);
       for (const w of r.warnings) io.stderr.write(`warning: ${w}\n`);
-      out(r, `restored "${r.restored.name}"; "${r.info.name}" is ${r.info.state}${r.safety ? ` (the previous state was saved as "${r.safety.name}")` : ''}`);
+      out(r, `restored "${r.restored.name}"; "${r.info.name}" is ${r.info.state}${r.safety ? ` (the previous state was saved as "${r.safety.name}")` : ''}${r.pruned?.length ? `\nretention removed older automatic snapshots: ${r.pruned.join(', ')}` : ''}`);
       return 0;
     }
     case 'delete': {
@@ -246,9 +279,62 @@ export async function runSnapshotCli(rpc: Rpc, verb: 'snapshot' | 'clone' | 'exp
       out(info, `converted disk ${pos[1]} of "${info.name}" to qcow2`);
       return 0;
     }
+    case 'compare': {
+      const { pos } = parse(rest, {}, 2, 3, ['NAME', 'SNAP']);
+      const c = await rpc.call('snapshot.compare', { id: pos[0]!, from: pos[1]!, ...(pos[2] ? { to: pos[2] } : {}) });
+      const against = c.to ? `"${c.to.name}"` : 'now';
+      const lines = c.unknown
+        ? [`the settings of "${c.from.name}" are not known (it was found on the disks, not taken by VMDesk)`]
+        : c.changes.length
+          ? [`"${c.from.name}" → ${against}:`, ...c.changes.map((x) => `  ${x.label}: ${x.from} → ${x.to}`)]
+          : [`"${c.from.name}" and ${against} have the same settings`];
+      out(c, lines.join('\n'));
+      return 0;
+    }
+    case 'schedule': {
+      const { values, pos } = parse(rest, { every: { type: 'string' }, keep: { type: 'string' }, off: { type: 'boolean' } }, 1, 1, ['NAME']);
+      if (values.off && (values.every !== undefined || values.keep !== undefined)) throw new VmdeskError(ErrorCode.invalid, '--off takes no --every or --keep');
+      if (values.off) {
+        const info = await rpc.call('snapshot.schedule', { id: pos[0]!, schedule: null });
+        out(info, `"${info.name}" has no snapshot schedule now (its scheduled snapshots are kept)`);
+        return 0;
+      }
+      if (values.every === undefined && values.keep === undefined) {
+        const l = await rpc.call('snapshot.list', { id: pos[0]! });
+        const s = l.schedule;
+        out(s ?? null, s ? `every ${everyText(s.everyMinutes)}, the last ${s.keep} kept; ${s.nextAt ? `next at ${shortTime(s.nextAt)}` : 'the next one is taken once it has run that long'}${s.lastError ? `\nlast attempt failed: ${s.lastError}` : ''}` : `"${l.vmName}" has no snapshot schedule`);
+        return 0;
+      }
+      const current = (await rpc.call('snapshot.list', { id: pos[0]! })).schedule;
+      const everyMinutes = values.every !== undefined ? parseEvery(values.every as string) : current?.everyMinutes;
+      const keep = values.keep !== undefined ? intOption(values.keep, '--keep') : current?.keep ?? 5;
+      if (everyMinutes === undefined) throw new VmdeskError(ErrorCode.invalid, 'missing --every (e.g. --every 30m)');
+      const info = await rpc.call('snapshot.schedule', { id: pos[0]!, schedule: { everyMinutes, keep: keep! } });
+      out(info, `"${info.name}" is snapshotted every ${everyText(everyMinutes)} while it runs; the last ${keep} scheduled snapshots are kept`);
+      return 0;
+    }
+    case 'retention': {
+      const { values } = parse(rest, { keep: { type: 'string' } }, 0, 0, []);
+      const keep = values.keep === undefined ? undefined : values.keep === 'all' ? null : intOption(values.keep, '--keep');
+      const p = await rpc.call('snapshot.preferences', keep === undefined ? {} : { safetyKeep: keep });
+      out(p, p.safetyKeep === null ? 'every automatic "Before restoring" snapshot is kept' : `each VM keeps its newest ${p.safetyKeep} automatic "Before restoring" snapshot${p.safetyKeep === 1 ? '' : 's'}`);
+      return 0;
+    }
+    case 'prune': {
+      const { pos } = parse(rest, {}, 1, 1, ['NAME']);
+      const r = await rpc.long('snapshot.prune', { id: pos[0]! }, progress);
+      out(r, r.deleted.length ? `removed ${r.deleted.length} old automatic snapshot${r.deleted.length === 1 ? '' : 's'}: ${r.deleted.join(', ')}` : 'nothing to remove');
+      return 0;
+    }
+    case 'keep': {
+      const { pos } = parse(rest, {}, 2, 2, ['NAME', 'SNAP']);
+      const n = await rpc.call('snapshot.keep', { id: pos[0]!, snapshot: pos[1]! });
+      out(n, `"${n.name}" is kept: retention will not delete it`);
+      return 0;
+    }
     case undefined:
       throw new VmdeskError(ErrorCode.invalid, `missing snapshot command\n${SNAPSHOT_USAGE}`);
     default:
-      throw new VmdeskError(ErrorCode.invalid, `unknown snapshot command "${sub}" (take, list, info, restore, delete, rename, describe, thumbnail, convert-disk)`);
+      throw new VmdeskError(ErrorCode.invalid, `unknown snapshot command "${sub}" (take, list, info, restore, delete, rename, describe, thumbnail, convert-disk, compare, schedule, retention, prune, keep)`);
   }
 }
