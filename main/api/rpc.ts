@@ -2,10 +2,12 @@
 import { z } from 'zod';
 import { CreateVmRequest, DiskBus, DiskFormat, HostInfo, LIMITS, VmInfo, VmName, VmSettingsPatch, VmState } from './schema.js';
 import type { VmEvent } from './events.js';
+import { SnapshotSchedule } from './schema.js';
 import { DownloadInfo } from './images.js';
 import { IMAGE_LONG_METHODS, ImageRpcMethods, TermClientFrames, TermServerFrames } from './rpc-images.js';
-import { SnapshotSchedule } from './schema.js';
 import { ToolRpcMethods } from './rpc-tools.js';
+import { ResourceRpcMethods } from './rpc-resources.js';
+import { VmStats } from './schema.js';
 
 export const DaemonStatus = z.object({
   pid: z.number(),
@@ -90,6 +92,7 @@ export const VmEventSchema = z.discriminatedUnion('type', [
   }),
   z.object({ type: z.literal('image-download'), download: DownloadInfo }),
   z.object({ type: z.literal('image-changed'), image: z.string() }),
+  z.object({ type: z.literal('vm-stats'), id: z.string(), stats: VmStats }),
 ]);
 // Compile-time proof that the schema and the core's VmEvent type describe the same thing.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
@@ -275,7 +278,7 @@ export const SNAPSHOT_LONG_METHODS: readonly SnapshotRpcMethod[] = ['snapshot.ta
 // ---- the whole contract ------------------------------------------------------------------------------
 
 /** Every method the server answers: the VM methods above plus the snapshot module's. */
-export const AllRpcMethods = { ...RpcMethods, ...SnapshotRpcMethods, ...ToolRpcMethods, ...ImageRpcMethods } as const;
+export const AllRpcMethods = { ...RpcMethods, ...SnapshotRpcMethods, ...ToolRpcMethods, ...ImageRpcMethods, ...ResourceRpcMethods } as const;
 
 export type RpcMethod = keyof typeof AllRpcMethods;
 /** What a caller passes (defaults not yet applied). */

@@ -7,6 +7,7 @@ import { DISK_BUSES, DISK_FORMATS, parseSize } from '../api/values.js';
 import { EXIT_CODES, ErrorCode, VmdeskError, isVmdeskError } from '../api/errors.js';
 import { attachConsole, type GuestConsole } from './console.js';
 import { Rpc } from './rpc.js';
+import { RESOURCE_OPTIONS, limitsFrom, networkFrom } from './resources.js';
 import { connectDaemon } from '../client/daemon-client.js';
 import { formatInfo, formatList, formatHost, terminalSafeStream } from './format.js';
 import { fromOsError } from '../platform/os-errors.js';
@@ -24,14 +25,25 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
   create NAME [--cpus N] [--memory MIB] [--disk SIZE] [--iso PATH] [--attach PATH]...
               [--kernel PATH --initrd PATH --cmdline STR] [--os linux|windows|bsd|other]
               [--engine qemu|microvm] [--accel auto|kvm|hvf|tcg] [--firmware bios|uefi]
-              [--net nat|nat-host|none] [--forward tcp:HOSTPORT:GUESTPORT]... [--json]
-                                        (nat: the guest cannot reach the host's own services;
-                                        nat-host: it can, at 10.0.2.2)
+              [--net MODE[,model=M][,mac=MAC]]... [--forward tcp|udp:HOSTPORT:GUESTPORT]...
+              [--cpu-cap PERCENT] [--cpu-pin CPUS] [--memory-target SIZE]
+              [--disk-iops N] [--disk-bps SIZE] [--json]
+                                        --net, once per card (eth0, eth1, ...); MODE is
+                                        nat (default: internet, but not the host's own services
+                                        nor other VMs), nat-host (also the host's loopback at
+                                        10.0.2.2), internal:NAME (only the VMs on NAME; no host,
+                                        no internet), none. Forwards go to the first nat card,
+                                        listening on 127.0.0.1 only. --cpu-cap: percent of each
+                                        vCPU; --cpu-pin: host CPUs (0,2-3); --memory-target: the
+                                        balloon; --disk-iops/--disk-bps: all disks together
   info NAME [--json]                    configuration and state (state: stopped, starting,
                                         running, paused, stopping, crashed)
   set NAME [--cpus N] [--memory MIB] [--iso PATH|--no-iso] [--kernel ..] [--initrd ..]
            [--cmdline ..] [--accel ..] [--engine ..] [--firmware ..] [--os ..]
-           [--net nat|nat-host|none] [--forward ..]...
+           [--net ..]... [--forward ..]... [--cpu-cap P|none] [--cpu-pin CPUS|none]
+           [--memory-target SIZE|none] [--disk-iops N|none] [--disk-bps SIZE|none]
+                                        limits and forwards change while the VM runs; other
+                                        hardware only while it is stopped (the error says why)
   rename NAME NEWNAME
   start NAME [--paused]                 start (the VM keeps running after vmdesk exits)
   stop NAME [--timeout SECONDS]         ACPI shutdown, forced off after the timeout (default 60)
@@ -44,7 +56,12 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
   disk attach NAME PATH [--format qcow2|raw|vmdk|vdi|vhdx|vpc] [--bus virtio|sata|ide|scsi] [--read-only]
                                         (the format is checked against the file's header;
                                         images naming other files are refused)
-  host [--json]                         CPUs, memory, QEMU, accelerators
+  host [--json]                         CPUs, memory, QEMU, accelerators, what running VMs have
+                                        committed, and whether CPU caps and pinning work here
+  stats NAME [--json] [--watch]         CPU, memory, disk and network use (--watch: every second)
+  forward add NAME tcp|udp:HOSTPORT:GUESTPORT [--adapter ethN] | forward remove NAME tcp:HOSTPORT
+  forward list NAME                     port forwards on 127.0.0.1, changed while the VM runs too
+  link NAME ethN up|down                plug a running VM's network cable in or pull it
   serve [--port N] [--host 127.0.0.1]   serve the GUI to a browser (prints a URL with a token)
         [--unsafe-listen-all]           needed for any non-loopback --host: plain HTTP, the token
                                         travels in clear text
@@ -75,8 +92,7 @@ const CONFIG_OPTIONS = {
   engine: { type: 'string' },
   accel: { type: 'string' },
   firmware: { type: 'string' },
-  net: { type: 'string' },
-  forward: { type: 'string', multiple: true },
+  ...RESOURCE_OPTIONS,
 } as const satisfies ParseArgsConfig['options'];
 
 type Values = Record<string, string | boolean | string[] | undefined>;
@@ -141,26 +157,7 @@ function absPath(v: string | undefined): string | undefined {
   return v === undefined ? undefined : path.resolve(v);
 }
 
-export function parseForward(spec: string): PortForward {
-  const m = /^(tcp|udp):(\d{1,5}):(\d{1,5})$/.exec(spec);
-  if (!m) throw new VmdeskError(ErrorCode.invalid, `--forward "${spec}" must look like tcp:HOSTPORT:GUESTPORT`);
-  const hostPort = Number(m[2]);
-  const guestPort = Number(m[3]);
-  for (const p of [hostPort, guestPort]) if (p < 1 || p > 65535) throw new VmdeskError(ErrorCode.invalid, `--forward "${spec}": ports must be 1-65535`);
-  return { protocol: m[1] as 'tcp' | 'udp', hostPort, guestPort };
-}
-
-function network(values: Values): NetAdapter[] | undefined {
-  const net = values.net as string | undefined;
-  const forwards = ((values.forward as string[] | undefined) ?? []).map(parseForward);
-  if (net === undefined && forwards.length === 0) return undefined;
-  if (net !== undefined && net !== 'nat' && net !== 'nat-host' && net !== 'none') throw new VmdeskError(ErrorCode.invalid, `--net must be nat, nat-host or none, got "${net}"`);
-  if (net === 'none') {
-    if (forwards.length) throw new VmdeskError(ErrorCode.invalid, '--forward needs --net nat');
-    return [{ mode: 'none', forwards: [] }];
-  }
-  return [{ mode: net ?? 'nat', forwards }];
-}
+export { parseForward } from './resources.js';
 
 function directKernel(values: Values): CreateVmRequest['directKernel'] {
   const kernel = absPath(values.kernel as string | undefined);
@@ -216,7 +213,8 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
         engine: values.engine as never,
         accel: values.accel as never,
         firmware: values.firmware as never,
-        network: network(values),
+        network: networkFrom(values),
+        limits: limitsFrom(values, true) as CreateVmRequest['limits'],
       };
       if (req.diskBytes === 0) throw new VmdeskError(ErrorCode.invalid, '--disk must be larger than 0');
       for (const k of Object.keys(req) as (keyof CreateVmRequest)[]) if (req[k] === undefined) delete req[k];
@@ -243,7 +241,9 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
         engine: values.engine,
         accel: values.accel,
         firmware: values.firmware,
-        network: network(values),
+        // --forward alone replaces the forwards of the VM's first nat card, keeping its cards.
+        network: values.net || values.forward ? networkFrom(values, values.net ? undefined : (await (await rpc()).call('vm.get', { id: pos[0]! })).config?.network) : undefined,
+        limits: limitsFrom(values, false),
       };
       if (values.iso) patch.cdrom = absPath(values.iso as string);
       if (values['no-iso']) patch.cdrom = null;
@@ -333,6 +333,23 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
         throw new VmdeskError(ErrorCode.invalid, 'usage: vmdesk disk create|attach|resize ...');
       }
       return 0;
+    }
+    case 'stats': {
+      const { values, pos } = parse(args, { watch: { type: 'boolean' } }, 1, ['NAME']);
+      const { statsVerb } = await import('./resources.js');
+      return statsVerb(await rpc(), pos[0]!, { json: !!values.json, watch: !!values.watch }, io, () => untilInterrupted());
+    }
+    case 'forward': {
+      const sub = args[0];
+      if (sub !== 'add' && sub !== 'remove' && sub !== 'list') throw new VmdeskError(ErrorCode.invalid, 'usage: vmdesk forward add|remove|list NAME [SPEC]');
+      const { values, pos } = parse(args.slice(1), sub === 'add' ? { adapter: { type: 'string' } } : {}, sub === 'list' ? 1 : 2, sub === 'list' ? ['NAME'] : ['NAME', 'SPEC']);
+      const { forwardVerb } = await import('./resources.js');
+      return forwardVerb(await rpc(), sub, pos, values, io);
+    }
+    case 'link': {
+      const { values, pos } = parse(args, {}, 3, ['NAME', 'ADAPTER', 'up|down']);
+      const { linkVerb } = await import('./resources.js');
+      return linkVerb(await rpc(), pos, !!values.json, io);
     }
     case 'host': {
       const { values } = parse(args, {}, 0, []);
@@ -470,6 +487,7 @@ async function streamEvents(rpc: Rpc, io: CliIo, json: boolean): Promise<number>
     else if (ev.type === 'vm-deleted') io.stdout.write(`deleted ${ev.id}\n`);
     else if (ev.type === 'image-download') io.stdout.write(`download ${ev.download.image} ${ev.download.state} ${ev.download.bytes}${ev.download.totalBytes ? `/${ev.download.totalBytes}` : ''} bytes\n`);
     else if (ev.type === 'image-changed') io.stdout.write(`image ${ev.image} changed\n`);
+    else if (ev.type === 'vm-stats') io.stdout.write(`stats ${ev.id} cpu ${ev.stats.cpuPercent ?? '?'}% rss ${ev.stats.memoryRssBytes ?? '?'}\n`);
     else io.stdout.write(`${ev.type.slice(3)} ${ev.info.name} ${ev.info.state}${ev.info.job ? ` (${ev.info.job.method})` : ''}\n`);
   });
   await untilInterrupted((done) => rpc.client.onClosed(done));

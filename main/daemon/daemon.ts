@@ -19,6 +19,7 @@ import { lineChannel } from './channel.js';
 import { Session } from './session.js';
 import { emptyStats, resolveLimits, type ConnectionLimits, type ServerStats } from './limits.js';
 import type { DaemonControl } from './dispatch.js';
+import { StatsFeed } from './stats-feed.js';
 import { SnapshotManager } from '../core/snapshots/manager.js';
 import { SnapshotScheduler, type SchedulerOptions } from '../core/snapshots/scheduler.js';
 import { imagesBusy } from '../core/images/activity.js';
@@ -88,6 +89,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   // Downloads and copies out of the image cache are jobs too: a download started by a client that left goes on.
   const idle = () => sessions.size === 0 && core.runningCount() === 0 && core.jobs().length === 0 && !imagesBusy(core);
 
+  const statsFeed = new StatsFeed(core);
   const control: DaemonControl = {
     status(): DaemonStatus {
       return {
@@ -133,7 +135,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     sockets.add(sock);
     sock.once('close', () => sockets.delete(sock));
     const hello = { t: 'hello' as const, version: PROTOCOL_VERSION, app: version, build, pid: process.pid };
-    const session = new Session(lineChannel(sock, limits.maxFrameBytes), core, broadcast, limits, counters, hello, control);
+    // Each connection has its own usage subscriptions in the one feed.
+    let self: Session | undefined;
+    const own: DaemonControl = { ...control, stats: statsFeed.clientOf(() => self!) };
+    const session = new Session(lineChannel(sock, limits.maxFrameBytes), core, broadcast, limits, counters, hello, own);
+    self = session;
     // Connections beyond the limit are answered and dropped rather than held.
     if (sessions.size >= limits.maxConnections) {
       counters.refusedUpgrades++;
@@ -145,6 +151,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     counters.connections = sessions.size;
     sock.on('close', () => {
       sessions.delete(session);
+      statsFeed.drop(session);
       counters.connections = sessions.size;
     });
   });
@@ -178,6 +185,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     clearInterval(idleTimer);
     await scheduler.stop();
     core.off('event', broadcast);
+    statsFeed.close();
     for (const s of sessions) s.close();
     // server.close() resolves only once every connection has ended: end them (what was sent, such as the
     // answer to daemon.stop, still goes out), and drop any client that does not hang up in time.

@@ -10,6 +10,8 @@ import { snapshotHandlers } from './snapshot-handlers.js';
 import { imageHandlers } from './image-handlers.js';
 import { fromOsError } from '../platform/os-errors.js';
 import { toolHandlers } from './tool-handlers.js';
+import { resourceHandlers } from './resource-handlers.js';
+import type { StatsClient } from './stats-feed.js';
 import { CANCELLABLE_METHODS } from '../api/rpc-tools.js';
 import { withCancelSignal } from '../platform/cancel.js';
 import { historyOf } from '../core/tools.js';
@@ -21,6 +23,8 @@ type Progress = (phase: string, fraction?: number) => void;
 export interface DaemonControl {
   status(): DaemonStatus;
   stop(ifIdle: boolean): { stopping: boolean; reason?: string };
+  /** This connection's usage subscriptions (the daemon gives each connection its own). */
+  stats?: StatsClient;
 }
 
 interface Ctx {
@@ -34,15 +38,19 @@ function noDaemon(): never {
   throw new VmdeskError(ErrorCode.invalid, 'this method is answered by the VMDesk daemon only');
 }
 
-const HARDWARE = ['engine', 'accel', 'firmware', 'cpus', 'memoryMiB', 'cdrom', 'directKernel', 'network'];
+// Network settings and limits are not in the list: a running guest takes forwards and limits (the core refuses
+// the rest, saying why).
+const HARDWARE = ['engine', 'accel', 'firmware', 'cpus', 'memoryMiB', 'cdrom', 'directKernel'];
 
 const vmHandlers: VmHandlers = {
   'vm.list': (core) => core.list(),
   'vm.get': (core, p) => core.get(p.id),
   'vm.create': (core, p, { progress }) => core.create(p, progress),
   'vm.update': (core, p) => {
-    const hardware = Object.keys(p.patch).some((k) => HARDWARE.includes(k) && (p.patch as Record<string, unknown>)[k] !== undefined);
-    return core.job(p.id, hardware ? 'update-hardware' : 'update', 'vm.update', () => core.update(p.id, p.patch));
+    const set = (k: string) => (p.patch as Record<string, unknown>)[k] !== undefined;
+    const hardware = Object.keys(p.patch).some((k) => HARDWARE.includes(k) && set(k));
+    const op = hardware ? 'update-hardware' : set('network') ? 'network' : set('limits') ? 'limits' : 'update';
+    return core.job(p.id, op, 'vm.update', () => core.update(p.id, p.patch));
   },
   'vm.rename': (core, p) => core.job(p.id, 'rename', 'vm.rename', () => core.rename(p.id, p.name)),
   'vm.delete': (core, p, { progress }) =>
@@ -76,7 +84,7 @@ const vmHandlers: VmHandlers = {
 };
 
 /** One handler per contract method; both tables are complete by their types, so no method goes unanswered. */
-const handlers = { ...vmHandlers, ...snapshotHandlers, ...toolHandlers, ...imageHandlers, 'job.cancel': async (_core: Core, p: { opId: string }) => cancel(p.opId) };
+const handlers = { ...vmHandlers, ...snapshotHandlers, ...toolHandlers, ...imageHandlers, ...resourceHandlers, 'job.cancel': async (_core: Core, p: { opId: string }) => cancel(p.opId) };
 
 /** Cancellable calls in flight, by opId (job.cancel aborts their copies: see platform/cancel.ts). */
 const inFlight = new Map<string, AbortController>();
@@ -89,7 +97,7 @@ function cancel(opId: string): { cancelled: boolean; reason?: string } {
 }
 
 /** Calls that only read: not worth a line in a VM's history. */
-const QUERIES = new Set(['vm.list', 'vm.get', 'vm.screenshot', 'vm.serialLog', 'vm.vncSocket', 'host.info', 'daemon.status', 'snapshot.list', 'snapshot.info', 'snapshot.thumbnail', 'files.list', 'files.stat', 'vm.logs', 'host.ports', 'job.cancel']);
+const QUERIES = new Set(['vm.list', 'vm.get', 'vm.screenshot', 'vm.serialLog', 'vm.vncSocket', 'host.info', 'daemon.status', 'snapshot.list', 'snapshot.info', 'snapshot.thumbnail', 'files.list', 'files.stat', 'vm.logs', 'host.ports', 'job.cancel', 'vm.stats', 'stats.subscribe', 'stats.unsubscribe']);
 
 export function toRpcError(e: unknown): RpcError {
   if (isVmdeskError(e)) return { code: e.code, message: e.message, details: [...e.details] };
