@@ -1,5 +1,6 @@
 // Human-readable text for the CLI's read verbs (the --json forms print the objects as they are).
 import type { HostInfo, VmInfo } from '../api/schema.js';
+import { formatAdapter, formatLimits } from './resources.js';
 import { exitReasonText, stateLabel } from '../api/wording.js';
 
 export function formatList(vms: VmInfo[]): string {
@@ -31,9 +32,9 @@ export function formatInfo(v: VmInfo): string {
     if (c.directKernel.initrd) lines.push(`initrd:    ${c.directKernel.initrd}`);
     lines.push(`cmdline:   ${c.directKernel.cmdline}`);
   }
-  for (const n of c.network) {
-    lines.push(`network:   ${n.mode}${n.forwards.map((f) => ` ${f.protocol}:127.0.0.1:${f.hostPort}->${f.guestPort}`).join('')}`);
-  }
+  c.network.forEach((n, i) => lines.push(`network:   ${formatAdapter(n, i, !!v.linkDown?.includes(i))}`));
+  const limits = formatLimits(c.limits);
+  if (limits) lines.push(`limits:    ${limits}`);
   if (v.lastExit) lines.push(`last exit: ${exitReasonText(v.lastExit.reason)} at ${v.lastExit.at}${v.lastExit.detail ? ` (${v.lastExit.detail})` : ''}`);
   lines.push(`bundle:    ${v.bundle}`);
   return lines.join('\n');
@@ -51,6 +52,13 @@ export function formatHost(h: HostInfo): string {
     `  ${acc('hvf', h.accelerators.hvf)}`,
     `  ${acc('tcg', h.accelerators.tcg)}`,
     `default:   ${h.defaultAccel.used} (${h.defaultAccel.reason})`,
+    ...(h.committed ? [`committed: ${h.committed.runningVms} running VM(s): ${h.committed.cpus} vCPUs, ${h.committed.memoryMiB} MiB of memory`] : []),
+    ...(h.limits
+      ? [
+          `cpu cap:   ${h.limits.cpuCap.available ? `yes, ${h.limits.cpuCap.mechanism}` : `no: ${h.limits.cpuCap.reason}`}`,
+          `pinning:   ${h.limits.cpuPinning.available ? `yes, ${h.limits.cpuPinning.mechanism}` : `no: ${h.limits.cpuPinning.reason}`}`,
+        ]
+      : []),
   ].join('\n');
 }
 
