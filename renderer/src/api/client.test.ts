@@ -111,6 +111,48 @@ describe('RpcClient', () => {
     c.dispose();
   });
 
+  it('fails a call at once while disconnected after having been up, instead of waiting for ever', async () => {
+    vi.useFakeTimers();
+    const { c, sockets } = client();
+    sockets[0]!.close();
+    expect(c.state).toBe('closed');
+    await expect(c.call('vm.resume', { id: 'x' })).rejects.toMatchObject({ code: 'ENET', message: expect.stringMatching(/not connected/) });
+    c.dispose();
+    vi.useRealTimers();
+  });
+
+  it('says the session expired when the server answers but refuses the token, and stops retrying', async () => {
+    vi.useFakeTimers();
+    const sockets: FakeSocket[] = [];
+    let answer: 'ok' | 'expired' | 'unreachable' = 'unreachable';
+    const c = new RpcClient(
+      'ws://x/ws',
+      () => {
+        const s = new FakeSocket();
+        sockets.push(s);
+        return s as unknown as WebSocket;
+      },
+      async () => answer,
+    );
+    const states: string[] = [];
+    c.onState((s) => states.push(s));
+    c.connect();
+    sockets[0]!.onopen?.();
+    // The server goes away: unreachable, so the client keeps trying.
+    sockets[0]!.close();
+    await vi.advanceTimersByTimeAsync(300);
+    expect(sockets).toHaveLength(2);
+    // It is back with a new token: the upgrade is refused before it opens and the probe gets a 401.
+    answer = 'expired';
+    sockets[1]!.close();
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(c.state).toBe('expired');
+    expect(sockets).toHaveLength(2);
+    expect(states.at(-1)).toBe('expired');
+    await expect(c.call('vm.list', {})).rejects.toMatchObject({ message: expect.stringMatching(/expired/) });
+    vi.useRealTimers();
+  });
+
   it('round-trips bytes through base64', () => {
     const bytes = new Uint8Array(70_000).map((_, i) => i % 256);
     expect(base64ToBytes(bytesToBase64(bytes))).toEqual(bytes);

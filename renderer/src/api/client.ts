@@ -11,7 +11,28 @@ import { desktop } from './desktop';
 /** An RPC failure as VMDesk reported it (VmdeskError fields), or a connection failure (ENET). */
 export { RpcCallError };
 
-export type ConnectionState = 'connecting' | 'open' | 'closed';
+/**
+ * 'expired': the server answers but no longer takes this page's access token (VMDesk was restarted with a new
+ * one); retrying cannot help, a new link can.
+ */
+export type ConnectionState = 'connecting' | 'open' | 'closed' | 'expired';
+
+/** After a connection attempt failed: is the server there, and does it still take this page's token? */
+export type SessionProbe = () => Promise<'ok' | 'expired' | 'unreachable'>;
+
+/**
+ * The browser's probe: the page's own address, with the cookie. 401 means the server runs but with another
+ * token (restarted); a network error means it is not there (yet). Electron windows get their token over IPC
+ * and are reopened by the app, so they need none.
+ */
+export const browserSessionProbe: SessionProbe = async () => {
+  try {
+    const r = await fetch(`${location.origin}/`, { cache: 'no-store', credentials: 'same-origin' });
+    return r.status === 401 ? 'expired' : 'ok';
+  } catch {
+    return 'unreachable';
+  }
+};
 
 export interface SerialStream {
   write(data: string | Uint8Array): void;
@@ -66,10 +87,13 @@ export class RpcClient {
   private openWaiters: { resolve(): void; reject(e: Error): void }[] = [];
   private retryMs = 250;
   private stopped = false;
+  private everOpen = false;
+  private openedThisSocket = false;
 
   constructor(
     private readonly url: string = defaultEndpoint(),
     private readonly makeSocket: SocketFactory = (u) => new WebSocket(u),
+    private readonly probe?: SessionProbe,
   ) {}
 
   connect(): void {
@@ -82,8 +106,11 @@ export class RpcClient {
     frames.onEvent((ev) => {
       for (const fn of this.eventListeners) fn(ev);
     });
+    this.openedThisSocket = false;
     ws.onopen = () => {
       this.retryMs = 250;
+      this.everOpen = true;
+      this.openedThisSocket = true;
       this.setState('open');
       for (const w of this.openWaiters.splice(0)) w.resolve();
     };
@@ -94,11 +121,28 @@ export class RpcClient {
     this.ws = undefined;
     this.frames = undefined;
     this.setState('closed');
-    if (!this.stopped) {
+    if (this.stopped) return;
+    const retry = () => {
       // Backoff so a server restart is picked up quickly but a dead server is not hammered.
       setTimeout(() => this.connect(), this.retryMs);
       this.retryMs = Math.min(this.retryMs * 2, 5000);
-    }
+    };
+    // Refused before it opened: a server that answers but refuses the token has been restarted with a new one.
+    if (this.probe && !this.openedThisSocket && this.everOpen) {
+      void this.probe().then((r) => {
+        if (this.stopped || this.state !== 'closed') return;
+        if (r === 'expired') this.expire();
+        else retry();
+      });
+    } else retry();
+  }
+
+  /** The session cannot come back: stop retrying, fail whatever waits. */
+  private expire(): void {
+    this.stopped = true;
+    this.setState('expired');
+    const err = new RpcCallError({ code: 'EACCES', message: 'this VMDesk session has expired: open the new link VMDesk printed', details: [] });
+    for (const w of this.openWaiters.splice(0)) w.reject(err);
   }
 
   dispose(): void {
@@ -136,6 +180,13 @@ export class RpcClient {
   call<M extends RpcMethod>(method: M, params: RpcParams<M>, opts: { opId?: string } = {}): Promise<RpcResult<M>> {
     // Connected: the frame goes out now, not a microtask later.
     if (this.state === 'open' && this.frames) return this.frames.call(method, params, opts);
+    // Lost after it had been up: say so now rather than leave a spinner waiting for a server that may not come
+    // back (the list is fetched again by itself on reconnect). Before the first connection, calls wait for it.
+    if (this.everOpen) {
+      return Promise.reject(
+        new RpcCallError({ code: 'ENET', message: this.state === 'expired' ? 'this VMDesk session has expired: open the new link VMDesk printed' : 'not connected to VMDesk; try again once the connection is back', details: [] }),
+      );
+    }
     return this.openFrames().then((frames) => frames.call(method, params, opts));
   }
 
@@ -192,7 +243,7 @@ let shared: RpcClient | undefined;
 /** The app-wide client; tests replace it with setRpcClient. */
 export function rpc(): RpcClient {
   if (!shared) {
-    shared = new RpcClient();
+    shared = new RpcClient(defaultEndpoint(), undefined, desktop() ? undefined : browserSessionProbe);
     shared.connect();
   }
   return shared;
