@@ -2,12 +2,10 @@
 // new ones for clones and imports), and whether a host port may be forwarded (privileged ports, another
 // VM's forward, VMDesk's own GUI server, another program).
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import type { NetAdapter, PortForward } from '../api/schema.js';
 import { ErrorCode, VmdeskError } from '../api/errors.js';
 import { probeHostPort } from '../platform/ports.js';
-import { processRunning, processStartTime } from '../platform/process.js';
+export { guiServerPorts } from '../platform/gui-servers.js';
 
 /** Host ports below this need privileges to listen on: VMDesk does not forward them. */
 export const FIRST_UNPRIVILEGED_PORT = 1024;
@@ -104,44 +102,4 @@ export async function checkForwardConflicts(vmName: string, forwards: readonly P
     if (stopped?.length) warnings.push(`host port ${key} is also forwarded by ${stopped.map((n) => `"${n}"`).join(', ')}: they cannot run at the same time as "${vmName}"`);
   }
   return warnings;
-}
-
-// ---- GUI servers: a record per server in the library's runtime root, so forwards can name the port --------
-
-function guiDir(runtimeRoot: string): string {
-  return path.join(runtimeRoot, 'gui');
-}
-
-/** Writes the record of a GUI server listening on `port`; returns its removal. */
-export function recordGuiServer(runtimeRoot: string, port: number): () => void {
-  const dir = guiDir(runtimeRoot);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const file = path.join(dir, `${process.pid}-${port}.json`);
-  writeFileSync(file, JSON.stringify({ pid: process.pid, startTime: processStartTime(process.pid) ?? '', port }) + '\n', { mode: 0o600 });
-  return () => rmSync(file, { force: true });
-}
-
-/** GUI servers of this library that still run (records of dead ones are removed). */
-export function guiServerPorts(runtimeRoot: string): { port: number; pid: number }[] {
-  const dir = guiDir(runtimeRoot);
-  const out: { port: number; pid: number }[] = [];
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return out;
-  }
-  for (const name of names) {
-    if (!/^\d+-\d+\.json$/.test(name)) continue;
-    const file = path.join(dir, name);
-    try {
-      const r = JSON.parse(readFileSync(file, 'utf8')) as { pid: unknown; startTime: unknown; port: unknown };
-      if (typeof r.pid !== 'number' || typeof r.port !== 'number') continue;
-      if (processRunning(r.pid, typeof r.startTime === 'string' && r.startTime ? r.startTime : undefined)) out.push({ port: r.port, pid: r.pid });
-      else rmSync(file, { force: true });
-    } catch {
-      // a record being written, or garbage: not ours to judge
-    }
-  }
-  return out;
 }

@@ -10,7 +10,9 @@ import { isVmdeskError } from '../api/errors.js';
 import { RpcCallError } from '../api/frame-client.js';
 import { connectDaemon } from '../client/daemon-client.js';
 import { connectUnixSocket } from '../platform/process.js';
-import { daemonSocketPath } from '../platform/paths.js';
+import { daemonSocketPath, runtimeRoot } from '../platform/paths.js';
+import { recordGuiServer } from '../platform/gui-servers.js';
+import path from 'node:path';
 import { resources } from '../platform/resources.js';
 import { relay } from './relay.js';
 import { allowedHosts, assertListenHost, hostAllowed, newToken, originAllowed, presentedToken, sameOriginLocation, tokenCookie, tokenMatches } from './auth.js';
@@ -246,6 +248,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   port = (server.address() as { port: number }).port;
   hosts = allowedHosts(bindHost, port);
+  // The daemon names this port when a VM's forward asks for it ("VMDesk's own GUI server") instead of "in use".
+  const unrecord = (() => {
+    try {
+      return recordGuiServer(runtimeRoot(path.resolve(home)), port);
+    } catch {
+      return () => {};
+    }
+  })();
   const urlHost = bindHost.includes(':') ? `[${bindHost}]` : bindHost === '0.0.0.0' ? '127.0.0.1' : bindHost;
 
   return {
@@ -261,6 +271,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       return out;
     },
     async close() {
+      unrecord();
       for (const ws of sockets) ws.terminate();
       wss.close();
       server.closeAllConnections();
