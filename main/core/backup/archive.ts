@@ -324,6 +324,7 @@ function settingsOf(c: VmConfig): Settings {
     // No MAC addresses: two VMs on one host must not share one.
     network: c.network.map((n) => ({
       mode: n.mode,
+      ...(n.network ? { network: n.network } : {}),
       forwards: n.forwards.map((f) => ({ protocol: f.protocol, hostPort: f.hostPort, guestPort: f.guestPort })),
       ...(n.model ? { model: n.model } : {}),
     })),
