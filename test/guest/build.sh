@@ -98,6 +98,8 @@ want_module virtio_blk CONFIG_VIRTIO_BLK
 want_module virtio_net CONFIG_VIRTIO_NET
 want_module evdev CONFIG_INPUT_EVDEV
 want_module button CONFIG_ACPI_BUTTON
+# Memory balloon (vmdesk set --memory-target), with free page reporting (CONFIG_PAGE_REPORTING is built in).
+want_module virtio_balloon CONFIG_VIRTIO_BALLOON
 
 : >"$R/etc/modules.order"
 for rel in "${ORDER[@]}"; do
@@ -121,6 +123,47 @@ chmod +x "$R/etc/acpi/PWRF/00000080"
 
 echo "$HTTP_TEXT" >"$R/www/index.html"
 
+# Network set-up, per card from the kernel command line: vmdesk.ethN=static|dhcp|none|ADDR/PREFIX.
+# eth0 defaults to static (10.0.2.15/24 via 10.0.2.2, what NAT gives), the others to none (link up, no
+# address). dhcp uses busybox udhcpc with the script below, which prints the lease on the console.
+cat >"$R/etc/net.sh" <<'NETSH'
+#!/bin/sh
+for dev in /sys/class/net/eth*; do
+  [ -e "$dev" ] || continue
+  i="${dev##*/}"
+  how=""
+  for arg in $(cat /proc/cmdline); do
+    case "$arg" in "vmdesk.$i="*) how="${arg#vmdesk.$i=}" ;; esac
+  done
+  if [ -z "$how" ]; then if [ "$i" = eth0 ]; then how=static; else how=none; fi; fi
+  ip link set "$i" up
+  case "$how" in
+    static) ip addr add 10.0.2.15/24 dev "$i"; ip route add default via 10.0.2.2 ;;
+    dhcp) udhcpc -i "$i" -n -q -t 5 -T 1 -A 1 -s /etc/udhcpc.script >/dev/null 2>&1 || echo "vmdesk-guest: $i: no DHCP lease" ;;
+    none) ;;
+    */*) ip addr add "$how" dev "$i" ;;
+    *) echo "vmdesk-guest: $i: unknown setting vmdesk.$i=$how" ;;
+  esac
+done
+NETSH
+chmod +x "$R/etc/net.sh"
+cat >"$R/etc/udhcpc.script" <<'DHCP'
+#!/bin/sh
+case "$1" in
+  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    gw="${router%% *}"
+    [ -n "$gw" ] && ip route add default via "$gw" dev "$interface"
+    : >/etc/resolv.conf
+    for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
+    echo "vmdesk-guest: $interface dhcp $ip/${mask:-24} router ${gw:-none} dns ${dns:-none}" >/dev/console
+    ;;
+esac
+DHCP
+chmod +x "$R/etc/udhcpc.script"
+
 cat >"$R/init" <<EOF
 #!/bin/sh
 # VMDesk test guest init: devices, modules, network, ACPI power button, a tiny HTTP service, a console shell.
@@ -132,11 +175,7 @@ mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 while read -r m; do insmod "/lib/modules/\$m" 2>/dev/null || echo "vmdesk-guest: insmod \$m failed"; done </etc/modules.order
 hostname vmdesk-guest
 ip link set lo up
-if [ -e /sys/class/net/eth0 ]; then
-  ip link set eth0 up
-  ip addr add 10.0.2.15/24 dev eth0
-  ip route add default via 10.0.2.2
-fi
+/etc/net.sh
 mkdir -p /var/run /var/log
 acpid -c /etc/acpi
 httpd -p 8080 -h /www
