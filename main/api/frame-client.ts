@@ -35,6 +35,35 @@ export interface SerialStream {
   close(): void;
 }
 
+/** A terminal stream (term.* frames): SSH into the guest through a pty in the daemon, or its serial console. */
+export interface TerminalHandlers {
+  /** Open: `via` ssh (detail user@127.0.0.1:port) or serial. */
+  onOpened?(via: 'ssh' | 'serial', detail?: string): void;
+  /** Before it opens: what it waits for (the guest's SSH server while it boots). */
+  onStatus?(message: string): void;
+  /** Base64 of the bytes. */
+  onData(base64: string): void;
+  /** The end: the remote command's exit status (ssh), or why it could not open or ended. */
+  onClose(end: { exitCode?: number | null; signal?: number | null; error?: RpcError }): void;
+}
+
+export interface TerminalOptions {
+  via?: 'auto' | 'ssh' | 'serial';
+  /** A command instead of a login shell (ssh only). */
+  command?: string[];
+  cols?: number;
+  rows?: number;
+  /** How long the daemon waits for the guest's SSH server. */
+  waitMs?: number;
+}
+
+export interface TerminalStream {
+  /** Base64 of the bytes to type. */
+  write(base64: string): void;
+  resize(cols: number, rows: number): void;
+  close(): void;
+}
+
 export type Hello = Extract<ServerFrame, { t: 'hello' }>;
 
 export class FrameClient {
@@ -42,6 +71,7 @@ export class FrameClient {
   private nextSid = 1;
   private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
   private readonly serials = new Map<number, SerialHandlers>();
+  private readonly terminals = new Map<number, TerminalHandlers>();
   private readonly eventListeners = new Set<(ev: VmEvent) => void>();
   private readonly closeListeners = new Set<() => void>();
   private closed = false;
@@ -93,6 +123,23 @@ export class FrameClient {
     };
   }
 
+  openTerminal(vm: string, opts: TerminalOptions, handlers: TerminalHandlers): TerminalStream {
+    const sid = this.nextSid++;
+    this.terminals.set(sid, handlers);
+    this.sendFrame({ t: 'term.open', sid, vm, ...opts });
+    return {
+      write: (data) => {
+        if (this.terminals.has(sid)) this.sendFrame({ t: 'term.in', sid, data });
+      },
+      resize: (cols, rows) => {
+        if (this.terminals.has(sid)) this.sendFrame({ t: 'term.resize', sid, cols, rows });
+      },
+      close: () => {
+        if (this.terminals.delete(sid)) this.sendFrame({ t: 'term.close', sid });
+      },
+    };
+  }
+
   close(): void {
     this.transport.close();
     this.onClose();
@@ -114,6 +161,8 @@ export class FrameClient {
     this.pending.clear();
     for (const s of this.serials.values()) s.onClose({ code: 'ENET', message: 'connection lost', details: [] });
     this.serials.clear();
+    for (const t of this.terminals.values()) t.onClose({ error: { code: 'ENET', message: 'connection lost', details: [] } });
+    this.terminals.clear();
     for (const fn of this.closeListeners) fn();
   }
 
@@ -147,6 +196,21 @@ export class FrameClient {
       case 'serial.data':
         this.serials.get(frame.sid)?.onData(frame.data, !!frame.replay);
         return;
+      case 'term.opened':
+        this.terminals.get(frame.sid)?.onOpened?.(frame.via, frame.detail);
+        return;
+      case 'term.status':
+        this.terminals.get(frame.sid)?.onStatus?.(frame.message);
+        return;
+      case 'term.data':
+        this.terminals.get(frame.sid)?.onData(frame.data);
+        return;
+      case 'term.closed': {
+        const t = this.terminals.get(frame.sid);
+        this.terminals.delete(frame.sid);
+        t?.onClose({ exitCode: frame.exitCode, signal: frame.signal, error: frame.error });
+        return;
+      }
       case 'serial.closed': {
         const s = this.serials.get(frame.sid);
         this.serials.delete(frame.sid);

@@ -36,6 +36,16 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
                                         listening on 127.0.0.1 only. --cpu-cap: percent of each
                                         vCPU; --cpu-pin: host CPUs (0,2-3); --memory-target: the
                                         balloon; --disk-iops/--disk-bps: all disks together
+  create NAME --image ID [--user U] [--hostname H] [--package P]... [--user-data FILE]
+              [--ssh-port N] [--cpus N] [--memory MIB] [--disk SIZE] [--firmware F] [--os OS]
+                                        a VM from the gallery (vmdesk images list): cloud images
+                                        get cloud-init (user, their own SSH key, host name),
+                                        installers an empty disk; downloads it first if needed
+  images list|pull|pause|cancel|rm|add|forget ...   the image gallery and cache (vmdesk images --help)
+  shell NAME [--serial|--ssh] [--wait SECONDS] [-- COMMAND...]
+                                        a shell in the guest: ssh with the VM's key through its
+                                        forward on 127.0.0.1 (VMs made from cloud images), else
+                                        the serial console; exits with the command's status
   info NAME [--json]                    configuration and state (state: stopped, starting,
                                         running, paused, stopping, crashed)
   set NAME [--cpus N] [--memory MIB] [--iso PATH|--no-iso] [--kernel ..] [--initrd ..]
@@ -199,6 +209,10 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
       return 0;
     }
     case 'create': {
+      if (args.some((a) => a === '--image' || a.startsWith('--image='))) {
+        const { createFromImageCli } = await import('./images.js');
+        return createFromImageCli(rpc, args, io);
+      }
       const { values, pos } = parse(args, CONFIG_OPTIONS, 1, ['NAME']);
       if (values.iso && values.kernel) throw new VmdeskError(ErrorCode.invalid, 'give either --iso or --kernel, not both');
       const req: CreateVmRequest = {
@@ -228,7 +242,11 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
     case 'info': {
       const { values, pos } = parse(args, {}, 1, ['NAME']);
       const info = await (await rpc()).call('vm.get', { id: pos[0]! });
-      print(io, !!values.json, info, formatInfo(info));
+      // What VMDesk knows of the guest's network (addresses, SSH access), for VMs that can have any.
+      const found = info.config ? await (await rpc()).call('vm.guestInfo', { id: info.id }).catch(() => undefined) : undefined;
+      const guest = found && (found.ssh || found.addresses.length) ? found : undefined;
+      const { formatGuest } = await import('./images.js');
+      print(io, !!values.json, guest ? { ...info, guest } : info, guest ? `${formatInfo(info)}\n${formatGuest(guest)}` : formatInfo(info));
       return info.broken ? EXIT_CODES.EBROKEN : 0;
     }
     case 'set': {
@@ -386,6 +404,14 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
       const json = args.includes('--json');
       return runSnapshotCli(await rpc(), verb, args.filter((a) => a !== '--json'), { stdout: io.stdout, stderr: io.stderr, json });
     }
+    case 'images': {
+      const { runImagesCli } = await import('./images.js');
+      return runImagesCli(rpc, args, io);
+    }
+    case 'shell': {
+      const { runShell } = await import('./shell.js');
+      return runShell(rpc, args, io);
+    }
     case 'events': {
       const { values } = parse(args, {}, 0, []);
       return streamEvents(await rpc(), io, !!values.json);
@@ -424,7 +450,7 @@ export async function main(argv: string[], io: CliIo = { stdout: process.stdout,
   const lib = path.resolve(home ?? defaultHome());
   // Names and descriptions come from other people (imported appliances): never let them drive the terminal.
   // The console verb alone passes the guest's bytes through untouched.
-  const shown: CliIo = verb === 'console' ? io : { ...io, stdout: terminalSafeStream(io.stdout), stderr: terminalSafeStream(io.stderr) };
+  const shown: CliIo = verb === 'console' || verb === 'shell' ? io : { ...io, stdout: terminalSafeStream(io.stdout), stderr: terminalSafeStream(io.stderr) };
   try {
     return await run(lib, verb, rest, shown);
   } catch (e) {

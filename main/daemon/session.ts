@@ -9,9 +9,12 @@ import { dispatch, toRpcError, type DaemonControl } from './dispatch.js';
 import type { FrameChannel } from './channel.js';
 import { trace } from '../platform/trace.js';
 import { mib, resultReservation, type ConnectionLimits, type ServerStats } from './limits.js';
+import { Terminals } from './terminals.js';
 
 export class Session {
   private serials = new Map<number, SerialSession | 'opening'>();
+  /** Terminal streams (term.* frames): SSH into the guest, or its serial console. */
+  private readonly terminals: Terminals;
   private closed = false;
   private callsInFlight = 0;
   private resultBytesInFlight = 0;
@@ -30,6 +33,14 @@ export class Session {
     hello: Extract<ServerFrame, { t: 'hello' }>,
     private readonly control?: DaemonControl,
   ) {
+    this.terminals = new Terminals(core, {
+      send: (f) => this.send(f),
+      buffered: () => (this.closed ? 0 : channel.buffered),
+      whenDrained: (fn) => channel.whenDrained(fn),
+      highWater: limits.outputHighWater,
+      holdInput: (why) => this.holdInput(why),
+      releaseInput: (why) => this.releaseInput(why),
+    });
     channel.onFrame((text) => void this.onMessage(text));
     channel.onClose(() => this.close());
     this.send(hello);
@@ -124,6 +135,12 @@ export class Session {
       case 'serial.close':
         this.closeSerial(frame.sid);
         return;
+      case 'term.open':
+      case 'term.in':
+      case 'term.resize':
+      case 'term.close':
+        this.terminals.handle(frame);
+        return;
     }
   }
 
@@ -216,6 +233,7 @@ export class Session {
     this.congested = undefined;
     this.inputHolds.clear();
     for (const sid of [...this.serials.keys()]) this.closeSerial(sid);
+    this.terminals.closeAll();
   }
 }
 

@@ -52,6 +52,16 @@ mkdir -p "$WORK/kpkg" "$WORK/bb"
 dpkg -x "$WORK"/linux-image-*.deb "$WORK/kpkg"
 dpkg -x "$WORK"/busybox-static_*.deb "$WORK/bb"
 
+# SSH server for `vmdesk shell` tests: dropbear (dynamically linked) and the libraries it needs, from
+# Debian packages like the rest; the dependency list comes from apt so a new release's names are followed.
+deps_of() { apt-cache depends --no-recommends --no-suggests "$@" 2>/dev/null | awk '/^ *Depends: [a-z0-9]/{print $2}' | sort -u; }
+DB_DEPS1="$(deps_of dropbear-bin)"
+# shellcheck disable=SC2086 # word splitting of package names is meant
+DB_PKGS="dropbear-bin $(printf '%s\n' $DB_DEPS1 $(deps_of $DB_DEPS1) | sort -u | tr '\n' ' ')"
+mkdir -p "$WORK/db-debs" "$WORK/db"
+(cd "$WORK/db-debs" && apt-get download $DB_PKGS >/dev/null)
+for deb in "$WORK"/db-debs/*.deb; do dpkg -x "$deb" "$WORK/db"; done
+
 VMLINUZ="$(ls "$WORK"/kpkg/boot/vmlinuz-* | head -n1)"
 KVER="${VMLINUZ##*/vmlinuz-}"
 CONFIG="$WORK/kpkg/boot/config-$KVER"
@@ -59,7 +69,7 @@ MODDIR="$WORK/kpkg/lib/modules/$KVER"
 
 # Root filesystem of the initramfs.
 R="$WORK/root"
-mkdir -p "$R"/{bin,sbin,etc/acpi/PWRF,proc,sys,dev,tmp,root,var/run,var/log,www,lib/modules}
+mkdir -p "$R"/{bin,sbin,etc/acpi/PWRF,proc,sys,dev,tmp,root,var/run,var/log,www,lib/modules,usr/sbin,usr/bin,lib64,lib/x86_64-linux-gnu,etc/dropbear,home,seed}
 cp "$WORK/bb/bin/busybox" "$R/bin/busybox"
 for applet in $("$R/bin/busybox" --list); do
   [[ "$applet" == busybox ]] || ln -sf busybox "$R/bin/$applet"
@@ -100,6 +110,7 @@ want_module evdev CONFIG_INPUT_EVDEV
 want_module button CONFIG_ACPI_BUTTON
 # Memory balloon (vmdesk set --memory-target), with free page reporting (CONFIG_PAGE_REPORTING is built in).
 want_module virtio_balloon CONFIG_VIRTIO_BALLOON
+want_module isofs CONFIG_ISO9660_FS
 
 : >"$R/etc/modules.order"
 for rel in "${ORDER[@]}"; do
@@ -164,6 +175,58 @@ esac
 DHCP
 chmod +x "$R/etc/udhcpc.script"
 
+# dropbear and its shared libraries (the dynamic loader at the path the binaries name: /lib64).
+cp "$WORK/db/usr/sbin/dropbear" "$R/usr/sbin/dropbear"
+cp "$WORK/db/usr/bin/dropbearkey" "$R/usr/bin/dropbearkey"
+mkdir -p "$WORK/dblibs"
+for lib in $(find "$WORK/db/lib" "$WORK/db/usr/lib" -path '*/gconv' -prune -o \( -name 'lib*.so*' -o -name 'ld-linux*.so*' \) -print 2>/dev/null); do
+  cp -a "$lib" "$WORK/dblibs/"
+done
+# Only the libraries dropbear loads (the loader lists them), not all of libc6's.
+cp -L "$WORK/dblibs/ld-linux-x86-64.so.2" "$R/lib/x86_64-linux-gnu/"
+for bin in "$R/usr/sbin/dropbear" "$R/usr/bin/dropbearkey"; do
+  "$WORK/dblibs/ld-linux-x86-64.so.2" --library-path "$WORK/dblibs" --list "$bin" | awk '$1 !~ /\// && $2 == "=>" && $3 ~ /^\// {print $1}' | while read -r so; do
+    cp -L "$WORK/dblibs/$so" "$R/lib/x86_64-linux-gnu/$so"
+  done
+done
+ln -sf /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$R/lib64/ld-linux-x86-64.so.2"
+# Checked here, on the host, with the guest's own loader and libraries: a missing library fails the build.
+"$R/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$R/lib/x86_64-linux-gnu" "$R/usr/sbin/dropbear" -V 2>&1 | grep -q Dropbear \
+  || { echo "dropbear does not run with the libraries copied into the guest" >&2; exit 1; }
+printf 'root:x:0:0:root:/root:/bin/sh\n' >"$R/etc/passwd"
+printf 'root:x:0:\n' >"$R/etc/group"
+printf '/bin/sh\n' >"$R/etc/shells"
+
+# A tiny cloud-init NoCloud reader: the seed is an ISO 9660 image labelled cidata on a virtio disk (as VMDesk
+# attaches it). It reads the host name (meta-data), the user and its SSH keys (user-data, as VMDesk writes
+# it: one "- name:" line and "- \"ssh-...\"" lines), creates the user and starts dropbear on port 22.
+cat >"$R/etc/nocloud.sh" <<'NOCLOUD'
+#!/bin/sh
+found=""
+for dev in /dev/vd? /dev/sr?; do
+  [ -b "$dev" ] || continue
+  mount -t iso9660 -o ro "$dev" /seed 2>/dev/null || continue
+  if [ -f /seed/meta-data ] && [ -f /seed/user-data ]; then found="$dev"; break; fi
+  umount /seed
+done
+[ -n "$found" ] || exit 0
+host="$(sed -n 's/^local-hostname: *"\{0,1\}\([a-z0-9-]*\)"\{0,1\} *$/\1/p' /seed/meta-data | head -n1)"
+user="$(sed -n 's/^ *- name: *"\{0,1\}\([a-z_][a-z0-9_-]*\)"\{0,1\} *$/\1/p' /seed/user-data | head -n1)"
+[ -n "$host" ] && hostname "$host"
+if [ -n "$user" ]; then
+  mkdir -p "/home/$user/.ssh"
+  sed -n 's/^ *- "\(ssh-[a-z0-9-]* [A-Za-z0-9+\/=]*[^"]*\)" *$/\1/p' /seed/user-data >"/home/$user/.ssh/authorized_keys"
+  echo "$user:x:1000:1000:$user:/home/$user:/bin/sh" >>/etc/passwd
+  echo "$user:x:1000:" >>/etc/group
+  chown -R 1000:1000 "/home/$user"
+  chmod 755 "/home/$user"; chmod 700 "/home/$user/.ssh"; chmod 600 "/home/$user/.ssh/authorized_keys"
+fi
+umount /seed
+/usr/sbin/dropbear -R -E -p 22 -P /var/run/dropbear.pid 2>>/var/log/dropbear.log
+echo "vmdesk-guest: nocloud seed on $found: host $host, user $user, dropbear on port 22"
+NOCLOUD
+chmod +x "$R/etc/nocloud.sh"
+
 cat >"$R/init" <<EOF
 #!/bin/sh
 # VMDesk test guest init: devices, modules, network, ACPI power button, a tiny HTTP service, a console shell.
@@ -179,6 +242,7 @@ ip link set lo up
 mkdir -p /var/run /var/log
 acpid -c /etc/acpi
 httpd -p 8080 -h /www
+/etc/nocloud.sh
 echo "$MARKER"
 while true; do setsid cttyhack sh; done
 EOF
