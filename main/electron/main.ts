@@ -317,7 +317,8 @@ export class DesktopApp {
       this.setAbout();
     });
     link.onEvent((ev) => {
-      if (ev.type !== 'progress') refresh();
+      // What the tray shows changed (not progress or statistics, which come often).
+      if (ev.type === 'vm-created' || ev.type === 'vm-updated' || ev.type === 'vm-deleted' || ev.type === 'vm-state') refresh();
       const notice = this.jobs.onEvent(ev, (id) => this.vmNames.get(id));
       // Only when the user looks elsewhere: a focused VMDesk window shows the job's end itself.
       if (notice && !BrowserWindow.getFocusedWindow() && Notification.isSupported()) new Notification({ title: notice.title, body: notice.body }).show();
