@@ -35,7 +35,7 @@ import { checkForwards, forwardKey, guiServerPorts, needsMacs, withMacs } from '
 import { SwitchFabric } from './switch.js';
 import { UsageSampler } from './stats.js';
 import { applyLimits, checkLimits, kindsSet, mergeLimits, releaseLimits } from './limits.js';
-import { applyLiveUpdate, committed, hostLimitSupport, liveNetworkChange, plugNetPorts } from './live.js';
+import { applyLiveUpdate, committed, hostLimitSupport, liveNetworkChange, plugNetPorts, stoppedOnlyWhy } from './live.js';
 import { runtimeRoot } from '../platform/paths.js';
 
 export type { ProgressFn } from './services.js';
@@ -776,20 +776,6 @@ export function diskPath(bundleDir: string, d: Disk): string {
 
 function nextDiskId(existing: Disk[], prefix: string): string {
   for (let i = 0; ; i++) if (!existing.some((d) => d.id === `${prefix}${i}`)) return `${prefix}${i}`;
-}
-
-/** Why settings wait for the guest to be shut down, in words a user can act on. */
-function stoppedOnlyWhy(keys: string[], network?: string): string {
-  const why: Record<string, string> = {
-    cpus: 'vCPUs are fixed when the guest boots (no CPU hot-plug on this machine)',
-    memoryMiB: 'the memory size is fixed at boot (--memory-target gives memory back while it runs)',
-    engine: 'the engine runs the guest',
-    accel: 'the accelerator is chosen at start',
-    firmware: 'the firmware runs at boot',
-    cdrom: 'the CD-ROM drive is set up at boot',
-    directKernel: 'the kernel is loaded at boot',
-  };
-  return [...keys.map((k) => why[k] ?? `${k} is fixed while the guest runs`), ...(network ? [network] : [])].join('; ');
 }
 
 /** An image the user attaches in place: through the gate, with the format they (or its name) state. */

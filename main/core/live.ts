@@ -179,3 +179,17 @@ export function hostLimitSupport(): NonNullable<HostInfo['limits']> {
     cpuPinning: { available: pin.available, ...(pin.mechanism ? { mechanism: pin.mechanism } : {}), reason: pin.reason },
   };
 }
+
+/** Why settings wait for the guest to be shut down, in words a user can act on. */
+export function stoppedOnlyWhy(keys: string[], network?: string): string {
+  const why: Record<string, string> = {
+    cpus: 'vCPUs are fixed when the guest boots (no CPU hot-plug on this machine)',
+    memoryMiB: 'the memory size is fixed at boot (--memory-target gives memory back while it runs)',
+    engine: 'the engine runs the guest',
+    accel: 'the accelerator is chosen at start',
+    firmware: 'the firmware runs at boot',
+    cdrom: 'the CD-ROM drive is set up at boot',
+    directKernel: 'the kernel is loaded at boot',
+  };
+  return [...keys.map((k) => why[k] ?? `${k} is fixed while the guest runs`), ...(network ? [network] : [])].join('; ');
+}

@@ -12,6 +12,8 @@ import { fromOsError } from '../platform/os-errors.js';
 import { toolHandlers } from './tool-handlers.js';
 import { resourceHandlers } from './resource-handlers.js';
 import type { StatsClient } from './stats-feed.js';
+import { stoppedOnlyWhy } from '../core/live.js';
+import { isAlive } from '../api/states.js';
 import { CANCELLABLE_METHODS } from '../api/rpc-tools.js';
 import { withCancelSignal } from '../platform/cancel.js';
 import { historyOf } from '../core/tools.js';
@@ -46,10 +48,16 @@ const vmHandlers: VmHandlers = {
   'vm.list': (core) => core.list(),
   'vm.get': (core, p) => core.get(p.id),
   'vm.create': (core, p, { progress }) => core.create(p, progress),
-  'vm.update': (core, p) => {
+  'vm.update': async (core, p) => {
     const set = (k: string) => (p.patch as Record<string, unknown>)[k] !== undefined;
     const hardware = Object.keys(p.patch).some((k) => HARDWARE.includes(k) && set(k));
     const op = hardware ? 'update-hardware' : set('network') ? 'network' : set('limits') ? 'limits' : 'update';
+    if (hardware) {
+      // The state table would only say "while it is running": say why each setting waits.
+      const info = await core.get(p.id);
+      const keys = Object.keys(p.patch).filter((k) => HARDWARE.includes(k) && set(k));
+      if (isAlive(info.state) && !info.job) throw new VmdeskError(ErrorCode.state, `cannot change ${keys.join(', ')} while "${info.name}" is ${info.state}: ${stoppedOnlyWhy(keys)}; shut it down first`);
+    }
     return core.job(p.id, op, 'vm.update', () => core.update(p.id, p.patch));
   },
   'vm.rename': (core, p) => core.job(p.id, 'rename', 'vm.rename', () => core.rename(p.id, p.name)),

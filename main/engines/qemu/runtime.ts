@@ -19,6 +19,10 @@ import { tcpListening } from '../../platform/ports.js';
 import { logTail, RUN_HEADER } from './records.js';
 import { trace } from '../../platform/trace.js';
 import { loadAddon } from '../../platform/native-addon.js';
+import type { ActiveShare, GuestAgentAnswer } from '../engine.js';
+import { agentReport } from './guest-agent.js';
+import { agentSocket } from './guest-devices.js';
+import { activeShares, readSharesRecord } from './shares.js';
 
 interface NativeSpawn {
   spawnDetached(file: string, argv: string[], outputFd: number): { pid: number; readyFd: number };
@@ -555,6 +559,10 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     const entry = child.pid ? { pid: child.pid, startTime: processStartTime(child.pid) ?? '', adapter } : undefined;
     this.record.passtPids = [...all.filter((p) => p !== old), ...(entry ? [entry] : [])];
     this.saveRecord();
+    // A new passt knows the guest's MAC address only from a frame the guest sends: until then a connection
+    // to a forward goes nowhere. Ask the card to announce itself (virtio-net makes the guest send gratuitous
+    // ARP; other models send RARP from QEMU, which passt ignores, so there the guest's next packet teaches it).
+    await this.command('announce-self', { initial: 50, max: 550, rounds: 3, step: 100, interfaces: [`nic${adapter}`] }, 5000).catch(() => undefined);
     // passt binds its forwards as it starts: see that it took every TCP one before saying it works.
     const tcp = forwards.filter((f) => f.protocol === 'tcp');
     for (let i = 0; i < 200 && tcp.some((f) => tcpListening(f.hostPort) === false); i++) {
@@ -609,8 +617,13 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
       const bps = limits.diskBytesPerSec ?? 0;
       // QEMU takes iops_size as the size one operation counts for: without it a guest could get past an IOPS
       // limit with huge requests; the bandwidth limit bounds those anyway when set.
+      // The throttle sits on the device's block backend: for virtio-blk that is the inner virtio device
+      // (/machine/peripheral/vd-X/virtio-backend), which query-block names.
+      const blocks = await this.command<{ qdev?: string }[]>('query-block', undefined, 5000);
       for (const d of cfg.disks) {
-        await this.command('block_set_io_throttle', { id: `vd-${d.id}`, bps, bps_rd: 0, bps_wr: 0, iops, iops_rd: 0, iops_wr: 0, group: 'vmdesk-io' }, 5000);
+        const qdev = blocks.map((b) => b.qdev ?? '').find((q) => q === `vd-${d.id}` || new RegExp(`/vd-${d.id}(/|$)`).test(q));
+        if (!qdev) throw new VmdeskError(ErrorCode.engine, `disk ${d.id} has no block device in QEMU to throttle`);
+        await this.command('block_set_io_throttle', { id: qdev, bps, bps_rd: 0, bps_wr: 0, iops, iops_rd: 0, iops_wr: 0, group: 'vmdesk-io' }, 5000);
       }
     }
   }
@@ -646,6 +659,19 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
       }
     }
     return out;
+  }
+
+  // ---- guest integration (issue 12): guest-agent.ts and shares.ts do the work ---------------------------------
+
+  /** The guest agent's report (host name, addresses), or why there is none. */
+  async guestAgent(): Promise<GuestAgentAnswer> {
+    this.requireAttached();
+    if (!this.ctx.config.guestAgent) return { ok: false, reason: `"${this.ctx.config.name}" has no guest agent channel (vmdesk set NAME --guest-agent on, then restart it)` };
+    return agentReport(agentSocket(this.ctx.runtimeDir), (c, a, t) => this.command(c, a, t));
+  }
+
+  activeShares(): ActiveShare[] {
+    return activeShares(readSharesRecord(this.ctx.runtimeDir, this.ctx.config.id));
   }
 
   detach(): void {
