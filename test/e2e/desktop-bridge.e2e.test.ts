@@ -1,56 +1,56 @@
-// The renderer under the Electron preload's window.vmdesk, in real Chromium: it connects with the endpoint and
-// token the preload hands over through IPC (no longer on the command line), and still connects on the cookie
-// alone when that IPC is refused.
+// The renderer under the Electron preload's window.vmdesk, in real Chromium: the page opens no WebSocket of its
+// own; it speaks the contract over the channel the preload's openChannel gives it (in the app a MessagePort the
+// main process relays to the daemon; here the stand-in preload relays it over the test server's WebSocket).
 import { describe, expect, it } from 'vitest';
 import { useHarness } from './harness.js';
 
 const e2e = useHarness();
 
-/** Stands in for main/electron/preload/index.ts and records every WebSocket URL the page opens. */
-function fakePreload(answer: 'ok' | 'refused', endpoint: string, token: string): string {
+/** Stands in for main/electron/preload/index.ts (and the main process behind it); records the page's own sockets. */
+function fakePreload(endpoint: string): string {
   return `(() => {
-    const urls = [];
-    window.__wsUrls = urls;
     const Native = window.WebSocket;
+    const pageSockets = [];
+    const channels = [];
+    window.__pageSockets = pageSockets;
+    window.__channels = channels;
     window.WebSocket = class extends Native {
       constructor(url, protocols) {
-        urls.push(String(url));
+        pageSockets.push(String(url));
         super(url, protocols);
       }
     };
+    function openChannel(kind, vm, h) {
+      channels.push(kind);
+      // The main process's relay: frames both ways, {t:'open'} first, the reason last.
+      const ws = new Native(${JSON.stringify(endpoint)});
+      ws.onopen = () => h.onOpen();
+      ws.onmessage = (m) => h.onMessage(m.data);
+      ws.onclose = () => h.onClose('closed');
+      return { send: (d) => ws.readyState === 1 && ws.send(d), close: () => ws.close() };
+    }
     window.vmdesk = Object.freeze({
-      connection: () => ${answer === 'ok' ? `Promise.resolve(${JSON.stringify({ endpoint, token })})` : `Promise.reject(new Error('refused vmdesk:connection'))`},
+      openChannel,
       openFile: async () => null,
       revealInFolder: async () => {},
       openConsole: async () => {},
       onMenuCommand: () => {},
+      onOpenPath: () => {},
     });
   })()`;
 }
 
 describe('desktop bridge', () => {
-  it('connects with the endpoint and token the preload asked the main process for', async () => {
+  it('speaks the contract over the preload\'s channel and opens no WebSocket itself', async () => {
     const { port, token } = e2e.h.server;
-    const endpoint = `ws://127.0.0.1:${port}/ws`;
     const ctx = await e2e.browser.newContext();
-    await ctx.addInitScript(fakePreload('ok', endpoint, token));
+    await ctx.addInitScript(fakePreload(`ws://127.0.0.1:${port}/ws?token=${encodeURIComponent(token)}`));
     const page = await ctx.newPage();
     await page.goto(e2e.h.server.url);
+    // The VM list came over the channel: the empty library's page is up.
     await page.getByTestId('empty-state').waitFor();
-    const urls = (await page.evaluate('window.__wsUrls')) as string[];
-    expect(urls).toContain(`${endpoint}?token=${encodeURIComponent(token)}`);
-    await ctx.close();
-  });
-
-  it('falls back to its own server and the cookie when the IPC is refused', async () => {
-    const ctx = await e2e.browser.newContext();
-    await ctx.addInitScript(fakePreload('refused', '', ''));
-    const page = await ctx.newPage();
-    await page.goto(e2e.h.server.url);
-    await page.getByTestId('empty-state').waitFor();
-    const urls = (await page.evaluate('window.__wsUrls')) as string[];
-    expect(urls[0]).toBe(`ws://127.0.0.1:${e2e.h.server.port}/ws?token=`);
-    expect(urls.join(' ')).not.toContain(e2e.h.server.token);
+    expect(await page.evaluate('window.__channels')).toEqual(['rpc']);
+    expect(await page.evaluate('window.__pageSockets')).toEqual([]);
     await ctx.close();
   });
 });

@@ -1,5 +1,6 @@
 // The renderer's one connection to VMDesk: typed RPC calls, pushed events and serial streams over a WebSocket
-// that the GUI server relays to the daemon. The frame protocol itself is main/api/frame-client.ts's FrameClient,
+// that the GUI server relays to the daemon, or in the Electron shell over a channel the main process relays
+// (channel-socket.ts, chosen by desktop()). The frame protocol itself is main/api/frame-client.ts's FrameClient,
 // the same one the CLI and the GUI server speak; this class adds what a page needs on top: a reconnect with
 // backoff (one FrameClient per connection), calls and serial streams that wait for the socket to open, listeners
 // that survive reconnects, and bytes instead of base64 for serial data.
@@ -22,8 +23,8 @@ export type SessionProbe = () => Promise<'ok' | 'expired' | 'unreachable'>;
 
 /**
  * The browser's probe: the page's own address, with the cookie. 401 means the server runs but with another
- * token (restarted); a network error means it is not there (yet). Electron windows get their token over IPC
- * and are reopened by the app, so they need none.
+ * token (restarted); a network error means it is not there (yet). Electron windows have no token (their channel
+ * goes through the main process), so they need none.
  */
 export const browserSessionProbe: SessionProbe = async () => {
   try {
@@ -48,11 +49,17 @@ interface SerialHandlers {
 export type SocketFactory = (url: string) => WebSocket;
 
 export function defaultEndpoint(): string {
-  const d = desktop();
-  if (d) return `${d.endpoint}?token=${encodeURIComponent(d.token)}`;
+  // The desktop shell's channel has no URL (see defaultSocketFactory).
+  if (desktop()) return 'vmdesk:rpc';
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   // The HttpOnly cookie set on first load authenticates the upgrade.
   return `${proto}//${location.host}/ws`;
+}
+
+/** The transport desktop() chooses: in the Electron shell a channel through the main process, else a WebSocket. */
+export function defaultSocketFactory(): SocketFactory {
+  const d = desktop();
+  return d ? () => d.socket('rpc') as unknown as WebSocket : (u) => new WebSocket(u);
 }
 
 /**
@@ -243,7 +250,7 @@ let shared: RpcClient | undefined;
 /** The app-wide client; tests replace it with setRpcClient. */
 export function rpc(): RpcClient {
   if (!shared) {
-    shared = new RpcClient(defaultEndpoint(), undefined, desktop() ? undefined : browserSessionProbe);
+    shared = new RpcClient(defaultEndpoint(), defaultSocketFactory(), desktop() ? undefined : browserSessionProbe);
     shared.connect();
   }
   return shared;
