@@ -215,6 +215,8 @@ export async function statsVerb(rpc: Rpc, name: string, opts: { json: boolean; w
     }
   });
   rpc.client.onClosed(done);
+  // `vmdesk stats vm --watch | head` ends quietly when the reader goes.
+  io.stdout.on('error', done);
   await rpc.call('stats.subscribe', { ids: [info.id] });
   await Promise.race([ended, untilInterrupted()]);
   return 0;
