@@ -120,6 +120,9 @@ beforeAll(async () => {
     await new Promise((r) => setTimeout(r, 1000));
   }
   const stage = path.join(tmp, 'stage');
+  // Icons from assets/icon.svg into the copy's dist/icons and build/icons (the script the build runs).
+  const icons = spawnSync(process.execPath, [path.join(repo, 'scripts', 'icons.mjs')], { cwd: proj, encoding: 'utf8' });
+  if (icons.status !== 0) throw new Error(`icons: ${icons.stderr}`);
   const staged = spawnSync(process.execPath, [path.join(repo, 'scripts', 'stage-daemon.mjs')], { cwd: proj, encoding: 'utf8', env: { ...process.env, VMDESK_STAGE_DIR: stage } });
   if (staged.status !== 0) throw new Error(`stage-daemon: ${staged.stderr}${staged.stdout}`);
   stubElectron(path.join(tmp, 'electron'));
@@ -137,8 +140,21 @@ beforeAll(async () => {
     ],
     publish: null,
   };
-  const cfgFile = path.join(tmp, 'electron-builder.json');
-  writeFileSync(cfgFile, JSON.stringify(cfg));
+  // After packing, electron-builder's own Linux helper says what the deb, rpm and AppImage would get as their
+  // .desktop file, MIME types and icons (those targets need tools fetched from the network to finish).
+  const cfgFile = path.join(tmp, 'electron-builder.cjs');
+  writeFileSync(
+    cfgFile,
+    `const fs = require('node:fs');
+const { LinuxTargetHelper } = require(${JSON.stringify(require.resolve('app-builder-lib/out/targets/LinuxTargetHelper'))});
+module.exports = { ...${JSON.stringify(cfg)}, async afterPack(ctx) {
+  const h = new LinuxTargetHelper(ctx.packager);
+  fs.writeFileSync(${JSON.stringify(path.join(tmp, 'desktop-entry'))}, await h.computeDesktopEntry(ctx.packager.platformSpecificBuildOptions));
+  fs.copyFileSync(await h.mimeTypeFiles, ${JSON.stringify(path.join(tmp, 'mime.xml'))});
+  fs.writeFileSync(${JSON.stringify(path.join(tmp, 'icons.json'))}, JSON.stringify(await h.icons));
+} };
+`,
+  );
   await build({ projectDir: proj, targets: Platform.LINUX.createTarget('dir'), publish: 'never', config: cfgFile });
   appOut = path.join(tmp, 'out', 'linux-unpacked');
   res = path.join(appOut, 'resources');
@@ -219,6 +235,26 @@ describe('the package electron-builder makes', () => {
     const fromApp = createRequire(path.join(extracted, 'dist', 'main', 'electron', 'main.js'));
     for (const p of packages) expect(() => fromApp.resolve(p), p).not.toThrow();
     for (const p of packages) expect(fromApp.resolve(p).startsWith(extracted + path.sep), p).toBe(true);
+  });
+
+  it('gives Linux a .desktop file that takes files, the MIME types of what VMDesk opens, and icons at every size', () => {
+    const entry = readFileSync(path.join(tmp, 'desktop-entry'), 'utf8');
+    expect(entry).toMatch(/^\[Desktop Entry\]$/m);
+    expect(entry).toMatch(/^Name=VMDesk$/m);
+    expect(entry).toMatch(/^Exec=\/opt\/VMDesk\/vmdesk %U$/m); // files (and file:// URLs) reach main.ts's argv
+    expect(entry).toMatch(/^Categories=System;Emulator;$/m);
+    expect(entry).toMatch(/^StartupWMClass=VMDesk$/m);
+    const mimeLine = /^MimeType=(.*)$/m.exec(entry)?.[1] ?? '';
+    expect(mimeLine.split(';').filter(Boolean).sort()).toEqual(['application/x-cd-image', 'application/x-virtualbox-ova', 'application/x-virtualbox-ovf', 'application/x-vmdesk']);
+    const mime = readFileSync(path.join(tmp, 'mime.xml'), 'utf8');
+    for (const [type, ext] of [['application/x-virtualbox-ova', 'ova'], ['application/x-virtualbox-ovf', 'ovf'], ['application/x-vmdesk', 'vmdesk'], ['application/x-cd-image', 'iso']]) {
+      expect(mime).toContain(`<mime-type type="${type}">`);
+      expect(mime).toContain(`<glob pattern="*.${ext}"/>`);
+    }
+    const icons = JSON.parse(readFileSync(path.join(tmp, 'icons.json'), 'utf8')) as { file: string; size: number }[];
+    expect(icons.map((i) => i.size).sort((a, b) => a - b)).toEqual([16, 24, 32, 48, 64, 128, 256, 512, 1024]);
+    // The same sizes inside the app, for the window and the tray.
+    for (const size of [16, 32, 256]) expect(inArchive(path.join(res, 'app.asar'), path.join(res, 'app.asar', 'dist', 'icons', `${size}x${size}.png`))).toBe(true);
   });
 
   it('sets the fuses as electron-builder.yml says', async () => {
