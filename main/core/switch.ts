@@ -132,6 +132,10 @@ class Segment {
     for (const p of this.ports) if (p !== from) p.deliver(frame);
   }
 
+  get macCount(): number {
+    return this.macs.size;
+  }
+
   remove(port: Port): void {
     this.ports.delete(port);
     for (const [mac, p] of this.macs) if (p === port) this.macs.delete(mac);
@@ -193,9 +197,9 @@ export class SwitchFabric {
     return sum;
   }
 
-  /** Networks with at least one adapter plugged, and how many. */
-  networks(): { name: string; ports: number }[] {
-    return [...this.segments.values()].map((s) => ({ name: s.name, ports: s.ports.size }));
+  /** Networks with at least one adapter plugged: how many, and how many MAC addresses the switch knows. */
+  networks(): { name: string; ports: number; macs: number }[] {
+    return [...this.segments.values()].map((s) => ({ name: s.name, ports: s.ports.size, macs: s.macCount }));
   }
 
   close(): void {
