@@ -80,9 +80,19 @@ export function isTrustedSender(event: Pick<IpcMainInvokeEvent, 'senderFrame' | 
   return originOf(frame.url) === origin;
 }
 
-export function validatedHandle<S extends z.ZodType<unknown[]>>(channel: string, schema: S, getOrigin: () => string, fn: (event: IpcMainInvokeEvent, args: z.output<S>) => unknown): void {
+/**
+ * ipcMain.handle with the sender checked (a main frame of our origin and, when `owns` is given, a web contents
+ * of a window this app opened) and the arguments parsed by `schema` before `fn` sees them.
+ */
+export function validatedHandle<S extends z.ZodType<unknown[]>>(
+  channel: string,
+  schema: S,
+  getOrigin: () => string,
+  fn: (event: IpcMainInvokeEvent, args: z.output<S>) => unknown,
+  owns?: (wc: WebContents) => boolean,
+): void {
   ipcMain.handle(channel, (event, ...raw) => {
-    if (!isTrustedSender(event, getOrigin())) throw new Error(`refused ${channel} from an untrusted sender`);
+    if (!isTrustedSender(event, getOrigin()) || (owns && !owns(event.sender))) throw new Error(`refused ${channel} from an untrusted sender`);
     const parsed = schema.safeParse(raw);
     if (!parsed.success) throw new Error(`invalid arguments for ${channel}`);
     return fn(event, parsed.data);
@@ -241,20 +251,18 @@ export class DesktopApp {
 
   registerIpc(): void {
     const origin = () => this.origin;
+    const owns = (wc: WebContents) => this.ownsWebContents(wc);
     ipcMain.on(IPC.channel, (event, ...raw) => void this.onChannelRequest(event, raw));
     validatedHandle(IPC.openFile, OpenFileArgs, origin, async (event, [filters]) => {
       const win = BrowserWindow.fromWebContents(event.sender) ?? undefined;
       const opts = { properties: ['openFile' as const], filters: [...(filters ?? []), { name: 'All files', extensions: ['*'] }] };
       const r = win ? await dialog.showOpenDialog(win, opts) : await dialog.showOpenDialog(opts);
       return r.canceled ? null : (r.filePaths[0] ?? null);
-    });
+    }, owns);
     validatedHandle(IPC.revealInFolder, RevealArgs, origin, (_event, [p]) => {
       shell.showItemInFolder(p);
-    });
-    validatedHandle(IPC.openConsole, OpenConsoleArgs, origin, (event, [vmId]) => {
-      if (!this.ownsWebContents(event.sender)) throw new Error(`refused ${IPC.openConsole}: the sender is not a VMDesk window`);
-      this.openConsoleWindow(vmId);
-    });
+    }, owns);
+    validatedHandle(IPC.openConsole, OpenConsoleArgs, origin, (_event, [vmId]) => void this.openConsoleWindow(vmId), owns);
   }
 
   private sendMenu(cmd: MenuCommand): void {

@@ -288,6 +288,20 @@ describe('IPC', () => {
     expect(closed.sort((a, b) => a - b)).toEqual(Array.from({ length: n - 10 }, (_, i) => i + 10));
   });
 
+  it('answers the file dialog, reveal and console requests only from our own windows, with valid arguments', async () => {
+    const { desk } = deskWithIpc();
+    const win = desk.openConsoleWindow('w');
+    const ours = { senderFrame: { url: `${ORIGIN}/`, parent: null }, sender: win.webContents };
+    const stranger = { senderFrame: { url: `${ORIGIN}/`, parent: null }, sender: { id: 'not ours' } };
+    for (const ch of [IPC.openFile, IPC.revealInFolder, IPC.openConsole]) {
+      const handler = mocks.handlers.get(ch)!;
+      expect(() => handler(stranger, ch === IPC.openFile ? undefined : ch === IPC.revealInFolder ? '/tmp' : 'vm')).toThrow(/untrusted sender/);
+    }
+    expect(() => mocks.handlers.get(IPC.revealInFolder)!(ours, 'relative/path')).toThrow(/invalid arguments/);
+    expect(() => mocks.handlers.get(IPC.revealInFolder)!(ours, '/tmp', 'extra')).toThrow(/invalid arguments/);
+    expect(() => mocks.handlers.get(IPC.openFile)!(ours, [{ name: 'x', extensions: ['../x'] }])).toThrow(/invalid arguments/);
+  });
+
   it('opens a console window only for our own windows', async () => {
     const { desk } = deskWithIpc();
     const win = desk.openConsoleWindow('a');
