@@ -1,29 +1,77 @@
-// Which toolbar actions make sense in which VM state; one table shared by the main toolbar and the console header.
+// Which actions make sense in which VM state, their words, icons and confirmations: one table for the toolbar,
+// the context menu, the console header and the bulk actions.
+import type { Component } from 'vue';
+import { Copy, FileDown, Monitor, Pause, Play, Power, RotateCcw, Settings, Square, Trash2 } from 'lucide-vue-next';
 import type { VmInfo } from '../../../main/api/schema';
 
-export type VmAction = 'settings' | 'start' | 'pause' | 'resume' | 'reset' | 'stop' | 'kill' | 'delete' | 'console';
+export type VmAction = 'settings' | 'start' | 'pause' | 'resume' | 'reset' | 'stop' | 'kill' | 'delete' | 'console' | 'clone' | 'export';
 
 export function actionEnabled(action: VmAction, vm: VmInfo | null | undefined): boolean {
   if (!vm) return false;
   const s = vm.state;
   const usable = !!vm.config;
+  const busy = !!vm.job;
   switch (action) {
     case 'settings':
       return usable;
     case 'start':
-      return usable && (s === 'stopped' || s === 'crashed');
+      return usable && !busy && (s === 'stopped' || s === 'crashed');
     case 'pause':
-      return s === 'running';
+      return s === 'running' && !busy;
     case 'resume':
-      return s === 'paused';
+      return s === 'paused' && !busy;
     case 'reset':
     case 'stop':
-      return s === 'running' || s === 'paused';
+      return (s === 'running' || s === 'paused') && !busy;
     case 'kill':
       return s === 'running' || s === 'paused' || s === 'starting' || s === 'stopping';
     case 'delete':
-      return s === 'stopped' || s === 'crashed';
+      return !busy && (s === 'stopped' || s === 'crashed');
     case 'console':
       return s === 'running' || s === 'paused';
+    case 'clone':
+      return usable && !busy && s !== 'starting' && s !== 'stopping';
+    case 'export':
+      return usable && !busy && (s === 'stopped' || s === 'crashed');
   }
+}
+
+export interface ActionInfo {
+  label: string;
+  icon: Component;
+  /** Tooltip: what it does, in a sentence. */
+  title: string;
+  /** Red: data or work may be lost. */
+  destructive?: boolean;
+}
+
+export const ACTIONS: Record<VmAction, ActionInfo> = {
+  settings: { label: 'Settings', icon: Settings, title: 'Change the name, hardware, boot media and network' },
+  start: { label: 'Start', icon: Play, title: 'Start the virtual machine' },
+  pause: { label: 'Pause', icon: Pause, title: 'Freeze the guest where it is' },
+  resume: { label: 'Resume', icon: Play, title: 'Let the paused guest run again' },
+  reset: { label: 'Reset', icon: RotateCcw, title: 'Hard reset, like the reset button: unsaved guest data is lost', destructive: true },
+  stop: { label: 'Shut down', icon: Square, title: 'Ask the guest to power off (ACPI power button)' },
+  kill: { label: 'Power off', icon: Power, title: 'Pull the plug: unsaved guest data is lost', destructive: true },
+  delete: { label: 'Delete', icon: Trash2, title: 'Delete the virtual machine and its files', destructive: true },
+  console: { label: 'Console', icon: Monitor, title: 'Open the screen and serial console' },
+  clone: { label: 'Clone…', icon: Copy, title: 'Make a copy of this virtual machine' },
+  export: { label: 'Export…', icon: FileDown, title: 'Save the virtual machine to a .vmdesk archive or an OVA appliance' },
+};
+
+/** The confirmation a destructive power action asks for, for one VM or several. */
+export function confirmation(action: 'kill' | 'reset', names: string[]): { title: string; body: string; ok: string } {
+  const who = names.length === 1 ? `“${names[0]}”` : `${names.length} virtual machines`;
+  if (action === 'kill') {
+    return {
+      title: `Power off ${who}?`,
+      body: 'Like pulling the plug: the guest gets no chance to save its work, and anything unsaved in it is lost. “Shut down” asks the guest to power off cleanly instead.',
+      ok: 'Power off',
+    };
+  }
+  return {
+    title: `Reset ${who}?`,
+    body: 'Like pressing the reset button: the guest restarts at once, and anything unsaved in it is lost.',
+    ok: 'Reset',
+  };
 }

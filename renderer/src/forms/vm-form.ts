@@ -1,6 +1,6 @@
 // The wizard's and settings dialog's form model: form state ↔ API request, validated with the server's own zod schemas.
 import '../zod-config';
-import { CreateVmRequest, VmName, VmSettingsPatch, type VmInfo, type HostInfo } from '../../../main/api/schema';
+import { CreateVmRequest, VmName, VmSettingsPatch, type VmInfo, type HostInfo, type NetAdapter } from '../../../main/api/schema';
 import type { RpcParams } from '../../../main/api/rpc';
 
 export type MediaKind = 'none' | 'iso' | 'disk' | 'kernel';
@@ -27,11 +27,63 @@ export interface VmForm {
   cmdline: string;
   /** Size of a new empty disk in GiB; 0 for none. */
   diskGiB: number;
-  netMode: 'nat' | 'none';
+  /** The form offers NAT or none; a VM set up otherwise (nat-host, internal) keeps its mode. */
+  netMode: 'nat' | 'none' | 'nat-host' | 'internal';
+  /**
+   * The first adapter as it was loaded (settings): its other fields (MAC, card model, internal network name) and
+   * the other adapters survive a change of forwards.
+   */
+  netOriginal?: NetAdapter[];
   forwards: ForwardRow[];
 }
 
 export type FieldErrors = Record<string, string>;
+
+/**
+ * Sensible starting hardware per guest OS: Windows 11 wants UEFI, 4 GiB and 64 GiB; a Linux desktop is happy
+ * with 2 GiB and 20 GiB. Applied to the fields the user has not touched yet, bounded by the host.
+ */
+export const OS_PRESETS: Record<VmForm['osType'], { label: string; firmware: VmForm['firmware']; cpus: number; memoryMiB: number; diskGiB: number }> = {
+  windows: { label: 'Windows 10 / 11', firmware: 'uefi', cpus: 2, memoryMiB: 4096, diskGiB: 64 },
+  linux: { label: 'Linux', firmware: 'bios', cpus: 2, memoryMiB: 2048, diskGiB: 20 },
+  bsd: { label: 'BSD', firmware: 'bios', cpus: 1, memoryMiB: 1024, diskGiB: 16 },
+  other: { label: 'Other', firmware: 'bios', cpus: 1, memoryMiB: 512, diskGiB: 8 },
+};
+
+/** The preset for `os`, bounded by the host (a quarter of its memory at most, its CPUs). */
+export function presetFor(os: VmForm['osType'], host?: Pick<HostInfo, 'cpus' | 'memoryMiB'> | null): { firmware: VmForm['firmware']; cpus: number; memoryMiB: number; diskGiB: number } {
+  const p = OS_PRESETS[os];
+  const memCap = host ? Math.max(256, Math.floor(host.memoryMiB / 2 / 64) * 64) : Infinity;
+  return { firmware: p.firmware, cpus: Math.max(1, Math.min(p.cpus, host?.cpus ?? p.cpus)), memoryMiB: Math.min(p.memoryMiB, memCap), diskGiB: p.diskGiB };
+}
+
+/** The accelerators this host can have at all: KVM on Linux, Hypervisor.framework on macOS, TCG everywhere. */
+export function accelChoices(host: Pick<HostInfo, 'platform' | 'accelerators'> | null): { value: VmForm['accel']; label: string; disabled: boolean; note?: string }[] {
+  const out: { value: VmForm['accel']; label: string; disabled: boolean; note?: string }[] = [{ value: 'auto', label: 'Automatic (best available)', disabled: false }];
+  const platform = host?.platform ?? 'linux';
+  if (platform === 'linux') {
+    const kvm = host?.accelerators.kvm;
+    out.push({ value: 'kvm', label: kvm && !kvm.available ? 'KVM (not available here)' : 'KVM', disabled: false, note: kvm && !kvm.available ? kvm.reason : undefined });
+  }
+  if (platform === 'darwin') {
+    const hvf = host?.accelerators.hvf;
+    out.push({ value: 'hvf', label: hvf && !hvf.available ? 'Hypervisor.framework (not available here)' : 'Hypervisor.framework', disabled: false, note: hvf && !hvf.available ? hvf.reason : undefined });
+  }
+  out.push({ value: 'tcg', label: 'TCG (software emulation, slow)', disabled: false });
+  return out;
+}
+
+/**
+ * Ports VMDesk's own window is served on (the GUI server): forwarding one of them would fail at start, or worse,
+ * take the port from VMDesk after a restart.
+ */
+export function ownPorts(): number[] {
+  if (typeof location === 'undefined') return [];
+  const out: number[] = [];
+  const port = Number(location.port);
+  if (location.protocol.startsWith('http') && port) out.push(port);
+  return out;
+}
 
 export function emptyForm(): VmForm {
   return {
@@ -73,8 +125,12 @@ export function errorsForStep(errors: FieldErrors, index: number): FieldErrors {
   return Object.fromEntries(Object.entries(errors).filter(([k]) => fields.some((f) => k === f || k.startsWith(f + '.'))));
 }
 
-function networkOf(form: Pick<VmForm, 'netMode' | 'forwards'>) {
-  return [form.netMode === 'nat' ? { mode: 'nat' as const, forwards: form.forwards.map((f) => ({ ...f })) } : { mode: 'none' as const, forwards: [] }];
+function networkOf(form: Pick<VmForm, 'netMode' | 'forwards' | 'netOriginal'>): NetAdapter[] {
+  const [first, ...rest] = form.netOriginal ?? [];
+  const forwards = form.netMode === 'nat' || form.netMode === 'nat-host' ? form.forwards.map((f) => ({ ...f })) : [];
+  if (first && first.mode === form.netMode) return [{ ...first, forwards }, ...rest];
+  if (form.netMode === 'none') return [{ mode: 'none', forwards: [] }, ...rest];
+  return [{ ...(first?.mac ? { mac: first.mac } : {}), ...(first?.model ? { model: first.model } : {}), mode: form.netMode === 'internal' ? 'nat' : form.netMode, forwards }, ...rest];
 }
 
 function directKernelOf(form: VmForm) {
@@ -112,12 +168,23 @@ function fieldOf(path: PropertyKey[]): string {
   return p[0] ?? 'form';
 }
 
-function friendly(issue: { code: string; message: string; input?: unknown }): string {
+type Issue = { code: string; message: string; path: PropertyKey[]; input?: unknown; minimum?: unknown; maximum?: unknown; origin?: string };
+
+/** zod's own words ("Too small: expected number to be >=0") become plain ones; our schemas' messages stay. */
+function friendly(issue: Issue): string {
   if (issue.code === 'invalid_type' && (issue.input === '' || issue.input === undefined || Number.isNaN(issue.input))) return 'enter a number';
+  if (issue.code === 'invalid_type') return typeof issue.input === 'string' ? 'enter a number' : 'this value is not valid here';
+  if (/^Too (small|big)|^Invalid (input|option)|^Expected /.test(issue.message)) {
+    const n = (v: unknown) => (typeof v === 'bigint' ? Number(v) : (v as number));
+    if (issue.code === 'too_small') return issue.origin === 'string' ? 'must not be empty' : `must be at least ${n(issue.minimum)}`;
+    if (issue.code === 'too_big') return issue.origin === 'string' ? `must be at most ${n(issue.maximum)} characters` : `must be at most ${n(issue.maximum)}`;
+    if (issue.code === 'invalid_value') return 'choose one of the listed values';
+    return 'this value is not valid here';
+  }
   return issue.message;
 }
 
-function collect(result: { success: boolean; error?: { issues: { code: string; message: string; path: PropertyKey[]; input?: unknown }[] } }, errors: FieldErrors): void {
+function collect(result: { success: boolean; error?: { issues: Issue[] } }, errors: FieldErrors): void {
   if (result.success || !result.error) return;
   for (const issue of result.error.issues) {
     const f = fieldOf(issue.path);
@@ -129,6 +196,10 @@ export interface ValidationContext {
   host?: Pick<HostInfo, 'cpus' | 'memoryMiB' | 'freeMemoryMiB'> | null;
   /** Names already taken (compared case-insensitively, like the core). */
   existingNames?: string[];
+  /** The GUI's own ports (defaults to this page's). */
+  ownPorts?: number[];
+  /** What host.ports said about each forward ("tcp:2222"), for a warning before the start fails. */
+  portStatus?: Record<string, { status: string; message: string }>;
 }
 
 export interface Validation {
@@ -143,11 +214,15 @@ function commonRules(form: VmForm, ctx: ValidationContext, errors: FieldErrors, 
   if (host && form.memoryMiB > host.memoryMiB) errors.memoryMiB ??= `this host has ${host.memoryMiB} MiB of memory`;
   else if (host && form.memoryMiB > host.freeMemoryMiB) warnings.memoryMiB = `more than the ${host.freeMemoryMiB} MiB free now: the host may swap`;
   const seen = new Set<string>();
+  const own = ctx.ownPorts ?? ownPorts();
   form.forwards.forEach((f, i) => {
     const key = `${f.protocol}:${f.hostPort}`;
     if (seen.has(key)) errors[`forwards.${i}.hostPort`] ??= 'this host port is already forwarded';
     seen.add(key);
+    if (f.protocol === 'tcp' && own.includes(f.hostPort)) errors[`forwards.${i}.hostPort`] ??= `port ${f.hostPort} is taken by VMDesk itself (this window is served on it); choose another`;
     if (f.hostPort < 1024 && f.hostPort > 0) warnings[`forwards.${i}.hostPort`] = 'ports below 1024 usually need root';
+    const probe = ctx.portStatus?.[key];
+    if (probe && probe.status !== 'free') warnings[`forwards.${i}.hostPort`] ??= `${probe.message}; the VM will not start while it is`;
   });
 }
 
@@ -173,7 +248,7 @@ export function formFromInfo(info: VmInfo): VmForm {
   f.name = info.name;
   if (!c) return f;
   f.osType = c.osType;
-  f.engine = c.engine;
+  f.engine = c.engine as VmForm['engine'];
   f.accel = c.accel;
   f.firmware = c.firmware;
   f.cpus = c.cpus;
@@ -186,6 +261,7 @@ export function formFromInfo(info: VmInfo): VmForm {
   f.diskGiB = 0;
   const net = c.network[0];
   f.netMode = net?.mode ?? 'none';
+  f.netOriginal = c.network.map((n) => ({ ...n, forwards: n.forwards.map((x) => ({ ...x })) }));
   f.forwards = (net?.forwards ?? []).map((x) => ({ ...x }));
   return f;
 }

@@ -45,10 +45,22 @@ export const useVmsStore = defineStore('vms', () => {
   const loaded = ref(false);
   const loadError = ref<string | null>(null);
   const selectedId = ref<string | null>(null);
+  /**
+   * The multi-selection (Ctrl/Shift-click, Shift+arrows, Ctrl+A): bulk start/stop act on it. It always holds the
+   * selectedId (the row with the focus, shown in the details pane) when there is one.
+   */
+  const selection = shallowRef<ReadonlySet<string>>(new Set());
   let subscribed = false;
   let loading: Promise<void> | undefined;
 
   const selected = computed(() => (selectedId.value ? byId.value.get(selectedId.value) ?? null : null));
+  /** Every selected VM that still exists, in list order. */
+  const selectedVms = computed(() => {
+    const ids = selection.value;
+    if (ids.size <= 1) return selected.value ? [selected.value] : [];
+    void byId.value;
+    return list.value.filter((v) => ids.has(v.id));
+  });
 
   /**
    * Subscribes to events and fetches the list once; later calls share that fetch (main.ts starts it before
@@ -86,6 +98,7 @@ export const useVmsStore = defineStore('vms', () => {
       loadError.value = null;
       if (selectedId.value && !byId.value.has(selectedId.value)) selectedId.value = null;
       if (!selectedId.value && infos.length) selectedId.value = list.value[0]?.id ?? null;
+      selection.value = new Set([...selection.value].filter((id) => byId.value.has(id)).concat(selectedId.value ? [selectedId.value] : []));
     } catch (e) {
       loadError.value = e instanceof Error ? e.message : String(e);
     }
@@ -108,6 +121,16 @@ export const useVmsStore = defineStore('vms', () => {
     list.value = l;
   }
 
+  /**
+   * The answer of a call that changed a VM. It was made inside the VM's job, so it still names that job; the
+   * event that the job ended came before it: keep what the events say about the job.
+   */
+  function putResult(info: VmInfo): void {
+    const known = byId.value.get(info.id);
+    const { job: _stale, ...rest } = info;
+    put(known?.job ? { ...rest, job: known.job } : rest);
+  }
+
   function drop(id: string): void {
     const old = byId.value.get(id);
     if (!old) return;
@@ -123,12 +146,21 @@ export const useVmsStore = defineStore('vms', () => {
     switch (ev.type) {
       case 'vm-created':
       case 'vm-updated':
+        put(ev.info);
+        return;
       case 'vm-state':
         put(ev.info);
+        // Started after all (from here, the CLI or another window): an old "Starting failed" no longer holds.
+        if (ev.state === 'running') ops().clearFor(ev.id);
         return;
       case 'vm-deleted':
         drop(ev.id);
-        if (selectedId.value === ev.id) selectedId.value = list.value[0]?.id ?? null;
+        if (selection.value.has(ev.id)) {
+          const next = new Set(selection.value);
+          next.delete(ev.id);
+          selection.value = next;
+        }
+        if (selectedId.value === ev.id) select(list.value[0]?.id ?? null);
         return;
       case 'progress':
         useOperationsStore().applyProgress(ev);
@@ -136,8 +168,29 @@ export const useVmsStore = defineStore('vms', () => {
     }
   }
 
+  /** Selects one VM (and only it). */
   function select(id: string | null): void {
     selectedId.value = id;
+    selection.value = new Set(id ? [id] : []);
+  }
+
+  /** Ctrl/Cmd-click: adds or removes one VM, keeping the rest. */
+  function toggleSelected(id: string): void {
+    const next = new Set(selection.value);
+    if (next.has(id) && next.size > 1) {
+      next.delete(id);
+      if (selectedId.value === id) selectedId.value = [...next][0] ?? null;
+    } else {
+      next.add(id);
+      selectedId.value = id;
+    }
+    selection.value = next;
+  }
+
+  /** Shift-click, Shift+arrows, Ctrl+A: exactly these VMs, `focus` the one shown in the details. */
+  function selectMany(ids: string[], focus: string): void {
+    selection.value = new Set(ids);
+    selectedId.value = focus;
   }
 
   const ops = () => useOperationsStore();
@@ -148,7 +201,7 @@ export const useVmsStore = defineStore('vms', () => {
     ops().begin(opId, `Creating “${req.name}”`);
     try {
       const info = await rpc().call('vm.create', req, { opId });
-      put(info);
+      putResult(info);
       selectedId.value = info.id;
       return info;
     } finally {
@@ -161,14 +214,19 @@ export const useVmsStore = defineStore('vms', () => {
     let info: VmInfo | undefined;
     if (newName) info = await rpc().call('vm.rename', { id, name: newName });
     if (Object.keys(patch).length) info = await rpc().call('vm.update', { id, patch });
-    if (info) put(info);
+    if (info) putResult(info);
     return info ?? byId.value.get(id)!;
+  }
+
+  /** A lifecycle call on several VMs at once (the multi-selection): each as its own tracked call. */
+  async function bulk(method: 'vm.start' | 'vm.stop' | 'vm.kill' | 'vm.pause' | 'vm.resume', ids: string[], verb: string): Promise<void> {
+    await Promise.all(ids.map((id) => lifecycle(method, id, `${verb} “${byId.value.get(id)?.name ?? id}”`)));
   }
 
   /** A lifecycle call by name; the answer (and the events) update the list. */
   async function lifecycle(method: 'vm.start' | 'vm.stop' | 'vm.kill' | 'vm.pause' | 'vm.resume' | 'vm.reset', id: string, label: string): Promise<VmInfo | undefined> {
     const info = await ops().track(label, id, (opId) => rpc().call(method, { id }, { opId }));
-    if (info) put(info);
+    if (info) putResult(info);
     return info;
   }
 
@@ -180,5 +238,10 @@ export const useVmsStore = defineStore('vms', () => {
     return true;
   }
 
-  return { byId, list, loaded, loadError, selectedId, selected, load, refetch, apply, select, create, saveSettings, lifecycle, remove };
+  /** The answer of a call that changed one VM, applied before its event arrives. */
+  function applyInfo(info: VmInfo): void {
+    putResult(info);
+  }
+
+  return { byId, list, loaded, loadError, selectedId, selected, selection, selectedVms, load, refetch, apply, applyInfo, select, toggleSelected, selectMany, create, saveSettings, lifecycle, bulk, remove };
 });

@@ -6,6 +6,7 @@ import { RpcCallError, setRpcClient, type RpcClient, type ConnectionState } from
 type Handler = (params: any) => unknown;
 
 export class FakeRpc {
+  state: ConnectionState = 'open';
   calls: { method: string; params: any }[] = [];
   private handlers = new Map<string, Handler>();
   private events = new Set<(ev: VmEvent) => void>();
@@ -42,6 +43,7 @@ export class FakeRpc {
   }
 
   setState(s: ConnectionState): void {
+    this.state = s;
     for (const fn of this.states) fn(s);
   }
 
