@@ -81,7 +81,7 @@ describe('Snapshots tab', () => {
     await e2e.h.shot('41-snapshots-timeline');
 
     // ---- power the VM off, then restore the snapshot from the view: the guest comes back running ----
-    await main.toolbar('kill').click();
+    await main.confirmed('kill');
     await main.waitForState(VM, 'stopped', 60_000);
     await snaps.treeMode();
     await expect.poll(() => snaps.currentNode.textContent(), { timeout: 30_000 }).toMatch(/Current State\s*stopped/);

@@ -1,7 +1,7 @@
 // Page object for the main window: toolbar, VM list, details pane, empty state.
 import type { Locator, Page } from 'playwright-core';
 
-export type ToolbarAction = 'new' | 'settings' | 'start' | 'pause' | 'resume' | 'reset' | 'stop' | 'kill' | 'console' | 'delete';
+export type ToolbarAction = 'new' | 'import' | 'settings' | 'start' | 'pause' | 'resume' | 'reset' | 'stop' | 'kill' | 'console' | 'delete';
 
 export class MainWindowPage {
   constructor(readonly page: Page) {}
@@ -34,6 +34,14 @@ export class MainWindowPage {
 
   toolbar(action: ToolbarAction): Locator {
     return this.page.getByTestId(`tb-${action}`);
+  }
+
+  /** Power off (or reset) from the toolbar: the button asks first; this confirms. */
+  async confirmed(action: 'kill' | 'reset'): Promise<void> {
+    await this.toolbar(action).click();
+    const dialog = this.page.getByTestId(action === 'kill' ? 'confirm-kill' : 'confirm-reset');
+    await dialog.getByTestId('confirm-ok').click();
+    await dialog.waitFor({ state: 'detached' });
   }
 
   async select(name: string): Promise<void> {
