@@ -470,7 +470,15 @@ export async function main(): Promise<void> {
     if (!desk.mainWindow && desk.link) desk.createMainWindow();
   });
   await app.whenReady();
-  await desk.boot(process.env.VMDESK_HOME);
+  try {
+    await desk.boot(process.env.VMDESK_HOME);
+  } catch (e) {
+    // No daemon, no app: say why (its log has the rest) instead of running without a window.
+    const err = e as Error & { details?: string[] };
+    dialog.showErrorBox('VMDesk could not start', [err.message, ...(err.details ?? [])].join('\n'));
+    app.exit(1);
+    return;
+  }
   desk.createMainWindow();
   desk.openFiles(early);
 }
