@@ -239,6 +239,8 @@ export const GuestAddress = z.object({
 });
 export const GuestInfo = z.object({
   addresses: z.array(GuestAddress),
+  /** The guest's host name, as its QEMU guest agent reports it. */
+  hostname: z.string().optional(),
   /** How `vmdesk shell` reaches the guest: 127.0.0.1 and the forwarded port, the user and the key made for this VM. */
   ssh: z.object({ host: z.string(), port: z.number(), user: z.string(), keyFile: z.string() }).optional(),
   notes: z.array(z.string()),

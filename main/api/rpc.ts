@@ -6,6 +6,7 @@ import { SnapshotSchedule } from './schema.js';
 import { DownloadInfo } from './images.js';
 import { IMAGE_LONG_METHODS, ImageRpcMethods, TermClientFrames, TermServerFrames } from './rpc-images.js';
 import { ToolRpcMethods } from './rpc-tools.js';
+import { GuestRpcMethods } from './rpc-guest.js';
 import { ResourceRpcMethods } from './rpc-resources.js';
 import { VmStats } from './schema.js';
 
@@ -278,7 +279,7 @@ export const SNAPSHOT_LONG_METHODS: readonly SnapshotRpcMethod[] = ['snapshot.ta
 // ---- the whole contract ------------------------------------------------------------------------------
 
 /** Every method the server answers: the VM methods above plus the snapshot module's. */
-export const AllRpcMethods = { ...RpcMethods, ...SnapshotRpcMethods, ...ToolRpcMethods, ...ImageRpcMethods, ...ResourceRpcMethods } as const;
+export const AllRpcMethods = { ...RpcMethods, ...SnapshotRpcMethods, ...ToolRpcMethods, ...ImageRpcMethods, ...ResourceRpcMethods, ...GuestRpcMethods } as const;
 
 export type RpcMethod = keyof typeof AllRpcMethods;
 /** What a caller passes (defaults not yet applied). */

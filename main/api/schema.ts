@@ -160,6 +160,32 @@ export const Tag = z
   .refine((s) => s.trim() === s, 'a tag must not start or end with a space');
 export const Tags = z.array(Tag).max(16, 'a VM has at most 16 tags');
 
+/**
+ * A shared folder's tag: the name the guest mounts it by (mount -t virtiofs TAG /mnt). virtiofs allows 36
+ * bytes; the character set keeps it out of QEMU's option syntax.
+ */
+export const ShareTag = z
+  .string()
+  .min(1, 'a share tag must not be empty')
+  .max(36, 'a share tag has at most 36 characters')
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a share tag may contain letters, digits and . _ - and must start with a letter or digit');
+export const ShareDriver = z.enum(['virtiofs', '9p']);
+export type ShareDriver = z.infer<typeof ShareDriver>;
+/** A host folder the guest mounts (issue 12). Host paths are checked and made canonical by the core when added. */
+export const SharedFolder = z.object({
+  tag: ShareTag,
+  hostPath: HostPath,
+  /** Enforced on the host (a read-only bind mount for virtiofsd, readonly=on for 9p), not only in the guest. */
+  readOnly: z.boolean().default(false),
+  /** Absent: virtiofs where virtiofsd can run, else 9p. */
+  driver: ShareDriver.optional(),
+});
+export type SharedFolder = z.infer<typeof SharedFolder>;
+export const SHARES_MAX = 8;
+/** The graphical adapter: standard VGA, or virtio-vga, whose guest driver follows the console window's size. */
+export const DisplayModel = z.enum(['vga', 'virtio']);
+export type DisplayModel = z.infer<typeof DisplayModel>;
+
 export const VmConfig = z.object({
   schemaVersion: z.literal(VM_SCHEMA_VERSION),
   id: z.string().uuid(),
@@ -181,6 +207,14 @@ export const VmConfig = z.object({
   snapshotSchedule: SnapshotSchedule.optional(),
   /** Labels the VM list groups and filters by (optional: VMs made before tags have none). */
   tags: Tags.optional(),
+  /** Host folders shared with the guest (virtiofs, or 9p where virtiofsd cannot run). */
+  shares: z.array(SharedFolder).max(SHARES_MAX).optional(),
+  /** Clipboard shared with the guest's spice-vdagent (qemu-vdagent): off unless turned on (untrusted guests). */
+  clipboard: z.boolean().optional(),
+  /** A channel for the QEMU guest agent (guest IPs, host name, fs-freeze around live snapshots). */
+  guestAgent: z.boolean().optional(),
+  /** Absent means vga (VMs made before VMDesk offered virtio-vga). */
+  display: DisplayModel.optional(),
   createdAt: z.string().datetime(),
   modifiedAt: z.string().datetime(),
 });
@@ -218,6 +252,12 @@ export const CreateVmRequest = z.object({
   network: z.array(NetAdapter).max(4).optional(),
   limits: ResourceLimits.optional(),
   tags: Tags.optional(),
+  /** Absent: off. */
+  clipboard: z.boolean().optional(),
+  /** Absent: on where the engine has a guest agent channel. */
+  guestAgent: z.boolean().optional(),
+  /** Absent: virtio for Linux guests where the engine can resize the display, else vga. */
+  display: DisplayModel.optional(),
 });
 export type CreateVmRequest = z.input<typeof CreateVmRequest>;
 
@@ -241,6 +281,10 @@ export const VmSettingsPatch = z.object({
   limits: ResourceLimitsPatch.optional(),
   /** Not hardware: may change while the VM runs. */
   tags: Tags.optional(),
+  /** Guest integration devices (issue 12): hardware, changed while the VM is stopped. */
+  clipboard: z.boolean().optional(),
+  guestAgent: z.boolean().optional(),
+  display: DisplayModel.optional(),
 });
 export type VmSettingsPatch = z.infer<typeof VmSettingsPatch>;
 

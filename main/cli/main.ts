@@ -7,6 +7,7 @@ import { DISK_BUSES, DISK_FORMATS, parseSize } from '../api/values.js';
 import { EXIT_CODES, ErrorCode, VmdeskError, isVmdeskError } from '../api/errors.js';
 import { attachConsole, type GuestConsole } from './console.js';
 import { Rpc } from './rpc.js';
+import { GUEST_OPTIONS, guestSettingsFrom } from './share.js';
 import { RESOURCE_OPTIONS, limitsFrom, networkFrom } from './resources.js';
 import { connectDaemon } from '../client/daemon-client.js';
 import { formatInfo, formatList, formatHost, terminalSafeStream } from './format.js';
@@ -54,6 +55,13 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
            [--memory-target SIZE|none] [--disk-iops N|none] [--disk-bps SIZE|none]
                                         limits and forwards change while the VM runs; other
                                         hardware only while it is stopped (the error says why)
+  create|set NAME ... [--clipboard on|off] [--guest-agent on|off] [--display vga|virtio]
+                                        clipboard shared with the guest's vdagent (off unless
+                                        turned on); QEMU guest agent channel (on for new VMs);
+                                        virtio-vga follows the console's size (Linux default)
+  share add NAME HOSTDIR [--tag T] [--read-only] [--driver virtiofs|9p] | share remove NAME TAG
+  share list NAME [--json]              shared folders (virtiofs, 9p fallback) and how to mount them
+  guest-info NAME [--json]              host name and addresses from the QEMU guest agent
   rename NAME NEWNAME
   start NAME [--paused]                 start (the VM keeps running after vmdesk exits)
   stop NAME [--timeout SECONDS]         ACPI shutdown, forced off after the timeout (default 60)
@@ -103,6 +111,7 @@ const CONFIG_OPTIONS = {
   accel: { type: 'string' },
   firmware: { type: 'string' },
   ...RESOURCE_OPTIONS,
+  ...GUEST_OPTIONS,
 } as const satisfies ParseArgsConfig['options'];
 
 type Values = Record<string, string | boolean | string[] | undefined>;
@@ -229,6 +238,7 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
         firmware: values.firmware as never,
         network: networkFrom(values),
         limits: limitsFrom(values, true) as CreateVmRequest['limits'],
+        ...guestSettingsFrom(values),
       };
       if (req.diskBytes === 0) throw new VmdeskError(ErrorCode.invalid, '--disk must be larger than 0');
       for (const k of Object.keys(req) as (keyof CreateVmRequest)[]) if (req[k] === undefined) delete req[k];
@@ -262,6 +272,7 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
         // --forward alone replaces the forwards of the VM's first nat card, keeping its cards.
         network: values.net || values.forward ? networkFrom(values, values.net ? undefined : (await (await rpc()).call('vm.get', { id: pos[0]! })).config?.network) : undefined,
         limits: limitsFrom(values, false),
+        ...guestSettingsFrom(values),
       };
       if (values.iso) patch.cdrom = absPath(values.iso as string);
       if (values['no-iso']) patch.cdrom = null;
@@ -411,6 +422,14 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
     case 'shell': {
       const { runShell } = await import('./shell.js');
       return runShell(rpc, args, io);
+    }
+    case 'share': {
+      const { runShareCli } = await import('./share.js');
+      return runShareCli(rpc, args, io);
+    }
+    case 'guest-info': {
+      const { runGuestInfoCli } = await import('./share.js');
+      return runGuestInfoCli(rpc, args, io);
     }
     case 'events': {
       const { values } = parse(args, {}, 0, []);

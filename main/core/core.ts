@@ -37,6 +37,8 @@ import { UsageSampler } from './stats.js';
 import { applyLimits, checkLimits, kindsSet, mergeLimits, releaseLimits } from './limits.js';
 import { applyLiveUpdate, committed, hostLimitSupport, liveNetworkChange, plugNetPorts, stoppedOnlyWhy } from './live.js';
 import { runtimeRoot } from '../platform/paths.js';
+import { applyGuestPatch, checkGuestCapabilities, guestAgentReport, guestDefaults } from './guest.js';
+import type { GuestAgentReport } from '../api/rpc-guest.js';
 
 export type { ProgressFn } from './services.js';
 
@@ -383,6 +385,8 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
         ...(req.limits && Object.keys(req.limits).length ? { limits: req.limits } : {}),
         // New VMs get a memory balloon where the engine has one (older VMs get it when a target is set).
         ...(eng.capabilities.limits?.memoryTarget ? { balloon: true } : {}),
+        // Guest integration (issue 12): agent channel, resizable display, clipboard only when asked for.
+        ...guestDefaults(req, eng),
         createdAt: now,
         modifiedAt: now,
       };
@@ -446,6 +450,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     if (patch.firmware) next.firmware = patch.firmware;
     if (patch.cpus !== undefined) next.cpus = patch.cpus;
     if (patch.memoryMiB !== undefined) next.memoryMiB = patch.memoryMiB;
+    applyGuestPatch(next, patch);
     if (patch.network) {
       // A card keeps its MAC address unless one is given; new cards get new ones.
       next.network = withMacs(patch.network, this.macsInUse(r.id), r.config.network);
@@ -739,6 +744,12 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     return r.runtime.screenshot();
   }
 
+  /** What the guest agent of a running VM reports (addresses, host name), or why nothing. */
+  async guestAgent(ref: string): Promise<GuestAgentReport> {
+    const r = this.usableRecord(ref);
+    return guestAgentReport(r.config.name, isAlive(r.state) ? r.runtime : undefined);
+  }
+
   /** The capabilities of a VM's engine, for clients (a snapshot of what the VM can do). */
   async capabilities(ref: string): Promise<EngineModule['capabilities']> {
     return (await engineModule(this.usableRecord(ref).config.engine)).capabilities;
@@ -758,6 +769,7 @@ function checkCapabilities(config: VmConfig, eng: EngineModule): void {
   }
   if (c.directKernelOnly && !config.directKernel) throw new VmdeskError(ErrorCode.invalid, `the ${eng.kind} engine boots a kernel directly: give --kernel (and --initrd)`);
   if (c.directKernelOnly && config.cdrom) throw new VmdeskError(ErrorCode.invalid, `the ${eng.kind} engine has no CD-ROM drive`);
+  checkGuestCapabilities(config, eng);
   eng.validate(config);
 }
 

@@ -2,6 +2,7 @@
 // operations of issue 11 over the core's public surface (the index, runtimes, saveConfig). Each one asks the
 // engine's capabilities, never its name.
 import type { HostInfo, PortForward, VmConfig, VmInfo, VmStats } from '../api/schema.js';
+import { GUEST_STOPPED_ONLY } from './guest.js';
 import { ErrorCode, VmdeskError } from '../api/errors.js';
 import { isAlive } from '../api/states.js';
 import type { EngineModule, VmRuntime } from '../engines/engine.js';
@@ -190,6 +191,7 @@ export function stoppedOnlyWhy(keys: string[], network?: string): string {
     firmware: 'the firmware runs at boot',
     cdrom: 'the CD-ROM drive is set up at boot',
     directKernel: 'the kernel is loaded at boot',
+    ...GUEST_STOPPED_ONLY,
   };
   return [...keys.map((k) => why[k] ?? `${k} is fixed while the guest runs`), ...(network ? [network] : [])].join('; ');
 }

@@ -10,6 +10,7 @@ import { snapshotHandlers } from './snapshot-handlers.js';
 import { imageHandlers } from './image-handlers.js';
 import { fromOsError } from '../platform/os-errors.js';
 import { toolHandlers } from './tool-handlers.js';
+import { guestHandlers } from './guest-handlers.js';
 import { resourceHandlers } from './resource-handlers.js';
 import type { StatsClient } from './stats-feed.js';
 import { stoppedOnlyWhy } from '../core/live.js';
@@ -42,7 +43,7 @@ function noDaemon(): never {
 
 // Network settings and limits are not in the list: a running guest takes forwards and limits (the core refuses
 // the rest, saying why).
-const HARDWARE = ['engine', 'accel', 'firmware', 'cpus', 'memoryMiB', 'cdrom', 'directKernel'];
+const HARDWARE = ['engine', 'accel', 'firmware', 'cpus', 'memoryMiB', 'cdrom', 'directKernel', 'clipboard', 'guestAgent', 'display'];
 
 const vmHandlers: VmHandlers = {
   'vm.list': (core) => core.list(),
@@ -92,7 +93,7 @@ const vmHandlers: VmHandlers = {
 };
 
 /** One handler per contract method; both tables are complete by their types, so no method goes unanswered. */
-const handlers = { ...vmHandlers, ...snapshotHandlers, ...toolHandlers, ...imageHandlers, ...resourceHandlers, 'job.cancel': async (_core: Core, p: { opId: string }) => cancel(p.opId) };
+const handlers = { ...vmHandlers, ...snapshotHandlers, ...toolHandlers, ...imageHandlers, ...resourceHandlers, ...guestHandlers, 'job.cancel': async (_core: Core, p: { opId: string }) => cancel(p.opId) };
 
 /** Cancellable calls in flight, by opId (job.cancel aborts their copies: see platform/cancel.ts). */
 const inFlight = new Map<string, AbortController>();
@@ -105,7 +106,7 @@ function cancel(opId: string): { cancelled: boolean; reason?: string } {
 }
 
 /** Calls that only read: not worth a line in a VM's history. */
-const QUERIES = new Set(['vm.list', 'vm.get', 'vm.screenshot', 'vm.serialLog', 'vm.vncSocket', 'host.info', 'daemon.status', 'snapshot.list', 'snapshot.info', 'snapshot.thumbnail', 'files.list', 'files.stat', 'vm.logs', 'host.ports', 'job.cancel', 'vm.stats', 'stats.subscribe', 'stats.unsubscribe']);
+const QUERIES = new Set(['vm.list', 'vm.get', 'vm.screenshot', 'vm.serialLog', 'vm.vncSocket', 'host.info', 'daemon.status', 'snapshot.list', 'snapshot.info', 'snapshot.thumbnail', 'files.list', 'files.stat', 'vm.logs', 'host.ports', 'job.cancel', 'share.list', 'vm.guestAgent', 'vm.stats', 'stats.subscribe', 'stats.unsubscribe']);
 
 export function toRpcError(e: unknown): RpcError {
   if (isVmdeskError(e)) return { code: e.code, message: e.message, details: [...e.details] };

@@ -48,6 +48,40 @@ export interface EngineCapabilities {
   liveNetwork?: { forwards: boolean; link: boolean };
   /** The runtime reports usage (VmRuntime.usage). */
   stats?: boolean;
+  /** Guest integration (issue 12); absent: none of it. */
+  guest?: GuestCapabilities;
+}
+
+/** What an engine offers to make the guest part of the desktop. */
+export interface GuestCapabilities {
+  /** Text clipboard both ways through a vdagent channel, reached with the VNC clipboard extension. */
+  clipboard: boolean;
+  /** A display adapter whose guest driver follows the console's size (virtio-vga). */
+  resize: boolean;
+  /** Shared folder drivers the engine has, preferred first (empty: no shared folders). */
+  shares: readonly ('virtiofs' | '9p')[];
+  /** A QEMU guest agent channel (addresses, host name, fs-freeze around live snapshots). */
+  agent: boolean;
+}
+
+/** One network interface as the guest agent reports it (untrusted: checked and bounded by the engine). */
+export interface GuestInterface {
+  name: string;
+  mac?: string;
+  addresses: { address: string; prefix: number; family: 'ipv4' | 'ipv6' }[];
+}
+
+/** What the guest agent answered, or why nothing was asked or answered. */
+export type GuestAgentAnswer =
+  | { ok: true; hostname?: string; interfaces: GuestInterface[]; os?: string }
+  | { ok: false; reason: string };
+
+/** A shared folder as a running guest has it: the driver chosen at start. */
+export interface ActiveShare {
+  tag: string;
+  hostPath: string;
+  readOnly: boolean;
+  driver: 'virtiofs' | '9p';
 }
 
 /** The limits of ResourceLimits by kind, as capabilities name them. */
@@ -133,6 +167,10 @@ export interface VmRuntime {
   linksDown?(): number[];
   /** Applies the engine's own limits of these kinds (memory target, disk I/O) to the running guest (limits.live). */
   applyLimits?(limits: ResourceLimits, kinds: readonly LimitKind[]): Promise<void>;
+  /** Asks the guest agent for the host name and addresses (capabilities.guest.agent, config.guestAgent). */
+  guestAgent?(): Promise<GuestAgentAnswer>;
+  /** Shared folders as this run has them (the driver each got at start). */
+  activeShares?(): ActiveShare[];
 }
 
 /** A file that carries a VM's snapshots: a writable disk, or the UEFI variable store. */

@@ -2,8 +2,8 @@
 //
 // Addresses: a NAT guest (passt or QEMU's user network) is handed 10.0.2.15/24 by the NAT's own DHCP
 // server, the only client on its private network, so that is the address its DHCP lease has. It is reported
-// as such (source "nat-dhcp"): VMDesk has not asked the guest. The QEMU guest agent would tell what the
-// guest really configured, but the QEMU engine gives guests no agent channel yet (see ARCHITECTURE.md).
+// as such (source "nat-dhcp"): VMDesk has not asked the guest. Where the guest's QEMU guest agent answers,
+// its own addresses (loopback left out) and host name are reported instead (source "guest-agent").
 import path from 'node:path';
 import type { GuestInfo } from '../../api/images.js';
 import type { Core } from '../core.js';
@@ -34,12 +34,19 @@ export async function guestInfo(core: Core, ref: string): Promise<GuestInfo> {
   const addresses: GuestInfo['addresses'] = [];
   const running = ALIVE.has(info.state);
   const nat = info.config?.network.some((n) => n.mode === 'nat' || n.mode === 'nat-host') ?? false;
-  if (running && nat) {
+  const agent = running ? await core.guestAgent(info.id).catch((e: Error) => ({ ok: false as const, reason: e.message, interfaces: [] })) : undefined;
+  const fromAgent = agent?.ok ? agent.interfaces.filter((i) => i.name !== 'lo').flatMap((i) => i.addresses.filter((a) => !a.address.startsWith('127.') && a.address !== '::1').map((a) => ({ ...a, interface: i.name, source: 'guest-agent' as const }))) : [];
+  let hostname: string | undefined;
+  if (agent?.ok) {
+    hostname = agent.hostname;
+    addresses.push(...fromAgent);
+    if (!fromAgent.length) notes.push('the guest agent reports no address but loopback');
+  } else if (running && nat) {
     addresses.push({ address: '10.0.2.15', prefix: 24, family: 'ipv4', interface: 'NAT adapter 0', source: 'nat-dhcp' });
-    notes.push('10.0.2.15 is what the NAT\'s DHCP server hands the guest (the only client on its private network); VMDesk has not asked the guest (no guest agent channel yet)');
+    notes.push(`10.0.2.15 is what the NAT's DHCP server hands the guest (the only client on its private network); VMDesk has not asked the guest (${agent?.reason ?? 'no guest agent'})`);
   } else if (!running) notes.push('the VM is not running');
   else notes.push('the VM has no NAT network adapter');
   const ssh = await sshTarget(core, info.id).catch(() => undefined);
   if (!ssh && info.config) notes.push('no SSH key or forward: vmdesk shell uses the serial console');
-  return { addresses, ...(ssh ? { ssh: { host: ssh.host, port: ssh.port, user: ssh.user, keyFile: ssh.keyFile } } : {}), notes };
+  return { addresses, ...(hostname ? { hostname } : {}), ...(ssh ? { ssh: { host: ssh.host, port: ssh.port, user: ssh.user, keyFile: ssh.keyFile } } : {}), notes };
 }

@@ -94,6 +94,8 @@ export const microvmEngine: EngineModule = {
     networkModes: ['none'],
     // One host process per guest: the core caps and pins it; no balloon, no disk throttling in the VMM.
     limits: { cpuCap: true, cpuPinning: true, memoryTarget: false, diskIo: false, live: ['cpuCap', 'cpuPinning'] },
+    // A serial console only: no display, no virtio-serial, no shared-folder transport in the VMM.
+    guest: { clipboard: false, resize: false, shares: [], agent: false },
   },
 
   validate,

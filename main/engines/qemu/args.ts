@@ -3,6 +3,8 @@ import { isAbsolute, resolve } from 'node:path';
 import type { VmConfig } from '../../api/schema.js';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import { bundleFiles, runtimeFiles } from './layout.js';
+import { displayDevice, guestChannelArgs } from './guest-devices.js';
+import { shareArgs, type ResolvedShare } from './shares.js';
 
 export interface QemuArgsInput {
   config: VmConfig;
@@ -16,6 +18,8 @@ export interface QemuArgsInput {
   uefi?: { code: string; vars: string };
   /** Start with the vCPUs stopped (-S). */
   paused?: boolean;
+  /** Shared folders with their driver decided (shares.ts planShares); absent: none. */
+  shares?: readonly ResolvedShare[];
 }
 
 const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
@@ -81,6 +85,8 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
     if (!input.uefi) throw new VmdeskError(ErrorCode.host, 'UEFI firmware (OVMF) not found; install it with: sudo apt install ovmf');
     machine.push('pflash0=uefi-code', 'pflash1=uefi-vars');
   }
+  const shares = shareArgs(input.shares ?? [], config.memoryMiB);
+  machine.push(...shares.machine);
   args.push('-machine', machine.join(','));
   args.push('-accel', accel);
   // Hardware acceleration passes the host CPU through; TCG keeps QEMU's default model (host/max abort under
@@ -160,7 +166,7 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
   });
   if (nics === 0) args.push('-nic', 'none');
 
-  args.push('-device', 'VGA,id=video0');
+  args.push('-device', displayDevice(config));
   // A USB tablet gives absolute pointer positions, so the VNC cursor follows the mouse exactly.
   args.push('-device', 'qemu-xhci,id=usb0', '-device', 'usb-tablet,bus=usb0.0,id=tablet0');
   args.push('-vnc', `unix:${optValue('VNC socket path', run.vnc)}`);
@@ -171,6 +177,8 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
       `logfile=${optValue('serial log path', logs.serialLog)},logappend=on`,
   );
   args.push('-device', 'isa-serial,chardev=serial0,id=com1');
+  // Guest integration (issue 12): the agent's and the clipboard's channels, shared folders.
+  args.push(...guestChannelArgs(config, runtimeDir), ...shares.args);
   // The memory balloon comes after every other PCI device so their slots (and saved states) stay as they were.
   // Free page reporting hands pages the guest frees back to the host; deflate-on-oom lets a guest short of
   // memory take balloon pages back rather than kill its processes.

@@ -14,6 +14,9 @@ import { bundleFiles, runtimeFiles, SOCKET_PATH_MAX } from './layout.js';
 import { checkHostPortsFree, passtPath, PASST_MISSING } from './passt.js';
 import { QemuRuntime, recordedQemuRuns } from './runtime.js';
 import { qemuSnapshots } from './snapshots.js';
+import { planShares, startVirtiofsd, stopVirtiofsd, readSharesRecord, virtiofsdPath, writeSharesRecord, shareSocket, type ResolvedShare } from './shares.js';
+import { agentSocket } from './guest-devices.js';
+import { join } from 'node:path';
 
 const run = promisify(execFile);
 
@@ -29,15 +32,16 @@ interface LaunchPlan {
 
 function checkSocketPaths(runtimeDir: string): void {
   const files = runtimeFiles(runtimeDir);
-  for (const p of [files.qmp, files.serial, files.vnc, files.net(3)]) {
+  for (const p of [files.qmp, files.serial, files.vnc, files.net(3), agentSocket(runtimeDir), shareSocket(runtimeDir, 7)]) {
     if (Buffer.byteLength(p) >= SOCKET_PATH_MAX) {
       throw new VmdeskError(ErrorCode.host, `runtime directory path is too long for unix sockets (${p} is ${Buffer.byteLength(p)} bytes, limit ${SOCKET_PATH_MAX})`);
     }
   }
 }
 
-function argsInput(ctx: EngineContext, plan: LaunchPlan, paused = false): QemuArgsInput {
+function argsInput(ctx: EngineContext, plan: LaunchPlan, paused = false, shares?: ResolvedShare[]): QemuArgsInput {
   return {
+    ...(shares?.length ? { shares } : {}),
     config: ctx.config,
     bundleDir: ctx.bundleDir,
     runtimeDir: ctx.runtimeDir,
@@ -100,6 +104,8 @@ export const qemuEngine: EngineModule = {
     limits: { cpuCap: true, cpuPinning: true, memoryTarget: true, diskIo: true, live: ['cpuCap', 'cpuPinning', 'memoryTarget', 'diskIo'] },
     liveNetwork: { forwards: true, link: true },
     stats: true,
+    // virtiofs where virtiofsd exists (Linux), 9p everywhere QEMU has it.
+    guest: { clipboard: true, resize: true, shares: virtiofsdPath() ? ['virtiofs', '9p'] : ['9p'], agent: true },
   },
 
   validate(config: VmConfig) {
@@ -130,16 +136,25 @@ export const qemuEngine: EngineModule = {
     if (limits.diskIops !== undefined || limits.diskBytesPerSec !== undefined) setup.push('diskIo');
     const paused = opts.paused === true || setup.length > 0;
     const net = ctx.config.network;
-    const rt = await QemuRuntime.launch(ctx, {
-      qemuPath: p.qemuPath,
-      args: buildQemuArgs(argsInput(ctx, p, paused)),
-      accel: p.accel,
-      paused,
-      warnings: p.warnings,
-      ...(p.passt ? { passt: { path: p.passt, adapters: net.flatMap((n, index) => (n.mode === 'nat' ? [{ index, forwards: n.forwards }] : [])) } } : {}),
-      internal: net.flatMap((n, index) => (n.mode === 'internal' && n.network ? [{ index, network: n.network }] : [])),
-      forwards: Object.fromEntries(net.flatMap((n, index) => (n.mode === 'nat' || n.mode === 'nat-host' ? [[String(index), n.forwards]] : []))),
-    });
+    // Shared folders: virtiofsd listens before QEMU connects to it (issue 12, shares.ts).
+    const shares = await startShares(ctx);
+    let rt: QemuRuntime;
+    try {
+      rt = await QemuRuntime.launch(ctx, {
+        qemuPath: p.qemuPath,
+        args: buildQemuArgs(argsInput(ctx, p, paused, shares.shares)),
+        accel: p.accel,
+        paused,
+        warnings: [...p.warnings, ...shares.warnings],
+        ...(p.passt ? { passt: { path: p.passt, adapters: net.flatMap((n, index) => (n.mode === 'nat' ? [{ index, forwards: n.forwards }] : [])) } } : {}),
+        internal: net.flatMap((n, index) => (n.mode === 'internal' && n.network ? [{ index, network: n.network }] : [])),
+        forwards: Object.fromEntries(net.flatMap((n, index) => (n.mode === 'nat' || n.mode === 'nat-host' ? [[String(index), n.forwards]] : []))),
+      });
+    } catch (e) {
+      await stopVirtiofsd(readSharesRecord(ctx.runtimeDir, ctx.config.id), ctx.runtimeDir);
+      throw e;
+    }
+    followShares(ctx, rt);
     if (setup.length) {
       try {
         await rt.applyLimits(limits, setup);
@@ -152,8 +167,34 @@ export const qemuEngine: EngineModule = {
     return rt;
   },
 
-  adopt: (ctx) => QemuRuntime.adopt(ctx),
+  async adopt(ctx) {
+    const rt = await QemuRuntime.adopt(ctx);
+    if (rt) followShares(ctx, rt);
+    return rt;
+  },
   reapOrphan: async (ctx) => QemuRuntime.reapOrphan(ctx),
   snapshots: qemuSnapshots,
   disks,
 };
+
+/** Decides each share's driver and starts virtiofsd for the virtiofs ones; the record lets activeShares and an adopting daemon know. */
+async function startShares(ctx: EngineContext): Promise<{ shares: ResolvedShare[]; warnings: string[] }> {
+  if (!ctx.config.shares?.length) return { shares: [], warnings: [] };
+  const binary = virtiofsdPath();
+  const planned = planShares(ctx.config, ctx.runtimeDir, binary);
+  mkdirSync(ctx.runtimeDir, { recursive: true, mode: 0o700 });
+  if (binary && planned.shares.some((s) => s.driver === 'virtiofs')) {
+    const logs = bundleFiles(ctx.bundleDir).logs;
+    mkdirSync(logs, { recursive: true, mode: 0o700 });
+    await startVirtiofsd({ vmId: ctx.config.id, runtimeDir: ctx.runtimeDir, logFile: join(logs, 'virtiofsd.log'), binary, shares: planned.shares });
+  } else {
+    writeSharesRecord(ctx.runtimeDir, ctx.config.id, planned.shares);
+  }
+  return planned;
+}
+
+/** virtiofsd ends with its QEMU: whatever is left of it is ended once the guest has gone. */
+function followShares(ctx: EngineContext, rt: QemuRuntime): void {
+  const record = readSharesRecord(ctx.runtimeDir, ctx.config.id);
+  if (record) void rt.exited.then(() => stopVirtiofsd(record, ctx.runtimeDir));
+}

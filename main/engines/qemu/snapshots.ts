@@ -10,6 +10,7 @@ import type { EngineContext, Progress, SnapshotProvider, SnapshotRef, SnapshotTa
 import { activeJobs, dismissStaleJobs, runJob, type QmpFn } from './jobs.js';
 import { bundleFiles } from './layout.js';
 import type { QemuRuntime } from './runtime.js';
+import { liveSnapshotGuard, quiesced } from './guest-snapshot.js';
 
 function diskFile(bundleDir: string, d: Disk): string {
   return path.isAbsolute(d.path) ? d.path : path.join(bundleDir, d.path);
@@ -79,8 +80,10 @@ export const qemuSnapshots: SnapshotProvider = {
     const qmp = qmpOf(rt);
     const running = await activeJobs(qmp);
     if (running.length) throw new VmdeskError(ErrorCode.busy, `"${ctx.config.name}" is busy with QEMU job ${running.map((j) => `${j.id} (${j.type})`).join(', ')}; try again when it has finished`);
+    liveSnapshotGuard(rt, ctx);
     const nodes = await liveNodes(qmp, ctx, targets);
-    await runJob(qmp, 'snapshot-save', { 'job-id': `vmdesk-save-${snap.id}`, tag: snap.tag, vmstate: nodes[0]!, devices: nodes }, { onProgress: (f) => progress('saving memory and disks', f) });
+    // With the guest agent answering, its file systems are frozen around the save (guest-snapshot.ts).
+    await quiesced(rt, ctx, () => runJob(qmp, 'snapshot-save', { 'job-id': `vmdesk-save-${snap.id}`, tag: snap.tag, vmstate: nodes[0]!, devices: nodes }, { onProgress: (f) => progress('saving memory and disks', f) }));
     let vmStateBytes = 0;
     for (const t of targets) {
       const s = (await img.imgInfo(t.file, { shared: true, format: 'qcow2' }).catch(() => null))?.snapshots.find((x) => x.tag === snap.tag);
