@@ -215,6 +215,7 @@ export function nodeCommand(r: Resources, entry: 'daemon/main' | 'cli/main', ext
   delete env.NODE_OPTIONS;
   delete env.ELECTRON_RUN_AS_NODE;
   if (r.node.electronAsNode) env.ELECTRON_RUN_AS_NODE = '1';
+  if (r.runtimeCopy) withoutMount(env, env.APPDIR);
   const js = path.join(r.daemonRoot, 'dist', 'main', `${entry}.js`);
   if (r.layout !== 'repo' || r.runtimeCopy) {
     return { command: r.node.path, args: [js], env };
@@ -223,6 +224,25 @@ export function nodeCommand(r: Resources, entry: 'daemon/main' | 'cli/main', ext
   const loader = existsSync(ts) ? sourceLoader(r.daemonRoot) : undefined;
   if (loader) return { command: r.node.path, args: ['--import', loader, ts], env };
   return { command: r.node.path, args: [js], env };
+}
+
+/**
+ * Removes an AppImage mount from a child's environment: the runtime puts it in PATH, LD_LIBRARY_PATH and the like,
+ * and a daemon (and the QEMU it starts) that loaded libraries from there would lose them with the mount.
+ */
+export function withoutMount(env: NodeJS.ProcessEnv, mount: string | undefined): NodeJS.ProcessEnv {
+  if (!mount || !path.isAbsolute(mount)) return env;
+  const inside = (p: string) => p === mount || p.startsWith(mount.endsWith('/') ? mount : `${mount}/`);
+  for (const k of ['APPDIR', 'APPIMAGE', 'ARGV0', 'OWD']) delete env[k];
+  for (const [k, v] of Object.entries(env)) {
+    if (typeof v !== 'string') continue;
+    if (v.includes(':')) {
+      const kept = v.split(':').filter((p) => !inside(p));
+      if (kept.length) env[k] = kept.join(':');
+      else delete env[k];
+    } else if (inside(v)) delete env[k];
+  }
+  return env;
 }
 
 /** Which code this is: the build stamp of `npm run build:main`, or "source" for the TypeScript sources. */

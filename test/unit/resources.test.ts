@@ -159,6 +159,23 @@ describe('AppImage', () => {
     expect(readdirSync(path.dirname(dir)).filter((n) => n.includes('.tmp-'))).toEqual([]);
   });
 
+  it('starts the daemon without the mount in its environment (PATH, LD_LIBRARY_PATH, the AppImage variables)', () => {
+    const { root, c } = appImage();
+    const mount = c.env.APPDIR!;
+    const r = resolveResources(c);
+    const cmd = nodeCommand(r, 'daemon/main', {}, {
+      PATH: `${mount}/usr/bin:/usr/local/bin:/usr/bin`,
+      LD_LIBRARY_PATH: `${mount}/usr/lib:${mount}/lib`,
+      APPDIR: mount,
+      APPIMAGE: path.join(root, 'VMDesk.AppImage'),
+      OWD: '/home/u',
+      GSETTINGS_SCHEMA_DIR: `${mount}/usr/share/glib-2.0/schemas`,
+      HOME: '/home/u',
+      XDG_RUNTIME_DIR: '/run/user/1000',
+    });
+    expect(cmd.env).toEqual({ PATH: '/usr/local/bin:/usr/bin', HOME: '/home/u', XDG_RUNTIME_DIR: '/run/user/1000' });
+  });
+
   it('redoes an incomplete copy and keeps only the three most recently used builds', () => {
     const { data, c } = appImage();
     const parent = path.join(data, 'vmdesk', 'runtime');
