@@ -238,7 +238,7 @@ export async function restorePlan(core: SnapVm['core'], ref: string, snapRef: st
   const steps: string[] = [];
   const name = `"${entry.config.name}"`;
   if (safety.taken) steps.push(`The current state is saved first as "${safety.name}" (${safety.kind === 'live' ? `memory and disks: up to ${entry.config.memoryMiB} MiB of memory is written` : 'disks only'}).`);
-  else if (running || need === 'offline') steps.push(`The current state is not saved (${safety.reason}): whatever changed since "${node.name}" is lost.`);
+  else if (running || need !== 'memory') steps.push(`The current state is not saved (${safety.reason}): whatever changed since "${node.name}" is lost.`);
   if (inPlace) steps.push(`The running guest is replaced by the one saved in "${node.name}" and runs on from that moment.`);
   else {
     if (powersOff) steps.push(`${name} is powered off.`);

@@ -1,4 +1,5 @@
-// Page object for a VM's Snapshots tab (SnapshotView.vue): take, tree/timeline modes, thumbnails, restore.
+// Page object for a VM's Snapshots tab (SnapshotView.vue): take, tree/timeline modes, thumbnails, the restore and
+// delete dialogs, keyboard focus in the tree and the timeline.
 import type { Locator, Page } from 'playwright-core';
 
 export class SnapshotsPage {
@@ -78,9 +79,41 @@ export class SnapshotsPage {
     );
   }
 
-  async restore(opts: { saveCurrent?: boolean } = {}): Promise<void> {
-    if (opts.saveCurrent !== undefined) await this.page.getByTestId('snap-save-current').setChecked(opts.saveCurrent);
+  /** Restore… on the selected snapshot: the dialog states the consequences; confirms unless told not to. */
+  async restore(opts: { saveCurrent?: boolean; confirm?: boolean } = {}): Promise<void> {
     await this.page.getByTestId('snap-restore').click();
+    await this.restoreDialog.waitFor();
+    if (opts.saveCurrent !== undefined) await this.page.getByTestId('snap-save-current').setChecked(opts.saveCurrent);
+    // The plan is asked again when the checkbox changes: wait for the steps of the answer.
+    await this.restoreDialog.getByTestId('snap-restore-steps').waitFor();
+    if (opts.confirm === false) return;
+    await this.page.locator('[data-testid="snap-restore-confirm"]:not([disabled])').click();
+  }
+
+  get restoreDialog(): Locator {
+    return this.page.getByTestId('snap-restore-dialog');
+  }
+
+  get deleteDialog(): Locator {
+    return this.page.getByTestId('snap-delete-dialog');
+  }
+
+  /** The element holding the keyboard focus in the tree or timeline (aria-activedescendant's target). */
+  async activeDescendant(container: 'snap-tree' | 'snap-timeline'): Promise<string | null> {
+    return this.page.getByTestId(container).evaluate((el) => {
+      const id = el.getAttribute('aria-activedescendant');
+      const t = id ? document.getElementById(id) : null;
+      return t ? t.getAttribute('aria-label') : null;
+    });
+  }
+
+  /** The test id of the element that has the focus. */
+  async focused(): Promise<string | null> {
+    return this.page.evaluate(() => document.activeElement?.getAttribute('data-testid') ?? null);
+  }
+
+  get summary(): Locator {
+    return this.page.getByTestId('snap-summary');
   }
 
   /** naturalWidth of an <img>, 0 until it has loaded and decoded. */
