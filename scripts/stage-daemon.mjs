@@ -56,7 +56,10 @@ if (wanted.includes('vmdesk-microvm')) chmodSync(join(daemon, 'native', 'build',
 // node_modules: the runtime dependencies and theirs, as installed (node-pty built by npm install for this Node).
 const require = createRequire(join(root, 'package.json'));
 const SKIP_DIRS = new Set(['obj.target', '.deps', 'test', 'tests', '__tests__', '.github']);
-const SKIP_PTY = new Set(['deps', 'src', 'third_party', 'scripts', 'prebuilds']);
+// node-pty: its sources and build tooling stay behind; of its prebuilt binaries (used where no compiler built
+// build/Release, as on macOS) only this platform's come along.
+const SKIP_PTY = new Set(['deps', 'src', 'third_party', 'scripts']);
+const PTY_PREBUILD = `${process.platform}-${process.arch}`;
 const copied = new Map();
 // Where packages are, relative to node_modules (node_modules itself may be a symlink: resolution gives real paths).
 const modulesRoot = realpathSync(join(root, 'node_modules'));
@@ -88,6 +91,7 @@ function copyPackage(name, from) {
       const top = r.split(sep)[0];
       if (r.split(sep).some((part) => SKIP_DIRS.has(part))) return false;
       if (isPty && SKIP_PTY.has(top)) return false;
+      if (isPty && top === 'prebuilds' && r.split(sep)[1] !== undefined && r.split(sep)[1] !== PTY_PREBUILD) return false;
       // Nested node_modules are copied as dependencies of their own, so only what is needed comes along.
       if (top === 'node_modules') return false;
       return !src.endsWith('.map');
@@ -126,4 +130,4 @@ for (const f of nodeFiles) {
   if (r.status !== 0) fail(`${relative(root, f)} does not load in the staged Node ${version}: ${r.stderr.trim().split('\n').slice(-1)[0]} (rebuild it for that Node)`);
 }
 const size = (d) => readdirSync(d, { withFileTypes: true }).reduce((n, e) => n + (e.isDirectory() ? size(join(d, e.name)) : statSync(join(d, e.name)).size), 0);
-console.log(`vmdesk stage: build/daemon (${(size(daemon) / 1048576).toFixed(1)} MiB, ${copied.size} packages, ${nodeFiles.length} native modules checked) and build/node (Node ${version})`);
+console.log(`vmdesk stage: ${relative(root, daemon) || daemon} (${(size(daemon) / 1048576).toFixed(1)} MiB, ${copied.size} packages, ${nodeFiles.length} native modules checked) and ${relative(root, nodeDir) || nodeDir} (Node ${version})`);

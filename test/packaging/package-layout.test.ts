@@ -194,6 +194,15 @@ describe('the package electron-builder makes', () => {
     expect(stamp(readFileSync(daemon.buildInfoFile!, 'utf8')).build).toBe(stamp(asar.extractFile(archive, 'dist/main/build-info.json').toString()).build);
   });
 
+  it('ships node-pty with the daemon, working on the packaged Node (vmdesk shell opens terminals in the daemon)', () => {
+    const node = path.join(res, 'node', 'bin', 'node');
+    const pty = path.join(res, 'daemon', 'node_modules', 'node-pty');
+    const script = `const pty = require(${JSON.stringify(pty)}); const p = pty.spawn('/bin/sh', ['-c', 'tty >/dev/null && echo pty-ok'], {}); let out = ''; p.onData((d) => (out += d)); p.onExit(() => { process.stdout.write(out); process.exit(0); });`;
+    const r = spawnSync(node, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('pty-ok');
+  });
+
   it('keeps everything native out of the archive, and everything the shell imports in it', () => {
     const archive = path.join(res, 'app.asar');
     const files = asar.listPackage(archive, { isPack: false }).map((f) => f.replace(/^[/\\]/, ''));
