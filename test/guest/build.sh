@@ -12,7 +12,7 @@ MARKER="VMDESK-GUEST-READY"
 HTTP_TEXT="vmdesk-guest-http-ok"
 
 # Idempotent: nothing to do when both outputs exist and are newer than this script.
-if [[ -s "$KERNEL" && -s "$INITRD" && "$KERNEL" -nt "$SCRIPT" && "$INITRD" -nt "$SCRIPT" ]]; then
+if [[ -s "$KERNEL" && -s "$INITRD" && "$KERNEL" -nt "$SCRIPT" && "$INITRD" -nt "$SCRIPT" && "$INITRD" -nt "$ROOT/test/guest/guest-integration.sh" && "$INITRD" -nt "$ROOT/test/guest/vdagent-test.c" ]]; then
   echo "kernel=$KERNEL"
   echo "initrd=$INITRD"
   exit 0
@@ -47,6 +47,9 @@ if [[ -z "$KPKG" ]] || ! download "$KPKG" busybox-static; then
   download "$KPKG" busybox-static
 fi
 echo "kernel package: $KPKG" >&2
+# Guest integration (issue 12): qemu-ga and its libraries, the clipboard test agent, their modules.
+source "$ROOT/test/guest/guest-integration.sh"
+gi_download
 
 mkdir -p "$WORK/kpkg" "$WORK/bb"
 dpkg -x "$WORK"/linux-image-*.deb "$WORK/kpkg"
@@ -108,6 +111,7 @@ want_module virtio_blk CONFIG_VIRTIO_BLK
 want_module virtio_net CONFIG_VIRTIO_NET
 want_module evdev CONFIG_INPUT_EVDEV
 want_module button CONFIG_ACPI_BUTTON
+gi_modules
 # Memory balloon (vmdesk set --memory-target), with free page reporting (CONFIG_PAGE_REPORTING is built in).
 want_module virtio_balloon CONFIG_VIRTIO_BALLOON
 want_module isofs CONFIG_ISO9660_FS
@@ -133,6 +137,7 @@ EOF
 chmod +x "$R/etc/acpi/PWRF/00000080"
 
 echo "$HTTP_TEXT" >"$R/www/index.html"
+gi_install
 
 # Network set-up, per card from the kernel command line: vmdesk.ethN=static|dhcp|none|ADDR/PREFIX.
 # eth0 defaults to static (10.0.2.15/24 via 10.0.2.2, what NAT gives), the others to none (link up, no
@@ -243,6 +248,7 @@ mkdir -p /var/run /var/log
 acpid -c /etc/acpi
 httpd -p 8080 -h /www
 /etc/nocloud.sh
+/etc/guest-integration.sh
 echo "$MARKER"
 while true; do setsid cttyhack sh; done
 EOF
