@@ -1,5 +1,6 @@
 // The Snapshots tab in a real browser against a real QEMU guest: take a live snapshot from the view, see its
-// thumbnail in the tree and in the timeline, power the VM off, restore the snapshot and see the guest run again.
+// thumbnail in the tree and in the timeline, power the VM off, restore the snapshot (the dialog saying the VM will
+// be running afterwards) and see the guest run again.
 import { describe, expect, it } from 'vitest';
 import { guestPaths, GUEST_READY_MARKER } from '../guest/guest.js';
 import { useHarness } from './harness.js';
@@ -87,7 +88,12 @@ describe('Snapshots tab', () => {
     await expect.poll(() => snaps.currentNode.textContent(), { timeout: 30_000 }).toMatch(/Current State\s*stopped/);
     await snaps.treeNode(SNAP).click();
     await expect.poll(() => snaps.treeNode(SNAP).getAttribute('aria-selected')).toBe('true');
-    await snaps.restore({ saveCurrent: true });
+    // The dialog says what will happen before anything does: the stopped VM will be running afterwards.
+    await snaps.restore({ saveCurrent: true, confirm: false });
+    expect(await snaps.restoreDialog.getByTestId('snap-restore-headline').textContent()).toBe(`“${VM}” is stopped now and will be running afterwards: this live snapshot brings back a running guest.`);
+    expect(await snaps.restoreDialog.getByTestId('snap-restore-steps').textContent()).toMatch(new RegExp(`saved first as "Before restoring ${SNAP}" \\(disks only\\)`));
+    await e2e.h.shot('42-snapshots-restore-dialog');
+    await e2e.h.page.getByTestId('snap-restore-confirm').click();
     await snaps.progress.waitFor({ timeout: 10_000 }).catch(() => {});
     await snaps.waitIdle();
     expect(await snaps.error.count(), (await snaps.error.textContent().catch(() => null)) ?? '').toBe(0);
