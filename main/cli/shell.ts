@@ -34,6 +34,16 @@ export async function runShell(rpc: () => Promise<Rpc>, args: string[], io: CliI
     let finished = false;
     let opened = false;
     let via: 'ssh' | 'serial' | undefined;
+    // Piped input waits for the guest's first output (or a moment): typed before ssh puts the pty in raw
+    // mode, it would be echoed and edited by the local line discipline.
+    let ready = interactive;
+    let piped = false;
+    const queued: Buffer[] = [];
+    const flush = () => {
+      if (ready) return;
+      ready = true;
+      for (const b of queued.splice(0)) term.write(b.toString('base64'));
+    };
     const onResize = () => term.resize(size().cols, size().rows);
     const finish = (fn: () => void) => {
       if (finished) return;
@@ -60,9 +70,13 @@ export async function runShell(rpc: () => Promise<Rpc>, args: string[], io: CliI
           stdin.on('data', onInput);
           stdin.on('end', onEnd);
           stdin.resume();
+          setTimeout(flush, 1500).unref();
           stdout.on?.('resize', onResize);
         },
-        onData: (b64) => void stdout.write(Buffer.from(b64, 'base64')),
+        onData: (b64) => {
+          stdout.write(Buffer.from(b64, 'base64'));
+          flush();
+        },
         onClose: (end) => {
           if (end.error && (!opened || end.error.code !== 'ENET')) {
             const code = (end.error.code === 'ENET' ? ErrorCode.host : end.error.code) as ErrorCode;
@@ -83,12 +97,20 @@ export async function runShell(rpc: () => Promise<Rpc>, args: string[], io: CliI
           return finish(() => resolve(0));
         }
       }
-      term.write(buf.toString('base64'));
+      piped = true;
+      if (ready) term.write(buf.toString('base64'));
+      else queued.push(buf);
     };
     // Piped input has ended: over ssh the pty's end-of-file (Ctrl-D) tells the remote side; the serial
     // console has no end, so detach after a moment for the answers.
     const onEnd = () => {
-      if (via === 'ssh') term.write(Buffer.from([0x04]).toString('base64'));
+      if (via === 'ssh') {
+        // Nothing piped (a command, or </dev/null): the remote side needs no end-of-file.
+        if (!piped) return;
+        const eof = Buffer.from([0x04]);
+        if (ready) term.write(eof.toString('base64'));
+        else queued.push(eof);
+      }
       else
         setTimeout(() => {
           term.close();

@@ -229,12 +229,12 @@ function sshEnv(): Record<string, string> {
   return env;
 }
 
-/** Resolves once something on target.port speaks SSH (its banner), polling while the guest boots. */
+/** Resolves once something on target.port speaks SSH (answers with its identification), polling while the guest boots. */
 async function waitForSsh(target: SshTarget, waitMs: number, signal: AbortSignal, stillRunning: () => Promise<void>): Promise<void> {
   const deadline = Date.now() + waitMs;
   for (;;) {
     if (signal.aborted) throw new VmdeskError(ErrorCode.cancelled, 'closed');
-    if (await banner(target, 3000)) return;
+    if (await banner(target, 10_000)) return;
     await stillRunning();
     if (Date.now() > deadline) throw new VmdeskError(ErrorCode.timeout, `the guest's SSH server did not answer on ${target.host}:${target.port} within ${Math.round(waitMs / 1000)} s (is it still booting? does the image run cloud-init and sshd?)`);
     await new Promise((r) => setTimeout(r, 500));
@@ -252,6 +252,8 @@ function banner(target: SshTarget, timeoutMs: number): Promise<boolean> {
     };
     const timer = setTimeout(() => done(false), timeoutMs);
     sock.setEncoding('latin1');
+    // Some servers (dropbear) speak only after the client's identification: send ours first (RFC 4253 4.2).
+    sock.on('connect', () => sock.write('SSH-2.0-VMDesk_probe\r\n'));
     sock.on('data', (d: string) => {
       got += d;
       if (got.includes('\n') || got.length > 255) done(got.startsWith('SSH-'));

@@ -4,7 +4,14 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SCRIPT="$ROOT/test/guest/build.sh"
-OUT="$ROOT/.cache/guest"
+# VMDESK_GUEST_FLAVOUR=desktop builds the same guest on Debian's generic kernel into .cache/guest-desktop/:
+# it has the virtio-gpu (DRM) and 9p drivers the cloud kernel lacks, for the display-resize and 9p tests.
+FLAVOUR="${VMDESK_GUEST_FLAVOUR:-cloud}"
+case "$FLAVOUR" in
+  cloud) OUT="$ROOT/.cache/guest"; KSUFFIX="-cloud" ;;
+  desktop) OUT="$ROOT/.cache/guest-desktop"; KSUFFIX="" ;;
+  *) echo "VMDESK_GUEST_FLAVOUR must be cloud or desktop" >&2; exit 2 ;;
+esac
 KERNEL="$OUT/vmlinuz"
 INITRD="$OUT/initrd.cpio.gz"
 MARKER="VMDESK-GUEST-READY"
@@ -26,9 +33,9 @@ mkdir -p "$OUT"
 # The newest 6.1 cloud kernel apt knows about: the meta package names it; fall back to sorting the names.
 pick_kernel_pkg() {
   local pkg
-  pkg="$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-6\.1\.0-[0-9]*-cloud-amd64\)$/\1/p' | head -n1)"
+  pkg="$(apt-cache depends "linux-image${KSUFFIX}-amd64" 2>/dev/null | sed -n "s/^ *Depends: \(linux-image-6\.1\.0-[0-9]*${KSUFFIX}-amd64\)\$/\1/p" | head -n1)"
   if [[ -z "$pkg" ]]; then
-    pkg="$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-cloud-amd64$' 2>/dev/null | awk '{print $1}' | sort -V | tail -n1)"
+    pkg="$(apt-cache search --names-only "^linux-image-6\.1\.0-[0-9]+${KSUFFIX}-amd64\$" 2>/dev/null | awk '{print $1}' | sort -V | tail -n1)"
   fi
   echo "$pkg"
 }
@@ -227,7 +234,12 @@ if [ -n "$user" ]; then
   chmod 755 "/home/$user"; chmod 700 "/home/$user/.ssh"; chmod 600 "/home/$user/.ssh/authorized_keys"
 fi
 umount /seed
-/usr/sbin/dropbear -R -E -p 22 -P /var/run/dropbear.pid 2>>/var/log/dropbear.log
+# An ed25519 host key made now (quick even under TCG); keys made on first connection (-R) take seconds.
+/usr/bin/dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key >/dev/null 2>&1
+/usr/sbin/dropbear -r /etc/dropbear/dropbear_ed25519_host_key -E -p 22 -P /var/run/dropbear.pid 2>>/var/log/dropbear.log
+# One frame out, as a DHCP client would send: passt learns the guest's MAC address from the guest's first
+# frame, and until then connections to forwarded ports (SSH) go nowhere. This guest's address is static.
+ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1 &
 echo "vmdesk-guest: nocloud seed on $found: host $host, user $user, dropbear on port 22"
 NOCLOUD
 chmod +x "$R/etc/nocloud.sh"
