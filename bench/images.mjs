@@ -1,0 +1,164 @@
+// Image benchmark (issue 13). Prints:
+//  - download throughput of VMDesk's downloader (undici, sha256 on the fly, written, fsynced, through the
+//    image gate into the cache) against curl -o on the same file from the same local HTTP server, alternating
+//    rounds, medians and their ratio (the issue asks for >= 0.9)
+//  - create-from-gallery to the first shell prompt with the image cached: `vmdesk create --image` (copy, grow,
+//    seed ISO, key), `vmdesk start`, then a terminal stream (term.* frames: ssh under node-pty in the daemon)
+//    until the guest's prompt; the "image" is the test guest made bootable (test/guest/build-disk.sh), since
+//    no real cloud image can be fetched here
+// Run with: npm run bench:images   (BENCH_ROUNDS, BENCH_MIB to change the rounds and the file size)
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm, readFile, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { ImageService } from '../dist/main/core/images/cache.js';
+import { connectDaemon } from '../dist/main/client/daemon-client.js';
+
+const run = promisify(execFile);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const SIZE_MIB = Number(process.env.BENCH_MIB ?? 512);
+const BIN = path.resolve('bin/vmdesk.js');
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const mibs = (bytes, ms) => (bytes / 1024 / 1024 / (ms / 1000)).toFixed(0);
+
+function vmdesk(home, args) {
+  return run(process.execPath, [BIN, '--home', home, ...args], { maxBuffer: 16 * 1024 * 1024 });
+}
+
+/** A static file server in its own process (so neither client shares its event loop with it). */
+async function startServer(dir) {
+  const code = `
+    const http = require('node:http'); const fs = require('node:fs'); const path = require('node:path');
+    const dir = ${JSON.stringify(dir)};
+    const srv = http.createServer((req, res) => {
+      const file = path.join(dir, path.basename(new URL(req.url, 'http://x').pathname));
+      fs.stat(file, (err, st) => {
+        if (err) { res.writeHead(404).end(); return; }
+        res.writeHead(200, { 'content-length': st.size, 'content-type': 'application/octet-stream', etag: '"' + st.mtimeMs + '"' });
+        fs.createReadStream(file, { highWaterMark: 1024 * 1024 }).pipe(res);
+      });
+    });
+    srv.listen(0, '127.0.0.1', () => process.stdout.write(String(srv.address().port) + '\\n'));`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise((resolve) => child.stdout.once('data', (d) => resolve(Number(String(d).trim()))));
+  return { url: `http://127.0.0.1:${port}`, stop: () => child.kill() };
+}
+
+async function downloadBench(work) {
+  const file = path.join(work, 'image.raw');
+  const hash = createHash('sha256');
+  await new Promise((resolve, reject) => {
+    const ws = createWriteStream(file);
+    let left = SIZE_MIB;
+    const more = () => {
+      while (left > 0) {
+        const buf = randomBytes(1024 * 1024);
+        hash.update(buf);
+        left--;
+        if (!ws.write(buf)) return ws.once('drain', more);
+      }
+      ws.end(resolve);
+    };
+    ws.on('error', reject);
+    more();
+  });
+  const sha = hash.digest('hex');
+  const bytes = (await stat(file)).size;
+  const server = await startServer(work);
+  const curlOut = path.join(work, 'curl.out');
+  const ours = [];
+  const curl = [];
+  try {
+    for (let i = 0; i < ROUNDS + 1; i++) {
+      // curl -o: the reference.
+      await rm(curlOut, { force: true });
+      let t = performance.now();
+      await run('curl', ['-s', '-f', '-o', curlOut, `${server.url}/image.raw`]);
+      const c = performance.now() - t;
+      // VMDesk: a fresh cache each round (a cached image would not be fetched at all).
+      const home = await mkdtemp(path.join(work, 'home-'));
+      const svc = new ImageService(home, () => {}, { env: {} });
+      await svc.sources.add({ id: 'bench', format: 'raw', url: `${server.url}/image.raw`, verify: { checksum: `sha256:${sha}` }, maxBytes: bytes });
+      t = performance.now();
+      const rec = await svc.pull('bench');
+      const o = performance.now() - t;
+      await svc.close();
+      if (rec.bytes !== bytes) throw new Error('size mismatch');
+      await rm(home, { recursive: true, force: true });
+      if (i > 0) {
+        curl.push(c);
+        ours.push(o);
+      }
+    }
+  } finally {
+    server.stop();
+  }
+  const mc = median(curl);
+  const mo = median(ours);
+  console.log(`download of a ${SIZE_MIB} MiB file from a local HTTP server, median of ${ROUNDS} (after a warm-up round):`);
+  console.log(`  curl -o                                  ${mc.toFixed(0).padStart(6)} ms  ${mibs(bytes, mc).padStart(5)} MiB/s`);
+  console.log(`  vmdesk (sha256, fsync, gate, into cache) ${mo.toFixed(0).padStart(6)} ms  ${mibs(bytes, mo).padStart(5)} MiB/s`);
+  console.log(`  throughput ratio vmdesk/curl: ${(mc / mo).toFixed(2)} (rounds: curl ${curl.map((x) => x.toFixed(0)).join(' ')}; vmdesk ${ours.map((x) => x.toFixed(0)).join(' ')})`);
+}
+
+async function shellBench(work) {
+  const r = spawnSync('bash', ['test/guest/build-disk.sh'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`build-disk.sh failed: ${r.stderr}`);
+  const disk = path.resolve('.cache/guest/disk.qcow2');
+  const sha = createHash('sha256').update(await readFile(disk)).digest('hex');
+  const server = await startServer(path.dirname(disk));
+  const home = await mkdtemp(path.join(work, 'home-shell-'));
+  const times = [];
+  try {
+    await vmdesk(home, ['images', 'add', 'testguest', '--url', `${server.url}/disk.qcow2`, '--sha256', sha]);
+    await vmdesk(home, ['images', 'pull', 'testguest']);
+    for (let i = 0; i < ROUNDS; i++) {
+      const name = `b${i}`;
+      const t0 = performance.now();
+      await vmdesk(home, ['create', name, '--image', 'testguest', '--memory', '256', '--cpus', '1', '--user', 'bench']);
+      const t1 = performance.now();
+      await vmdesk(home, ['start', name]);
+      const t2 = performance.now();
+      const client = await connectDaemon(home);
+      await new Promise((resolve, reject) => {
+        let out = '';
+        const term = client.openTerminal(name, { cols: 80, rows: 24 }, {
+          onData: (b64) => {
+            out += Buffer.from(b64, 'base64').toString('utf8');
+            if (/\$ $/.test(out.replace(/\x1b\[[0-9;]*[A-Za-z]/g, ''))) {
+              term.close();
+              resolve();
+            }
+          },
+          onClose: (end) => reject(new Error(`terminal closed: ${end.error?.message ?? end.exitCode}`)),
+        });
+      });
+      const t3 = performance.now();
+      client.close();
+      times.push({ create: t1 - t0, start: t2 - t1, prompt: t3 - t2, total: t3 - t0 });
+      await vmdesk(home, ['kill', name]);
+      await vmdesk(home, ['delete', name]);
+    }
+  } finally {
+    await vmdesk(home, ['daemon', 'stop']).catch(() => {});
+    server.stop();
+  }
+  const m = (k) => median(times.map((t) => t[k])).toFixed(0).padStart(6);
+  console.log(`create-from-gallery to the first shell prompt, image cached (test guest as the image; TCG), median of ${ROUNDS}:`);
+  console.log(`  vmdesk create --image (copy, grow, key, seed ISO)  ${m('create')} ms`);
+  console.log(`  vmdesk start                                        ${m('start')} ms`);
+  console.log(`  first prompt over ssh (term.* stream, node-pty)     ${m('prompt')} ms`);
+  console.log(`  total                                               ${m('total')} ms  (rounds: ${times.map((t) => t.total.toFixed(0)).join(' ')})`);
+}
+
+const work = await mkdtemp(path.join(os.tmpdir(), 'vmdesk-bench-images-'));
+try {
+  const which = process.argv[2];
+  if (!which || which === 'download') await downloadBench(work);
+  if (!which || which === 'shell') await shellBench(work);
+} finally {
+  await rm(work, { recursive: true, force: true });
+}
