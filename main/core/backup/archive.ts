@@ -311,7 +311,7 @@ export async function verifyArchive(file: string, onProgress?: ProgressFn): Prom
 }
 
 /** The settings an import keeps: plain validated values, copied field by field (never a spread of the archive's). */
-type Settings = Pick<VmConfig, 'osType' | 'engine' | 'accel' | 'firmware' | 'cpus' | 'memoryMiB' | 'network'>;
+type Settings = Pick<VmConfig, 'osType' | 'engine' | 'accel' | 'firmware' | 'cpus' | 'memoryMiB' | 'network' | 'display' | 'balloon' | 'guestAgent' | 'tags'>;
 
 function settingsOf(c: VmConfig): Settings {
   return {
@@ -321,6 +321,12 @@ function settingsOf(c: VmConfig): Settings {
     firmware: c.firmware,
     cpus: c.cpus,
     memoryMiB: c.memoryMiB,
+    // Device models the guest's saved memory expects (a live snapshot restores only onto the same devices).
+    // The clipboard is not among them: it is off for an imported guest until the user turns it on.
+    ...(c.display ? { display: c.display } : {}),
+    ...(c.balloon !== undefined ? { balloon: c.balloon } : {}),
+    ...(c.guestAgent !== undefined ? { guestAgent: c.guestAgent } : {}),
+    ...(c.tags?.length ? { tags: [...c.tags] } : {}),
     // No MAC addresses: two VMs on one host must not share one.
     network: c.network.map((n) => ({
       mode: n.mode,
@@ -377,6 +383,8 @@ export function planImport(manifest: Manifest, config: VmConfig, tree: SnapshotT
   }
   for (const id of entries.keys()) if (!seen.has(id)) warnings.push(`the archive holds disk ${id}, which its vm.json does not use; it was not imported`);
   if (config.cdrom) warnings.push(`the CD/DVD image ${shown(config.cdrom)} of the exporting machine was not kept; choose one again if the VM needs it`);
+  if (config.clipboard) warnings.push('clipboard sharing is off for the imported VM (a guest from an archive is not trusted with your clipboard); turn it on in Settings if you trust it, before restoring a live snapshot taken with it on');
+  if (config.shares?.length) warnings.push(`the shared folders of the exporting machine (${config.shares.map((f) => shown(f.hostPath)).join(', ')}) were not kept; share folders of this computer again if the VM needs them`);
   if (config.directKernel) {
     const k = config.directKernel;
     warnings.push(
