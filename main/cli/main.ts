@@ -299,7 +299,10 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
     case 'start': {
       const { values, pos } = parse(args, { paused: { type: 'boolean' } }, 1, ['NAME']);
       const info = await (await rpc()).call('vm.start', { id: pos[0]!, paused: !!values.paused });
-      for (const w of info.warnings) io.stderr.write(`vmdesk: ${w.startsWith('accelerator') ? '' : 'warning: '}${w}\n`);
+      // What the accelerator is and why, always; a fallback to TCG (the engine's warning) as a warning.
+      const fellBack = !!info.accel && info.warnings.includes(info.accel.reason);
+      if (info.accel) io.stderr.write(`vmdesk: ${fellBack ? 'warning: ' : ''}accelerator: ${info.accel.used} (${info.accel.reason})\n`);
+      for (const w of info.warnings) if (w !== info.accel?.reason) io.stderr.write(`vmdesk: warning: ${w}\n`);
       print(io, !!values.json, info, `started "${info.name}" (${info.state}, pid ${info.pid ?? '?'})`);
       return 0;
     }

@@ -65,6 +65,9 @@ interface VmRecord {
   job?: JobInfo;
 }
 
+/** Errors that mean a start was refused before the engine launched anything. */
+const REFUSALS: ReadonlySet<string> = new Set([ErrorCode.invalid, ErrorCode.notFound, ErrorCode.busy, ErrorCode.state, ErrorCode.host, ErrorCode.permission]);
+
 export class Core extends EventEmitter<{ event: [VmEvent] }> implements SnapshotCore {
   readonly home: string;
   readonly library: VmLibrary;
@@ -641,6 +644,13 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     try {
       rt = await eng.start(this.ctx(r), opts);
     } catch (e) {
+      // Refused before anything ran (QEMU missing, a bad setting, a busy port): nothing changes, not even the
+      // last exit; the caller has the reason.
+      if (e instanceof VmdeskError && REFUSALS.has(e.code)) {
+        r.state = 'stopped';
+        this.emitState(r);
+        throw e;
+      }
       // A start that failed is no crash: the VM is stopped, and its last exit says why it did not start
       // (kept in logs/last-exit.json, so the next daemon says the same).
       const exit = readLastExit(r.dir);

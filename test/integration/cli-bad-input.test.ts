@@ -59,7 +59,7 @@ describe('bad input', () => {
     ['path with a newline', () => ['create', 'v', '--iso', '/tmp/a\nb.iso'], 2, /newline/],
     ['cmdline with a newline', () => ['create', 'v', '--kernel', kernel, '--cmdline', 'a\nb'], 2, /newline/],
     ['bad forward', () => ['create', 'v', '--forward', 'tcp:99999:80'], 2, /ports must be/],
-    ['forward without NAT', () => ['create', 'v', '--net', 'none', '--forward', 'tcp:2222:22'], 2, /needs --net nat/],
+    ['forward without NAT', () => ['create', 'v', '--net', 'none', '--forward', 'tcp:2222:22'], 2, /--forward needs a nat or nat-host adapter \(--net nat\)/],
     ['unknown accel', () => ['create', 'v', '--accel', 'warp'], 2, /accel/],
     ['unknown option', () => ['create', 'v', '--frobnicate'], 2, /frobnicate/],
     ['unknown VM', () => ['start', 'ghost'], 3, /no VM named "ghost"/],
@@ -141,7 +141,8 @@ describe('bad input', () => {
     expect(start.stderr).toMatch(/in use/);
     const set = await vmdesk(home, ['set', 'runner', '--cpus', '1']);
     expect(set.code).toBe(6);
-    expect(set.stderr).toMatch(/cannot change the hardware of "runner" while it is running/);
+    // Which setting, and why it waits for a shutdown.
+    expect(set.stderr).toMatch(/cannot change cpus while "runner" is running: .+; shut it down first/);
     const del = await vmdesk(home, ['delete', 'runner']);
     expect(del.code).toBe(6);
     expect(await treeSnapshot(home).then((t) => t.filter((l) => !l.includes('logs/')))).toEqual(before.filter((l) => !l.includes('logs/')));

@@ -366,9 +366,12 @@ describe.skipIf(!!skip)('micro-VM engine module', () => {
   it('declares what it can do', async () => {
     const { microvmEngine } = await import('../../main/engines/microvm/module.js');
     expect(microvmEngine.kind).toBe('microvm');
-    expect(microvmEngine.capabilities).toEqual({
+    expect(microvmEngine.capabilities).toMatchObject({
       display: false, liveSnapshots: 'memory', offlineSnapshots: false, diskFormats: ['raw'], nativeDiskFormat: 'raw',
       linkedClones: false, directKernelOnly: true, acpi: false, diskBuses: ['virtio'], nicModels: [], networkModes: ['none'],
+      // One host process per guest: the core caps and pins it; nothing that needs a device model.
+      limits: { cpuCap: true, cpuPinning: true, memoryTarget: false, diskIo: false, live: ['cpuCap', 'cpuPinning'] },
+      guest: { clipboard: false, resize: false, shares: [], agent: false },
     });
     const { engine } = await import('../../main/engines/registry.js');
     expect(await engine('microvm')).toBe(microvmEngine);
