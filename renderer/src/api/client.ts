@@ -6,7 +6,7 @@
 // that survive reconnects, and bytes instead of base64 for serial data.
 import type { RpcMethod, RpcParams, RpcResult, RpcError } from '../../../main/api/rpc';
 import type { VmEvent } from '../../../main/api/events';
-import { FrameClient, RpcCallError, type FrameTransport, type SerialStream as FrameSerialStream } from '../../../main/api/frame-client';
+import { FrameClient, RpcCallError, type FrameTransport, type SerialStream as FrameSerialStream, type TerminalOptions, type TerminalStream as FrameTerminalStream } from '../../../main/api/frame-client';
 import { desktop } from './desktop';
 
 /** An RPC failure as VMDesk reported it (VmdeskError fields), or a connection failure (ENET). */
@@ -38,6 +38,20 @@ export const browserSessionProbe: SessionProbe = async () => {
 export interface SerialStream {
   write(data: string | Uint8Array): void;
   close(): void;
+}
+
+/** A shell in the guest (term.* frames): SSH through the daemon's pty, or the serial console for VMs without SSH. */
+export interface TerminalStream {
+  write(data: string | Uint8Array): void;
+  resize(cols: number, rows: number): void;
+  close(): void;
+}
+
+export interface TerminalHandlers {
+  onOpened?(via: 'ssh' | 'serial', detail?: string): void;
+  onStatus?(message: string): void;
+  onData(bytes: Uint8Array): void;
+  onClose(end: { exitCode?: number | null; signal?: number | null; error?: RpcError }): void;
 }
 
 interface SerialHandlers {
@@ -222,6 +236,45 @@ export class RpcClient {
       write: (data) => {
         if (closed || !inner) return;
         inner.write(bytesToBase64(typeof data === 'string' ? new TextEncoder().encode(data) : data));
+      },
+      close: () => {
+        if (closed) return;
+        closed = true;
+        inner?.close();
+      },
+    };
+  }
+
+  /** Like openSerial: at once if connected, else when the connection opens; a lost connection ends it (onClose). */
+  openTerminal(vm: string, opts: TerminalOptions, handlers: TerminalHandlers): TerminalStream {
+    let inner: FrameTerminalStream | undefined;
+    let closed = false;
+    const open = (frames: FrameClient) => {
+      if (closed) return;
+      inner = frames.openTerminal(vm, opts, {
+        onOpened: (via, detail) => handlers.onOpened?.(via, detail),
+        onStatus: (message) => handlers.onStatus?.(message),
+        onData: (b64) => handlers.onData(base64ToBytes(b64)),
+        onClose: (end) => {
+          closed = true;
+          handlers.onClose(end);
+        },
+      });
+    };
+    if (this.state === 'open' && this.frames) open(this.frames);
+    else
+      void this.openFrames().then(open, (e: unknown) => {
+        if (closed) return;
+        closed = true;
+        handlers.onClose({ error: e instanceof RpcCallError ? { code: e.code, message: e.message, details: e.details } : undefined });
+      });
+    return {
+      write: (data) => {
+        if (closed || !inner) return;
+        inner.write(bytesToBase64(typeof data === 'string' ? new TextEncoder().encode(data) : data));
+      },
+      resize: (cols, rows) => {
+        if (!closed) inner?.resize(cols, rows);
       },
       close: () => {
         if (closed) return;

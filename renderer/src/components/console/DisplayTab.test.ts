@@ -25,6 +25,10 @@ class FakeRFB extends EventTarget {
   sendCtrlAltDel() {
     this.cad++;
   }
+  pasted: string[] = [];
+  clipboardPasteFrom(text: string) {
+    this.pasted.push(text);
+  }
   focus() {}
   disconnect() {
     this.disconnected = true;
@@ -72,6 +76,56 @@ describe('Display tab', () => {
 
     await w.setProps({ running: false });
     expect(rfb.disconnected).toBe(true);
+    w.unmount();
+  });
+
+  it('shares the clipboard both ways when the VM has it on, and lets a virtio display follow the window', async () => {
+    let host = 'from host';
+    const writes: string[] = [];
+    Object.defineProperty(navigator, 'clipboard', {
+      configurable: true,
+      value: { readText: async () => host, writeText: async (t: string) => void writes.push((host = t)) },
+    });
+    const w = mount(DisplayTab, { props: { vmId: 'v', vmName: 'web', running: true, active: true, clipboard: true, resizeGuest: true }, attachTo: document.body });
+    await flushPromises();
+    const rfb = created.at(-1)!;
+    expect(rfb.resizeSession).toBe(true);
+    rfb.dispatchEvent(new Event('connect'));
+    await flushPromises();
+    // Connected: the host's clipboard goes to the guest once.
+    expect(rfb.pasted).toEqual(['from host']);
+    window.dispatchEvent(new Event('focus'));
+    await flushPromises();
+    expect(rfb.pasted).toEqual(['from host']);
+    // The guest copies: the host's clipboard gets it, and it is not sent back.
+    rfb.dispatchEvent(new CustomEvent('clipboard', { detail: { text: 'from guest' } }));
+    await flushPromises();
+    expect(writes).toEqual(['from guest']);
+    window.dispatchEvent(new Event('focus'));
+    await flushPromises();
+    expect(rfb.pasted).toEqual(['from host']);
+    // Something new copied on the host arrives when the window is back in focus; the button forces it.
+    host = 'second';
+    window.dispatchEvent(new Event('focus'));
+    await flushPromises();
+    expect(rfb.pasted).toEqual(['from host', 'second']);
+    await w.find('[data-testid="display-send-clipboard"]').trigger('click');
+    await flushPromises();
+    expect(rfb.pasted).toEqual(['from host', 'second', 'second']);
+    w.unmount();
+  });
+
+  it('leaves the clipboard alone and scales when the VM has neither', async () => {
+    const w = mount(DisplayTab, { props: { vmId: 'v', vmName: 'web', running: true, active: true }, attachTo: document.body });
+    await flushPromises();
+    const rfb = created.at(-1)!;
+    expect(rfb.resizeSession).toBe(false);
+    expect(rfb.scaleViewport).toBe(true);
+    rfb.dispatchEvent(new Event('connect'));
+    rfb.dispatchEvent(new CustomEvent('clipboard', { detail: { text: 'secret' } }));
+    await flushPromises();
+    expect(rfb.pasted).toEqual([]);
+    expect(w.find('[data-testid="display-send-clipboard"]').exists()).toBe(false);
     w.unmount();
   });
 });
