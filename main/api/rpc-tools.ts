@@ -88,4 +88,4 @@ export const ToolRpcMethods = {
 export type ToolRpcMethod = keyof typeof ToolRpcMethods;
 
 /** Long calls a client may cancel (job.cancel). */
-export const CANCELLABLE_METHODS: readonly string[] = ['snapshot.clone', 'vm.export', 'vm.import', 'snapshot.convertDisk'];
+export const CANCELLABLE_METHODS: readonly string[] = ['snapshot.clone', 'vm.export', 'vm.import', 'snapshot.convertDisk', 'vm.migrate'];

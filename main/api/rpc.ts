@@ -8,6 +8,7 @@ import { IMAGE_LONG_METHODS, ImageRpcMethods, TermClientFrames, TermServerFrames
 import { ToolRpcMethods } from './rpc-tools.js';
 import { GuestRpcMethods } from './rpc-guest.js';
 import { ResourceRpcMethods } from './rpc-resources.js';
+import { HOST_LONG_METHODS, HostRpcMethods } from './rpc-hosts.js';
 import { VmStats } from './schema.js';
 
 export const DaemonStatus = z.object({
@@ -279,7 +280,7 @@ export const SNAPSHOT_LONG_METHODS: readonly SnapshotRpcMethod[] = ['snapshot.ta
 // ---- the whole contract ------------------------------------------------------------------------------
 
 /** Every method the server answers: the VM methods above plus the snapshot module's. */
-export const AllRpcMethods = { ...RpcMethods, ...SnapshotRpcMethods, ...ToolRpcMethods, ...ImageRpcMethods, ...ResourceRpcMethods, ...GuestRpcMethods } as const;
+export const AllRpcMethods = { ...RpcMethods, ...SnapshotRpcMethods, ...ToolRpcMethods, ...ImageRpcMethods, ...ResourceRpcMethods, ...GuestRpcMethods, ...HostRpcMethods } as const;
 
 export type RpcMethod = keyof typeof AllRpcMethods;
 /** What a caller passes (defaults not yet applied). */
@@ -291,4 +292,4 @@ export function isRpcMethod(name: string): name is RpcMethod {
 }
 
 /** Methods that may take seconds: the server reports their progress as VmEvent 'progress' under the call's opId. */
-export const LONG_METHODS: readonly RpcMethod[] = ['vm.create', 'vm.start', 'vm.stop', 'vm.delete', 'disk.create', 'disk.resize', ...SNAPSHOT_LONG_METHODS, ...IMAGE_LONG_METHODS];
+export const LONG_METHODS: readonly RpcMethod[] = ['vm.create', 'vm.start', 'vm.stop', 'vm.delete', 'disk.create', 'disk.resize', ...SNAPSHOT_LONG_METHODS, ...IMAGE_LONG_METHODS, ...HOST_LONG_METHODS];

@@ -1,6 +1,7 @@
 // The VM model and its validation rules: pure zod schemas shared by core, CLI, server and renderer.
 import { z } from 'zod';
 import { DISK_BUSES, DISK_FORMATS, NIC_MODELS } from './values.js';
+import { hostNameProblem } from './host-uri.js';
 
 export const VM_SCHEMA_VERSION = 1;
 
@@ -26,6 +27,12 @@ export const VmName = z
   .regex(/^[A-Za-z0-9][A-Za-z0-9 ._+-]*$/, 'name may contain letters, digits, spaces and . _ + - and must start with a letter or digit')
   .refine((s) => s !== '.' && s !== '..' && !s.includes('..'), 'name must not contain ".."')
   .refine((s) => s.trim() === s, 'name must not start or end with a space');
+
+/** A libvirt host's name as added with `vmdesk hosts add` ("local" is the library itself). */
+export const HostName = z.string().superRefine((s, ctx) => {
+  const why = hostNameProblem(s);
+  if (why) ctx.addIssue({ code: 'custom', message: why });
+});
 
 /** A host path given by the user: absolute, no control characters (newlines would break logs and argv). */
 export const HostPath = z
@@ -192,6 +199,8 @@ export const VmConfig = z.object({
   name: VmName,
   osType: OsType.default('linux'),
   engine: EngineKind.default('qemu'),
+  /** The libvirt host the VM lives on (a name from hosts.json); absent: this machine's library. */
+  host: HostName.optional(),
   accel: Accel.default('auto'),
   firmware: Firmware.default('bios'),
   cpus: z.number().int().min(1, 'at least 1 CPU').max(LIMITS.cpusMax),
@@ -226,6 +235,8 @@ export const CreateVmRequest = z.object({
   name: VmName,
   osType: OsType.default('linux'),
   engine: EngineKind.default('qemu'),
+  /** Create it on this libvirt host (vmdesk hosts add) rather than in the local library; the engine becomes libvirt. */
+  host: HostName.optional(),
   accel: Accel.default('auto'),
   firmware: Firmware.default('bios'),
   cpus: z.number().int().min(1, 'at least 1 CPU').max(LIMITS.cpusMax, `at most ${LIMITS.cpusMax} CPUs`).default(1),
@@ -335,6 +346,8 @@ export const VmInfo = z.object({
     .optional(),
   /** Adapters (by index) whose link is down in the running guest (vmdesk link); up again at the next start. */
   linkDown: z.array(z.number().int()).optional(),
+  /** The libvirt host it lives on (vmdesk hosts); absent: the local library. Lists group by it, local first. */
+  host: z.string().optional(),
 });
 export type VmInfo = z.infer<typeof VmInfo>;
 

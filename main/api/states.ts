@@ -22,7 +22,8 @@ export type VmOperation =
   | 'clone'
   | 'export'
   | 'network'
-  | 'limits';
+  | 'limits'
+  | 'migrate';
 
 export interface OperationRule {
   /** States in which the operation may start. */
@@ -63,7 +64,15 @@ export const OPERATIONS: Record<VmOperation, OperationRule> = {
   network: { from: [...DOWN, ...UP], verb: 'change the network of' },
   /** Resource limits: applied live where the engine and host can (capabilities.limits.live), else kept for the next start. */
   limits: { from: [...DOWN, ...UP], verb: 'change the limits of' },
+  /** Moving to another host (vmdesk migrate): stopped, or running where both ends are libvirt hosts. */
+  migrate: { from: [...DOWN, ...UP], verb: 'move' },
 };
+
+/**
+ * Operations that work on a VM's disk files on this machine: refused for a VM that lives on a libvirt host
+ * (its disks are volumes there), with the way back (vmdesk migrate NAME --to local).
+ */
+export const LOCAL_DISK_OPERATIONS: readonly VmOperation[] = ['disk', 'clone', 'export'];
 
 export function allowed(op: VmOperation, state: VmState): boolean {
   return (OPERATIONS[op].from as readonly VmState[]).includes(state);

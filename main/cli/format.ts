@@ -5,8 +5,11 @@ import { exitReasonText, stateLabel } from '../api/wording.js';
 
 export function formatList(vms: VmInfo[]): string {
   if (vms.length === 0) return 'no VMs yet: create one with "vmdesk create NAME --iso PATH" or --kernel PATH';
-  const rows = vms.map((v) => [v.name, stateLabel(v), v.config ? String(v.config.cpus) : '-', v.config ? `${v.config.memoryMiB} MiB` : '-', v.config?.engine ?? '-', v.id.slice(0, 8)]);
-  const head = ['NAME', 'STATE', 'CPUS', 'MEMORY', 'ENGINE', 'ID'];
+  // With libvirt hosts in the library: a HOST column, this machine's VMs first, then each host's.
+  const hosted = vms.some((v) => v.host);
+  const ordered = hosted ? [...vms].sort((a, b) => (a.host ?? '').localeCompare(b.host ?? '') || a.name.localeCompare(b.name)) : vms;
+  const rows = ordered.map((v) => [v.name, stateLabel(v), v.config ? String(v.config.cpus) : '-', v.config ? `${v.config.memoryMiB} MiB` : '-', v.config?.engine ?? '-', ...(hosted ? [v.host ?? 'local'] : []), v.id.slice(0, 8)]);
+  const head = ['NAME', 'STATE', 'CPUS', 'MEMORY', 'ENGINE', ...(hosted ? ['HOST'] : []), 'ID'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   return [line(head), ...rows.map(line)].join('\n');
@@ -21,6 +24,7 @@ export function formatInfo(v: VmInfo): string {
     `state:     ${stateLabel(v)}${v.pid ? ` (pid ${v.pid})` : ''}`,
     `os:        ${c.osType}`,
     `engine:    ${c.engine}, accel ${c.accel}${v.accel ? ` -> ${v.accel.used} (${v.accel.reason})` : ''}`,
+    ...(v.host ? [`host:      ${v.host}`] : []),
     `firmware:  ${c.firmware}`,
     `cpus:      ${c.cpus}`,
     `memory:    ${c.memoryMiB} MiB`,

@@ -89,6 +89,14 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
   import FILE [--name NEWNAME] [--cpus N] [--memory MIB] [--format F]   (.vmdesk, .ova/.ovf, or a disk
                                         image; images naming other files are refused)
                                         (vmdesk snapshot --help for details)
+  hosts list [--check] | hosts add NAME URI [--pool POOL] [--no-check] | hosts remove NAME
+  hosts domains NAME                    libvirt hosts: qemu:///session, qemu:///system,
+                                        qemu+ssh://user@host/system (no passwords stored)
+  create NAME --host HOST ...           create the VM on a libvirt host
+  migrate NAME --to HOST|local [--live] [--no-start]
+                                        move a VM with its disks between this machine and hosts
+  --host HOST on any verb that names a VM picks the VM on that host ("local": this library);
+  list --host HOST shows only that host's VMs
 
 Exit codes: 0 ok, 2 invalid input, 3 not found, 4 exists, 5 busy, 6 wrong state, 7 host lacks
 something (QEMU, accelerator), 8 engine failure, 9 broken VM bundle, 10 cancelled, 11 timeout,
@@ -203,7 +211,8 @@ async function run(home: string, verb: string, args: string[], io: CliIo): Promi
   let conn: Rpc | undefined;
   const rpc = async (): Promise<Rpc> => (conn ??= new Rpc(await connectDaemon(home)));
   try {
-    return await runVerb(verb, args, io, home, rpc);
+    const { qualifyHost } = await import('./hosts.js');
+    return await runVerb(verb, qualifyHost(verb, args), io, home, rpc);
   } finally {
     conn?.client.close();
   }
@@ -212,8 +221,9 @@ async function run(home: string, verb: string, args: string[], io: CliIo): Promi
 async function runVerb(verb: string, args: string[], io: CliIo, home: string, rpc: () => Promise<Rpc>): Promise<number> {
   switch (verb) {
     case 'list': {
-      const { values } = parse(args, {}, 0, []);
-      const vms = await (await rpc()).call('vm.list', {});
+      const { values } = parse(args, { host: { type: 'string' } }, 0, []);
+      const host = (values.host as string | undefined)?.toLowerCase();
+      const vms = (await (await rpc()).call('vm.list', {})).filter((v) => host === undefined || (v.host ?? 'local').toLowerCase() === host);
       print(io, !!values.json, vms, formatList(vms));
       return 0;
     }
@@ -222,7 +232,7 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
         const { createFromImageCli } = await import('./images.js');
         return createFromImageCli(rpc, args, io);
       }
-      const { values, pos } = parse(args, CONFIG_OPTIONS, 1, ['NAME']);
+      const { values, pos } = parse(args, { ...CONFIG_OPTIONS, host: { type: 'string' } }, 1, ['NAME']);
       if (values.iso && values.kernel) throw new VmdeskError(ErrorCode.invalid, 'give either --iso or --kernel, not both');
       const req: CreateVmRequest = {
         name: pos[0]!,
@@ -236,6 +246,7 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
         engine: values.engine as never,
         accel: values.accel as never,
         firmware: values.firmware as never,
+        host: values.host as string | undefined,
         network: networkFrom(values),
         limits: limitsFrom(values, true) as CreateVmRequest['limits'],
         ...guestSettingsFrom(values),
@@ -303,7 +314,7 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
       const fellBack = !!info.accel && info.warnings.includes(info.accel.reason);
       if (info.accel) io.stderr.write(`vmdesk: ${fellBack ? 'warning: ' : ''}accelerator: ${info.accel.used} (${info.accel.reason})\n`);
       for (const w of info.warnings) if (w !== info.accel?.reason) io.stderr.write(`vmdesk: warning: ${w}\n`);
-      print(io, !!values.json, info, `started "${info.name}" (${info.state}, pid ${info.pid ?? '?'})`);
+      print(io, !!values.json, info, `started "${info.name}" (${info.state}, ${info.host ? `on host ${info.host}` : `pid ${info.pid ?? '?'}`})`);
       return 0;
     }
     case 'stop': {
@@ -433,6 +444,14 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
     case 'guest-info': {
       const { runGuestInfoCli } = await import('./share.js');
       return runGuestInfoCli(rpc, args, io);
+    }
+    case 'hosts': {
+      const { runHostsCli } = await import('./hosts.js');
+      return runHostsCli(rpc, args, io);
+    }
+    case 'migrate': {
+      const { runMigrateCli } = await import('./hosts.js');
+      return runMigrateCli(rpc, args, io);
     }
     case 'events': {
       const { values } = parse(args, {}, 0, []);

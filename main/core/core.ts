@@ -20,7 +20,9 @@ import {
 } from '../api/schema.js';
 import type { VmEvent } from '../api/events.js';
 import { VmdeskError, ErrorCode } from '../api/errors.js';
-import { OPERATIONS, allowed, isAlive, type JobInfo, type VmOperation } from '../api/states.js';
+import { LOCAL_DISK_OPERATIONS, OPERATIONS, allowed, isAlive, type JobInfo, type VmOperation } from '../api/states.js';
+import { HOST_ENGINE_KIND, LOCAL_HOST } from '../api/host-uri.js';
+import { HostRegistry } from './hosts.js';
 import type { EngineContext, EngineModule, VmRuntime } from '../engines/engine.js';
 import { engine as engineModule, hasEngine } from '../engines/registry.js';
 import { VmLibrary, brokenError, type BundleEntry } from './library.js';
@@ -80,11 +82,14 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
   readonly fabric = new SwitchFabric();
   /** Usage samples of running VMs (rates against the previous one). */
   readonly usage = new UsageSampler();
+  /** Libvirt hosts this library reaches (hosts.json). */
+  readonly hosts: HostRegistry;
 
   constructor(opts: CoreOptions = {}) {
     super();
     this.home = path.resolve(opts.home ?? defaultHome());
     this.library = new VmLibrary(this.home);
+    this.hosts = new HostRegistry(this.home);
     this.longLived = opts.longLived ?? false;
   }
 
@@ -151,11 +156,44 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
   }
 
   ctx(entry: UsableEntry): EngineContext {
-    return { config: entry.config, bundleDir: entry.dir, runtimeDir: this.library.runtimeDir(entry.id) };
+    const ctx: EngineContext = { config: entry.config, bundleDir: entry.dir, runtimeDir: this.library.runtimeDir(entry.id) };
+    // A VM on a libvirt host: the host as hosts.json has it (an unknown one is the engine's clear error).
+    const host = entry.config.host ? this.hosts.peek(entry.config.host) : undefined;
+    if (host) ctx.host = { name: host.name, uri: host.uri, pool: host.pool };
+    return ctx;
   }
 
   runtime(id: string): VmRuntime | undefined {
     return this.vms.get(id)?.runtime;
+  }
+
+  /**
+   * Lets go of a running guest without recording an end (it is moving to another host): its runtime stops
+   * watching, the VM keeps its state until readopt says where the guest is.
+   */
+  releaseRuntime(id: string): void {
+    const r = this.vms.get(id);
+    const rt = r?.runtime;
+    if (!r || !rt) return;
+    r.runtime = undefined;
+    r.hub?.end();
+    r.hub = undefined;
+    rt.detach();
+    this.fabric.unplugVm(r.id);
+    this.usage.forget(r.id);
+  }
+
+  /** Finds the guest where its configuration says it lives now and follows it (after a move); stopped when none runs. */
+  async readopt(ref: string): Promise<VmInfo> {
+    const r = this.usableRecord(ref);
+    this.releaseRuntime(r.id);
+    const eng = await engineModule(r.config.engine);
+    this.library.ensureRuntimeDir(r.id);
+    const rt = await eng.adopt(this.ctx(r)).catch(() => null);
+    if (rt) this.track(r, rt, [...rt.warnings]);
+    else r.state = 'stopped';
+    this.emitState(r);
+    return this.infoOf(r);
   }
 
   private track(rec: VmRecord, rt: VmRuntime, warnings: string[]): void {
@@ -219,6 +257,18 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     const byId = this.vms.get(ref);
     if (byId) return byId;
     const all = [...this.vms.values()];
+    // HOST:NAME (vmdesk --host): the VM of that name on that host ("local" is this library). Names have no ':'.
+    const colon = ref.indexOf(':');
+    if (colon > 0) {
+      const host = ref.slice(0, colon).toLowerCase();
+      const name = ref.slice(colon + 1);
+      const here = all.filter((r) => (r.config?.host ?? LOCAL_HOST).toLowerCase() === host);
+      const hit = here.filter((r) => r.config?.name === name || r.id === name || (name.length >= 6 && r.id.startsWith(name)));
+      if (hit.length === 1) return hit[0]!;
+      const elsewhere = all.find((r) => r.config?.name === name);
+      const where = elsewhere ? ` (it is ${elsewhere.config?.host ? `on host "${elsewhere.config.host}"` : 'in the local library'})` : '';
+      throw new VmdeskError(ErrorCode.notFound, `no VM named "${name}" on ${host === LOCAL_HOST ? 'the local library' : `host "${ref.slice(0, colon)}"`}${where}`);
+    }
     const exact = all.filter((r) => r.config?.name === ref);
     if (exact.length === 1) return exact[0]!;
     if (ref.length >= 6) {
@@ -237,9 +287,11 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
   private infoOf(r: VmRecord): VmInfo {
     if (!r.config) return { id: r.id, name: r.id, bundle: r.dir, state: 'stopped', config: null, broken: r.broken, warnings: [] };
     const info: VmInfo = { id: r.id, name: r.config.name, bundle: r.dir, state: r.state, config: r.config, warnings: [...r.warnings] };
+    if (r.config.host) info.host = r.config.host;
     if (r.lastExit) info.lastExit = r.lastExit;
     if (r.runtime && isAlive(r.state)) {
-      info.pid = r.runtime.pid;
+      // A guest on another host has no process here (pid 0).
+      if (r.runtime.pid > 0) info.pid = r.runtime.pid;
       info.accel = r.runtime.accel;
       const down = r.runtime.linksDown?.();
       if (down?.length) info.linkDown = down;
@@ -280,6 +332,9 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     if (r.config && !allowed(op, r.state)) {
       throw new VmdeskError(ErrorCode.state, `cannot ${rule.verb} "${name}" while it is ${r.state}`);
     }
+    if (r.config?.host && LOCAL_DISK_OPERATIONS.includes(op)) {
+      throw new VmdeskError(ErrorCode.invalid, `cannot ${rule.verb} "${name}": it lives on host "${r.config.host}", where its disks are volumes, not files on this machine; move it here first (vmdesk migrate "${name}" --to local)`);
+    }
     if (rule.preempts) return fn();
     const job: JobInfo = { id: randomUUID(), vmId: r.id, op, method, startedAt: new Date().toISOString() };
     r.job = job;
@@ -301,7 +356,8 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
 
   async host(): Promise<HostInfo> {
     const { hostInfo } = await import('./host.js');
-    return { ...(await hostInfo()), committed: committed(await this.list()), limits: hostLimitSupport() };
+    // VMs on libvirt hosts use those hosts, not this one.
+    return { ...(await hostInfo()), committed: committed((await this.list()).filter((i) => !i.host)), limits: hostLimitSupport() };
   }
 
   /** vCPUs and memory of the running VMs but `exceptId` (the balloon target counts where one is set). */
@@ -346,9 +402,16 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
 
   async create(input: unknown, onProgress?: ProgressFn): Promise<VmInfo> {
     const req = parseOrThrow(CreateVmRequest, input, 'invalid VM settings');
-    const warnings = checkResources(req, hostCapacity(), this.committedBy()).map((w) => (w.includes('over-committed') ? `${w} if started now` : w));
+    // --host without --engine means the engine that reaches hosts; the host must be one this library knows.
+    const host = req.host ? this.hosts.get(req.host) : undefined;
+    // (the request's engine is the default one unless given: the default means "whatever runs it there").
+    if (host && req.engine === CreateVmRequest.shape.engine.parse(undefined)) req.engine = HOST_ENGINE_KIND;
+    const warnings = host ? [] : checkResources(req, hostCapacity(), this.committedBy()).map((w) => (w.includes('over-committed') ? `${w} if started now` : w));
     if (!hasEngine(req.engine)) throw new VmdeskError(ErrorCode.invalid, `unknown engine "${req.engine}"`);
     const eng = await engineModule(req.engine);
+    if (host && !eng.hosted) throw new VmdeskError(ErrorCode.invalid, `the ${eng.kind} engine runs VMs on this machine; a VM on host "${host.name}" runs on the ${HOST_ENGINE_KIND} engine (leave out --engine)`);
+    if (!host && eng.hosted) throw new VmdeskError(ErrorCode.invalid, `the ${eng.kind} engine runs VMs on a libvirt host: give --host NAME (see vmdesk hosts list)`);
+    if (host && req.attachDisks.length) throw new VmdeskError(ErrorCode.invalid, `disks from this machine cannot be attached to a VM on host "${host.name}"; create the VM here and move it (vmdesk migrate NAME --to ${host.name})`);
     if (req.iso) await admitImage({ path: req.iso }, { what: `ISO ${req.iso}`, purpose: 'cdrom' });
     if (req.directKernel) {
       await checkReadableFile(req.directKernel.kernel, 'kernel');
@@ -376,6 +439,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
         name: req.name,
         osType: req.osType,
         engine: req.engine,
+        ...(host ? { host: host.name } : {}),
         accel: req.accel,
         firmware: req.firmware,
         cpus: req.cpus,
@@ -400,6 +464,13 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     checkLimits(judged, eng);
     const info = await this.createVmBundle(req.name, async (staging, id) => {
       const vmDisks: Disk[] = [];
+      if (host && eng.hosted) {
+        // The disk is a volume on the host, made there along with the guest's definition.
+        if (req.diskBytes) vmDisks.push({ id: 'disk0', path: 'disks/disk0.qcow2', format: 'qcow2', owned: true, readOnly: false });
+        const config = draft(id, vmDisks);
+        await eng.hosted.provision({ config, bundleDir: staging, runtimeDir: this.library.runtimeDir(id), host: { name: host.name, uri: host.uri, pool: host.pool } }, { sizes: req.diskBytes ? { disk0: req.diskBytes } : {} }, (p, f) => onProgress?.(p, f));
+        return config;
+      }
       if (req.diskBytes) {
         await fs.mkdir(path.join(staging, 'disks'), { recursive: true, mode: 0o700 });
         onProgress?.('creating disk', 0);
@@ -447,6 +518,10 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     }
     if (patch.engine) {
       if (!hasEngine(patch.engine)) throw new VmdeskError(ErrorCode.invalid, `unknown engine "${patch.engine}"`);
+      // Between this machine and a libvirt host a VM moves with its disks: that is vmdesk migrate, not a setting.
+      if (!!(await engineModule(patch.engine)).hosted !== !!r.config.host && patch.engine !== r.config.engine) {
+        throw new VmdeskError(ErrorCode.invalid, r.config.host ? `"${r.config.name}" lives on host "${r.config.host}"; to run it on this machine move it: vmdesk migrate "${r.config.name}" --to local` : `the ${patch.engine} engine runs VMs on a libvirt host; move "${r.config.name}" there with vmdesk migrate "${r.config.name}" --to HOST`);
+      }
       next.engine = patch.engine;
     }
     if (patch.accel) next.accel = patch.accel;
@@ -513,6 +588,12 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     const clones = await linkedClonesOf(this, r.dir);
     if (clones.length) throw new VmdeskError(ErrorCode.busy, `"${name}" holds the base disks of its linked clones (${clones.join(', ')}); delete them first or make them full clones`);
     const kept: string[] = [];
+    const eng = r.config ? await engineModule(r.config.engine).catch(() => undefined) : undefined;
+    if (r.config?.host && eng?.hosted) {
+      if (opts.keepDisks) throw new VmdeskError(ErrorCode.invalid, `the disks of "${name}" are volumes on host "${r.config.host}"; to keep them move the VM here first (vmdesk migrate "${name}" --to local)`);
+      // Its definition and volumes on the host go first; an unreachable host leaves the VM as it was.
+      await eng.hosted.remove(this.ctx(r as UsableEntry));
+    }
     if (opts.keepDisks && r.config) {
       const keepDir = path.join(this.home, 'kept-disks');
       await fs.mkdir(keepDir, { recursive: true, mode: 0o700 });
@@ -620,11 +701,13 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     }
     checkForwards(r.config.network);
     checkLimits(r.config, eng);
-    const warnings = checkResources(r.config, hostCapacity(), this.committedBy(r.id));
+    const hosted = !!(r.config.host && eng.hosted);
+    const warnings = hosted ? [] : checkResources(r.config, hostCapacity(), this.committedBy(r.id));
     // Cards without a MAC address (VMs made before VMDesk gave them one) get theirs now, kept from here on.
     if (needsMacs(r.config.network)) await this.saveConfig(r.id, { ...r.config, network: withMacs(r.config.network, this.macsInUse(r.id)) });
     const inUse = this.disksInUse(r.id);
-    for (const d of r.config.disks) {
+    // A hosted VM's disks are on its host: the engine checks them there.
+    for (const d of hosted ? [] : r.config.disks) {
       const p = diskPath(r.dir, d);
       const user = inUse.get(p);
       if (user) throw new VmdeskError(ErrorCode.busy, `disk "${p}" is in use by running VM "${user}"`);

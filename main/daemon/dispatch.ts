@@ -12,6 +12,7 @@ import { fromOsError } from '../platform/os-errors.js';
 import { toolHandlers } from './tool-handlers.js';
 import { guestHandlers } from './guest-handlers.js';
 import { resourceHandlers } from './resource-handlers.js';
+import { hostHandlers } from './host-handlers.js';
 import type { StatsClient } from './stats-feed.js';
 import { stoppedOnlyWhy } from '../core/live.js';
 import { isAlive } from '../api/states.js';
@@ -93,7 +94,7 @@ const vmHandlers: VmHandlers = {
 };
 
 /** One handler per contract method; both tables are complete by their types, so no method goes unanswered. */
-const handlers = { ...vmHandlers, ...snapshotHandlers, ...toolHandlers, ...imageHandlers, ...resourceHandlers, ...guestHandlers, 'job.cancel': async (_core: Core, p: { opId: string }) => cancel(p.opId) };
+const handlers = { ...vmHandlers, ...snapshotHandlers, ...toolHandlers, ...imageHandlers, ...resourceHandlers, ...guestHandlers, ...hostHandlers, 'job.cancel': async (_core: Core, p: { opId: string }) => cancel(p.opId) };
 
 /** Cancellable calls in flight, by opId (job.cancel aborts their copies: see platform/cancel.ts). */
 const inFlight = new Map<string, AbortController>();
@@ -106,7 +107,7 @@ function cancel(opId: string): { cancelled: boolean; reason?: string } {
 }
 
 /** Calls that only read: not worth a line in a VM's history. */
-const QUERIES = new Set(['vm.list', 'vm.get', 'vm.screenshot', 'vm.serialLog', 'vm.vncSocket', 'host.info', 'daemon.status', 'snapshot.list', 'snapshot.info', 'snapshot.thumbnail', 'files.list', 'files.stat', 'vm.logs', 'host.ports', 'job.cancel', 'share.list', 'vm.guestAgent', 'vm.stats', 'stats.subscribe', 'stats.unsubscribe']);
+const QUERIES = new Set(['vm.list', 'vm.get', 'vm.screenshot', 'vm.serialLog', 'vm.vncSocket', 'host.info', 'daemon.status', 'snapshot.list', 'snapshot.info', 'snapshot.thumbnail', 'files.list', 'files.stat', 'vm.logs', 'host.ports', 'job.cancel', 'share.list', 'vm.guestAgent', 'vm.stats', 'stats.subscribe', 'stats.unsubscribe', 'hosts.list', 'hosts.domains']);
 
 export function toRpcError(e: unknown): RpcError {
   if (isVmdeskError(e)) return { code: e.code, message: e.message, details: [...e.details] };

@@ -9,6 +9,8 @@ export interface EngineContext {
   bundleDir: string;
   /** Per-VM runtime directory (0700, short enough for unix socket paths): sockets and runtime records. */
   runtimeDir: string;
+  /** The host the guest lives on, for engines with `hosted` (config.host resolved through hosts.json). */
+  host?: HostTarget;
 }
 
 /** Progress of a long operation, 0..1 when known. */
@@ -247,4 +249,48 @@ export interface EngineModule {
   reapOrphan?(ctx: EngineContext): Promise<ExitRecord | undefined>;
   readonly snapshots: SnapshotProvider;
   readonly disks: DiskProvider;
+  /** Guests that live on another host (libvirt): their disks and definition are there, not in the bundle. */
+  readonly hosted?: HostedEngine;
+}
+
+/** A host added with `vmdesk hosts add`, as an engine reaches it. */
+export interface HostTarget {
+  name: string;
+  uri: string;
+  /** The storage pool on that host holding VMDesk's volumes (disks, boot files). */
+  pool: string;
+}
+
+/** A guest defined on a host, as the host lists it. */
+export interface HostGuest {
+  name: string;
+  uuid: string;
+  state: string;
+}
+
+/**
+ * What an engine whose guests live on a host adds to EngineModule. The VM's own disks ("owned", with a
+ * relative path naming them) are volumes on the host, not files in the bundle: the core never opens them and
+ * hands all work on them to these methods.
+ */
+export interface HostedEngine {
+  /** Reaches the host within a bounded time: its hypervisor's version, or EHOST/ETIMEDOUT saying why not. */
+  probe(host: HostTarget): Promise<{ version: string; warnings: string[] }>;
+  /** Every guest defined on the host. */
+  guests(host: HostTarget): Promise<HostGuest[]>;
+  /**
+   * Makes what a new VM needs on its host: empty owned disks of these sizes (`sizes` by disk id), owned disks
+   * filled from local image files (`sources`, already through the image gate), and the guest's definition.
+   * On failure it removes what it made.
+   */
+  provision(ctx: EngineContext, opts: { sizes?: Record<string, number>; sources?: Record<string, { file: string; format: DiskFormat }> }, progress: Progress): Promise<void>;
+  /** Removes the guest's definition, its snapshots' metadata and its owned disks from its host. */
+  remove(ctx: EngineContext): Promise<void>;
+  /** Copies an owned disk from the host into a local file (qcow2), with progress. */
+  fetchDisk(ctx: EngineContext, diskId: string, file: string, progress: Progress): Promise<void>;
+  /**
+   * Moves the guest to another host of this engine with its disks: live while it runs (when asked), else
+   * copied while stopped. Resolves once `to` holds it and `from` does not.
+   */
+  migrate(from: EngineContext, to: EngineContext, opts: { live: boolean }, progress: Progress): Promise<void>;
 }

@@ -8,6 +8,7 @@ type Loader = () => Promise<EngineModule>;
 const loaders = new Map<string, Loader>([
   ['qemu', async () => (await import('./qemu/module.js')).qemuEngine],
   ['microvm', async () => (await import('./microvm/module.js')).microvmEngine],
+  ['libvirt', async () => (await import('./libvirt/module.js')).libvirtEngine],
 ]);
 const loaded = new Map<string, EngineModule>();
 
@@ -20,7 +21,7 @@ export function registerEngine(module: EngineModule): void {
 /** Removes an engine added by registerEngine (tests). Built-in engines come back on next use. */
 export function unregisterEngine(kind: string): void {
   loaded.delete(kind);
-  if (kind === 'qemu' || kind === 'microvm') return;
+  if (kind === 'qemu' || kind === 'microvm' || kind === 'libvirt') return;
   loaders.delete(kind);
 }
 
