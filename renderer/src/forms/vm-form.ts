@@ -3,7 +3,8 @@ import '../zod-config';
 import { CreateVmRequest, VmName, VmSettingsPatch, type VmInfo, type HostInfo, type NetAdapter } from '../../../main/api/schema';
 import type { RpcParams } from '../../../main/api/rpc';
 
-export type MediaKind = 'none' | 'iso' | 'disk' | 'kernel';
+/** gallery: the wizard's "From the gallery" (its fields are in forms/gallery-form.ts). */
+export type MediaKind = 'none' | 'iso' | 'disk' | 'kernel' | 'gallery';
 
 export interface ForwardRow {
   protocol: 'tcp' | 'udp';
