@@ -67,8 +67,11 @@ interface VmRecord {
   job?: JobInfo;
 }
 
-/** Errors that mean a start was refused before the engine launched anything. */
-const REFUSALS: ReadonlySet<string> = new Set([ErrorCode.invalid, ErrorCode.notFound, ErrorCode.busy, ErrorCode.state, ErrorCode.host, ErrorCode.permission]);
+/**
+ * Errors that mean a start was refused for the request or the host before the engine launched anything. A busy
+ * port or disk is not among them: the VM's last exit keeps that reason ("stopped (start failed)" in the list).
+ */
+const REFUSALS: ReadonlySet<string> = new Set([ErrorCode.invalid, ErrorCode.notFound, ErrorCode.state, ErrorCode.host, ErrorCode.permission]);
 
 export class Core extends EventEmitter<{ event: [VmEvent] }> implements SnapshotCore {
   readonly home: string;
@@ -727,7 +730,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     try {
       rt = await eng.start(this.ctx(r), opts);
     } catch (e) {
-      // Refused before anything ran (QEMU missing, a bad setting, a busy port): nothing changes, not even the
+      // Refused before anything ran (QEMU missing, a bad setting): nothing changes, not even the
       // last exit; the caller has the reason.
       if (e instanceof VmdeskError && REFUSALS.has(e.code)) {
         r.state = 'stopped';
