@@ -9,6 +9,8 @@ import { ToolRpcMethods } from './rpc-tools.js';
 import { GuestRpcMethods } from './rpc-guest.js';
 import { ResourceRpcMethods } from './rpc-resources.js';
 import { HOST_LONG_METHODS, HostRpcMethods } from './rpc-hosts.js';
+import { DEVICE_LONG_METHODS, DeviceRpcMethods } from './rpc-devices.js';
+import { applyPreset } from './presets.js';
 import { VmStats } from './schema.js';
 
 export const DaemonStatus = z.object({
@@ -45,7 +47,8 @@ const Base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'not base64');
 export const RpcMethods = {
   'vm.list': { params: z.object({}).strict(), result: z.array(VmInfo) },
   'vm.get': { params: ById, result: VmInfo },
-  'vm.create': { params: CreateVmRequest.strict(), result: VmInfo },
+  // A preset (windows11) fills in what the request leaves out before the defaults do (api/presets.ts).
+  'vm.create': { params: z.preprocess(applyPreset, CreateVmRequest.strict()) as unknown as ReturnType<typeof CreateVmRequest.strict>, result: VmInfo },
   'vm.update': { params: z.object({ id: VmRef, patch: VmSettingsPatch.strict() }).strict(), result: VmInfo },
   'vm.rename': { params: z.object({ id: VmRef, name: VmName }).strict(), result: VmInfo },
   'vm.delete': { params: z.object({ id: VmRef, keepDisks: z.boolean().optional() }).strict(), result: z.object({ keptDisks: z.array(z.string()) }) },
@@ -280,7 +283,7 @@ export const SNAPSHOT_LONG_METHODS: readonly SnapshotRpcMethod[] = ['snapshot.ta
 // ---- the whole contract ------------------------------------------------------------------------------
 
 /** Every method the server answers: the VM methods above plus the snapshot module's. */
-export const AllRpcMethods = { ...RpcMethods, ...SnapshotRpcMethods, ...ToolRpcMethods, ...ImageRpcMethods, ...ResourceRpcMethods, ...GuestRpcMethods, ...HostRpcMethods } as const;
+export const AllRpcMethods = { ...RpcMethods, ...SnapshotRpcMethods, ...ToolRpcMethods, ...ImageRpcMethods, ...ResourceRpcMethods, ...GuestRpcMethods, ...HostRpcMethods, ...DeviceRpcMethods } as const;
 
 export type RpcMethod = keyof typeof AllRpcMethods;
 /** What a caller passes (defaults not yet applied). */
@@ -292,4 +295,4 @@ export function isRpcMethod(name: string): name is RpcMethod {
 }
 
 /** Methods that may take seconds: the server reports their progress as VmEvent 'progress' under the call's opId. */
-export const LONG_METHODS: readonly RpcMethod[] = ['vm.create', 'vm.start', 'vm.stop', 'vm.delete', 'disk.create', 'disk.resize', ...SNAPSHOT_LONG_METHODS, ...IMAGE_LONG_METHODS, ...HOST_LONG_METHODS];
+export const LONG_METHODS: readonly RpcMethod[] = ['vm.create', 'vm.start', 'vm.stop', 'vm.delete', 'disk.create', 'disk.resize', ...SNAPSHOT_LONG_METHODS, ...IMAGE_LONG_METHODS, ...HOST_LONG_METHODS, ...DEVICE_LONG_METHODS];

@@ -193,6 +193,33 @@ export const SHARES_MAX = 8;
 export const DisplayModel = z.enum(['vga', 'virtio']);
 export type DisplayModel = z.infer<typeof DisplayModel>;
 
+/** A USB vendor or product id as lsusb prints it: four hexadecimal digits, lower case. */
+export const UsbId = z.string().regex(/^[0-9a-f]{4}$/, 'a USB id is four hexadecimal digits, as lsusb prints them (046d:c52b)');
+/**
+ * A host USB device passed through to the guest (QEMU's usb-host): by vendor:product, which follows the device
+ * to any port and waits for it while it is unplugged, or by bus and address, this one device while it stays
+ * plugged in (the address changes when it is plugged in again).
+ */
+export const UsbPassthrough = z
+  .object({
+    vendorId: UsbId.optional(),
+    productId: UsbId.optional(),
+    bus: z.number().int().min(1).max(255).optional(),
+    addr: z.number().int().min(1).max(127).optional(),
+    /** What the user saw when adding it (USB ids database or the device's own strings): a label only. */
+    label: z.string().max(128).refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'a USB label must not contain control characters').optional(),
+  })
+  .refine((u) => (u.vendorId === undefined) === (u.productId === undefined) && (u.bus === undefined) === (u.addr === undefined) && (u.vendorId === undefined) !== (u.bus === undefined), 'a USB device is given either by vendor:product or by bus and address');
+export type UsbPassthrough = z.infer<typeof UsbPassthrough>;
+/** The guest's xHCI controller has 8 ports; the tablet takes one, the rest are kept for passthrough. */
+export const USB_DEVICES_MAX = 6;
+/** Where a sound card's audio goes on the host: auto picks PipeWire, PulseAudio or ALSA, whichever this host and QEMU have; none: a silent card. */
+export const AudioBackend = z.enum(['auto', 'pipewire', 'pa', 'alsa', 'none']);
+export type AudioBackend = z.infer<typeof AudioBackend>;
+/** Ready-made hardware for a kind of guest: windows11 is UEFI + Secure Boot + TPM 2.0, SATA disk, e1000e card, 4 GiB, 64 GiB. */
+export const VmPreset = z.enum(['windows11']);
+export type VmPreset = z.infer<typeof VmPreset>;
+
 export const VmConfig = z.object({
   schemaVersion: z.literal(VM_SCHEMA_VERSION),
   id: z.string().uuid(),
@@ -224,6 +251,18 @@ export const VmConfig = z.object({
   guestAgent: z.boolean().optional(),
   /** Absent means vga (VMs made before VMDesk offered virtio-vga). */
   display: DisplayModel.optional(),
+  /** TPM 2.0 through swtpm; its state lives in the bundle's tpm/ folder and goes into snapshots and exports. */
+  tpm: z.boolean().optional(),
+  /** UEFI Secure Boot with Microsoft's keys enrolled in the VM's own variable store (firmware uefi only). */
+  secureBoot: z.boolean().optional(),
+  /** A USB tablet (absolute pointer, so the console's cursor follows the mouse); absent means on. */
+  usbTablet: z.boolean().optional(),
+  /** Host USB devices passed through (hot-plugged while the VM runs). */
+  usb: z.array(UsbPassthrough).max(USB_DEVICES_MAX, `at most ${USB_DEVICES_MAX} USB devices`).optional(),
+  /** A sound card (Intel HDA with a duplex codec) playing through this host backend; absent: no sound card. */
+  audio: AudioBackend.optional(),
+  /** A driver disc (virtio-win.iso) in a second, read-only CD drive, for installers that lack virtio drivers. */
+  virtioDrivers: HostPath.optional(),
   createdAt: z.string().datetime(),
   modifiedAt: z.string().datetime(),
 });
@@ -269,6 +308,15 @@ export const CreateVmRequest = z.object({
   guestAgent: z.boolean().optional(),
   /** Absent: virtio for Linux guests where the engine can resize the display, else vga. */
   display: DisplayModel.optional(),
+  /** Hardware for a kind of guest; fields given explicitly win over the preset's. */
+  preset: VmPreset.optional(),
+  tpm: z.boolean().optional(),
+  secureBoot: z.boolean().optional(),
+  usbTablet: z.boolean().optional(),
+  audio: AudioBackend.optional(),
+  virtioDrivers: HostPath.optional(),
+  /** The bus of the new empty disk (diskBytes); absent: virtio. */
+  diskBus: DiskBus.optional(),
 });
 export type CreateVmRequest = z.input<typeof CreateVmRequest>;
 
@@ -296,15 +344,24 @@ export const VmSettingsPatch = z.object({
   clipboard: z.boolean().optional(),
   guestAgent: z.boolean().optional(),
   display: DisplayModel.optional(),
+  /** Windows 11 devices and the sound card (issue 12): hardware, changed while the VM is stopped. */
+  tpm: z.boolean().optional(),
+  secureBoot: z.boolean().optional(),
+  usbTablet: z.boolean().optional(),
+  /** null takes the sound card out. */
+  audio: AudioBackend.nullable().optional(),
+  /** null takes the driver disc out. */
+  virtioDrivers: HostPath.nullable().optional(),
 });
 export type VmSettingsPatch = z.infer<typeof VmSettingsPatch>;
 
-export const VmState = z.enum(['stopped', 'starting', 'running', 'paused', 'stopping', 'crashed']);
+/** saved: not running, its memory and device state kept on disk; the next start resumes it there. */
+export const VmState = z.enum(['stopped', 'starting', 'running', 'paused', 'stopping', 'crashed', 'saved']);
 export type VmState = z.infer<typeof VmState>;
 
 export const ExitRecord = z.object({
   at: z.string(),
-  /** guest-poweroff | shutdown | killed | crashed | host-signal | start-failed (the guest never ran) | unknown */
+  /** guest-poweroff | shutdown | killed | crashed | host-signal | start-failed (the guest never ran) | saved (vmdesk suspend) | unknown */
   reason: z.string(),
   detail: z.string().optional(),
   exitCode: z.number().nullable().optional(),
@@ -346,6 +403,8 @@ export const VmInfo = z.object({
     .optional(),
   /** Adapters (by index) whose link is down in the running guest (vmdesk link); up again at the next start. */
   linkDown: z.array(z.number().int()).optional(),
+  /** State saved by vmdesk suspend: when, and its size; the next start resumes from it. */
+  savedState: z.object({ at: z.string(), bytes: z.number() }).optional(),
   /** The libvirt host it lives on (vmdesk hosts); absent: the local library. Lists group by it, local first. */
   host: z.string().optional(),
 });

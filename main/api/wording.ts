@@ -21,6 +21,7 @@ const EXIT_REASONS: Record<string, string> = {
   crashed: 'crashed',
   'host-signal': 'stopped by a signal on the host',
   'start-failed': 'start failed',
+  saved: 'state saved to disk (the next start resumes it)',
   unknown: 'ended for an unknown reason',
 };
 

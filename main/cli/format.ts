@@ -29,8 +29,14 @@ export function formatInfo(v: VmInfo): string {
     `cpus:      ${c.cpus}`,
     `memory:    ${c.memoryMiB} MiB`,
   ];
-  for (const d of c.disks) lines.push(`disk:      ${d.id} ${d.format} ${d.path}${d.owned ? '' : ' (attached)'}`);
+  if (v.savedState) lines.push(`saved:     state saved at ${v.savedState.at} (${Math.max(1, Math.round(v.savedState.bytes / 1024 ** 2))} MiB); start resumes it, discard-state throws it away`);
+  for (const d of c.disks) lines.push(`disk:      ${d.id} ${d.format} ${d.path}${d.bus && d.bus !== 'virtio' ? ` (${d.bus})` : ''}${d.owned ? '' : ' (attached)'}`);
   if (c.cdrom) lines.push(`cdrom:     ${c.cdrom}`);
+  // Issue 12 part B: the devices a Windows 11 guest needs, sound, USB.
+  const devices = [c.tpm ? 'TPM 2.0' : '', c.secureBoot ? 'Secure Boot' : '', c.usbTablet === false ? 'no USB tablet' : '', c.audio ? `sound (${c.audio})` : ''].filter(Boolean);
+  if (devices.length) lines.push(`devices:   ${devices.join(', ')}`);
+  if (c.virtioDrivers) lines.push(`drivers:   ${c.virtioDrivers}`);
+  for (const u of c.usb ?? []) lines.push(`usb:       ${u.vendorId !== undefined ? `${u.vendorId}:${u.productId}` : `bus ${u.bus} addr ${u.addr}`}${u.label ? ` ${u.label}` : ''}`);
   if (c.directKernel) {
     lines.push(`kernel:    ${c.directKernel.kernel}`);
     if (c.directKernel.initrd) lines.push(`initrd:    ${c.directKernel.initrd}`);

@@ -8,6 +8,7 @@ import { EXIT_CODES, ErrorCode, VmdeskError, isVmdeskError } from '../api/errors
 import { attachConsole, type GuestConsole } from './console.js';
 import { Rpc } from './rpc.js';
 import { GUEST_OPTIONS, guestSettingsFrom } from './share.js';
+import { CREATE_DEVICE_OPTIONS, DEVICE_OPTIONS, deviceSettingsFrom } from './devices.js';
 import { RESOURCE_OPTIONS, limitsFrom, networkFrom } from './resources.js';
 import { connectDaemon } from '../client/daemon-client.js';
 import { formatInfo, formatList, formatHost, terminalSafeStream } from './format.js';
@@ -48,7 +49,7 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
                                         forward on 127.0.0.1 (VMs made from cloud images), else
                                         the serial console; exits with the command's status
   info NAME [--json]                    configuration and state (state: stopped, starting,
-                                        running, paused, stopping, crashed)
+                                        running, paused, stopping, crashed, saved)
   set NAME [--cpus N] [--memory MIB] [--iso PATH|--no-iso] [--kernel ..] [--initrd ..]
            [--cmdline ..] [--accel ..] [--engine ..] [--firmware ..] [--os ..]
            [--net ..]... [--forward ..]... [--cpu-cap P|none] [--cpu-pin CPUS|none]
@@ -59,6 +60,20 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
                                         clipboard shared with the guest's vdagent (off unless
                                         turned on); QEMU guest agent channel (on for new VMs);
                                         virtio-vga follows the console's size (Linux default)
+  create|set NAME ... [--tpm on|off] [--secure-boot on|off] [--usb-tablet on|off]
+           [--audio auto|pipewire|pa|alsa|none|off] [--virtio-drivers ISO|--no-virtio-drivers]
+                                        TPM 2.0 (swtpm, state in the bundle); Secure Boot with
+                                        Microsoft's keys (needs --firmware uefi); sound card;
+                                        driver disc in a second CD drive
+  create NAME ... [--preset windows11] [--disk-bus virtio|sata|ide|scsi]
+                                        windows11: UEFI + Secure Boot + TPM, SATA disk, e1000e,
+                                        2 CPUs, 4 GiB, 64 GiB (options given win); --disk-bus:
+                                        the new disk's bus (NIC model: --net nat,model=e1000e)
+  suspend NAME                          save the guest's memory and devices to disk and stop
+                                        (state "saved"); start resumes exactly there
+  discard-state NAME                    throw a saved state away; the next start boots afresh
+  usb list [NAME] | usb add|remove NAME VENDOR:PRODUCT | usb add|remove NAME --bus N --addr N
+                                        host USB passthrough (hot-plugged while running)
   share add NAME HOSTDIR [--tag T] [--read-only] [--driver virtiofs|9p] | share remove NAME TAG
   share list NAME [--json]              shared folders (virtiofs, 9p fallback) and how to mount them
   guest-info NAME [--json]              host name and addresses from the QEMU guest agent
@@ -120,6 +135,7 @@ const CONFIG_OPTIONS = {
   firmware: { type: 'string' },
   ...RESOURCE_OPTIONS,
   ...GUEST_OPTIONS,
+  ...DEVICE_OPTIONS,
 } as const satisfies ParseArgsConfig['options'];
 
 type Values = Record<string, string | boolean | string[] | undefined>;
@@ -232,7 +248,7 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
         const { createFromImageCli } = await import('./images.js');
         return createFromImageCli(rpc, args, io);
       }
-      const { values, pos } = parse(args, { ...CONFIG_OPTIONS, host: { type: 'string' } }, 1, ['NAME']);
+      const { values, pos } = parse(args, { ...CONFIG_OPTIONS, ...CREATE_DEVICE_OPTIONS, host: { type: 'string' } }, 1, ['NAME']);
       if (values.iso && values.kernel) throw new VmdeskError(ErrorCode.invalid, 'give either --iso or --kernel, not both');
       const req: CreateVmRequest = {
         name: pos[0]!,
@@ -250,6 +266,7 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
         network: networkFrom(values),
         limits: limitsFrom(values, true) as CreateVmRequest['limits'],
         ...guestSettingsFrom(values),
+        ...(deviceSettingsFrom(values, true) as Partial<CreateVmRequest>),
       };
       if (req.diskBytes === 0) throw new VmdeskError(ErrorCode.invalid, '--disk must be larger than 0');
       for (const k of Object.keys(req) as (keyof CreateVmRequest)[]) if (req[k] === undefined) delete req[k];
@@ -284,6 +301,7 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
         network: values.net || values.forward ? networkFrom(values, values.net ? undefined : (await (await rpc()).call('vm.get', { id: pos[0]! })).config?.network) : undefined,
         limits: limitsFrom(values, false),
         ...guestSettingsFrom(values),
+        ...deviceSettingsFrom(values, false),
       };
       if (values.iso) patch.cdrom = absPath(values.iso as string);
       if (values['no-iso']) patch.cdrom = null;
@@ -436,6 +454,18 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
     case 'shell': {
       const { runShell } = await import('./shell.js');
       return runShell(rpc, args, io);
+    }
+    case 'suspend': {
+      const { runSuspendCli } = await import('./devices.js');
+      return runSuspendCli(rpc, args, io);
+    }
+    case 'discard-state': {
+      const { runDiscardStateCli } = await import('./devices.js');
+      return runDiscardStateCli(rpc, args, io);
+    }
+    case 'usb': {
+      const { runUsbCli } = await import('./devices.js');
+      return runUsbCli(rpc, args, io);
     }
     case 'share': {
       const { runShareCli } = await import('./share.js');

@@ -23,7 +23,7 @@ import { VmdeskError, ErrorCode } from '../api/errors.js';
 import { LOCAL_DISK_OPERATIONS, OPERATIONS, allowed, isAlive, type JobInfo, type VmOperation } from '../api/states.js';
 import { HOST_ENGINE_KIND, LOCAL_HOST } from '../api/host-uri.js';
 import { HostRegistry } from './hosts.js';
-import type { EngineContext, EngineModule, VmRuntime } from '../engines/engine.js';
+import type { EngineContext, EngineModule, SavedStateInfo, VmRuntime } from '../engines/engine.js';
 import { engine as engineModule, hasEngine } from '../engines/registry.js';
 import { VmLibrary, brokenError, type BundleEntry } from './library.js';
 import { checkReadableFile, checkResources, hostCapacity, parseOrThrow } from './validate.js';
@@ -41,6 +41,7 @@ import { applyLiveUpdate, committed, hostLimitSupport, liveNetworkChange, plugNe
 import { runtimeRoot } from '../platform/paths.js';
 import { applyGuestPatch, checkGuestCapabilities, guestAgentReport, guestDefaults } from './guest.js';
 import type { GuestAgentReport } from '../api/rpc-guest.js';
+import { admitDriverDisc, applyDevicePatch, applyPreset, checkDeviceCapabilities, deviceDefaults } from './devices.js';
 
 export type { ProgressFn } from './services.js';
 
@@ -65,6 +66,8 @@ interface VmRecord {
   /** Warnings of the last start (accelerator, network isolation), shown while it runs. */
   warnings: string[];
   job?: JobInfo;
+  /** The state vmdesk suspend saved (state 'saved'), as the engine found it. */
+  saved?: SavedStateInfo;
 }
 
 /**
@@ -144,6 +147,8 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
         rec.lastExit = exit;
         rec.state = exit.reason === 'crashed' ? 'crashed' : 'stopped';
       }
+      // Memory and devices saved by vmdesk suspend: the next start resumes them.
+      if (this.restingState(rec, eng) === 'saved') rec.state = 'saved';
     }
     return rec;
   }
@@ -219,7 +224,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
       rec.hub = undefined;
       rec.lastExit = exit;
       rec.warnings = [];
-      rec.state = exit.reason === 'crashed' ? 'crashed' : 'stopped';
+      rec.state = exit.reason === 'crashed' ? 'crashed' : exit.reason === 'saved' ? 'saved' : 'stopped';
       this.fabric.unplugVm(rec.id);
       this.usage.forget(rec.id);
       releaseLimits(rec.id);
@@ -292,6 +297,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     const info: VmInfo = { id: r.id, name: r.config.name, bundle: r.dir, state: r.state, config: r.config, warnings: [...r.warnings] };
     if (r.config.host) info.host = r.config.host;
     if (r.lastExit) info.lastExit = r.lastExit;
+    if (r.state === 'saved' && r.saved) info.savedState = { at: r.saved.at, bytes: r.saved.bytes };
     if (r.runtime && isAlive(r.state)) {
       // A guest on another host has no process here (pid 0).
       if (r.runtime.pid > 0) info.pid = r.runtime.pid;
@@ -404,7 +410,8 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
   }
 
   async create(input: unknown, onProgress?: ProgressFn): Promise<VmInfo> {
-    const req = parseOrThrow(CreateVmRequest, input, 'invalid VM settings');
+    // A preset (windows11) fills in what the request leaves out before anything is checked.
+    const req = parseOrThrow(CreateVmRequest, applyPreset(input), 'invalid VM settings');
     // --host without --engine means the engine that reaches hosts; the host must be one this library knows.
     const host = req.host ? this.hosts.get(req.host) : undefined;
     // (the request's engine is the default one unless given: the default means "whatever runs it there").
@@ -416,6 +423,8 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     if (!host && eng.hosted) throw new VmdeskError(ErrorCode.invalid, `the ${eng.kind} engine runs VMs on a libvirt host: give --host NAME (see vmdesk hosts list)`);
     if (host && req.attachDisks.length) throw new VmdeskError(ErrorCode.invalid, `disks from this machine cannot be attached to a VM on host "${host.name}"; create the VM here and move it (vmdesk migrate NAME --to ${host.name})`);
     if (req.iso) await admitImage({ path: req.iso }, { what: `ISO ${req.iso}`, purpose: 'cdrom' });
+    await admitDriverDisc(req.virtioDrivers);
+    if (req.diskBus && !eng.capabilities.diskBuses.includes(req.diskBus)) throw new VmdeskError(ErrorCode.invalid, `the ${eng.kind} engine has no ${req.diskBus} disk bus (buses: ${eng.capabilities.diskBuses.join(', ')})`);
     if (req.directKernel) {
       await checkReadableFile(req.directKernel.kernel, 'kernel');
       if (req.directKernel.initrd) await checkReadableFile(req.directKernel.initrd, 'initrd');
@@ -457,6 +466,8 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
         ...(eng.capabilities.limits?.memoryTarget ? { balloon: true } : {}),
         // Guest integration (issue 12): agent channel, resizable display, clipboard only when asked for.
         ...guestDefaults(req, eng),
+        // Windows 11 devices and sound (issue 12, part B): only what was asked for (or the preset gave).
+        ...deviceDefaults(req),
         createdAt: now,
         modifiedAt: now,
       };
@@ -481,7 +492,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
         const rel = `disks/disk0.${fmt === 'raw' ? 'img' : fmt}`;
         await eng.disks.create(path.join(staging, rel), req.diskBytes);
         onProgress?.('creating disk', 1);
-        vmDisks.push({ id: 'disk0', path: rel, format: fmt, owned: true, readOnly: false });
+        vmDisks.push({ id: 'disk0', path: rel, format: fmt, owned: true, readOnly: false, ...(req.diskBus ? { bus: req.diskBus } : {}) });
       }
       attached.forEach((a, i) => vmDisks.push({ id: `ext${i}`, path: a.path, format: a.format, owned: false, readOnly: a.readOnly, ...(a.bus ? { bus: a.bus } : {}) }));
       return draft(id, vmDisks);
@@ -532,6 +543,8 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     if (patch.cpus !== undefined) next.cpus = patch.cpus;
     if (patch.memoryMiB !== undefined) next.memoryMiB = patch.memoryMiB;
     applyGuestPatch(next, patch);
+    if (patch.virtioDrivers) await admitDriverDisc(patch.virtioDrivers);
+    applyDevicePatch(next, patch);
     if (patch.network) {
       // A card keeps its MAC address unless one is given; new cards get new ones.
       next.network = withMacs(patch.network, this.macsInUse(r.id), r.config.network);
@@ -733,7 +746,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
       // Refused before anything ran (QEMU missing, a bad setting): nothing changes, not even the
       // last exit; the caller has the reason.
       if (e instanceof VmdeskError && REFUSALS.has(e.code)) {
-        r.state = 'stopped';
+        r.state = this.restingState(r, eng);
         this.emitState(r);
         throw e;
       }
@@ -749,7 +762,8 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
         signal: ofThisAttempt?.signal ?? null,
         logTail: ofThisAttempt?.logTail.length ? ofThisAttempt.logTail : e instanceof VmdeskError ? [...e.details] : [],
       };
-      r.state = 'stopped';
+      // A saved state that could not be loaded is kept (the error says how to discard it).
+      r.state = this.restingState(r, eng);
       await fs
         .mkdir(path.join(r.dir, 'logs'), { recursive: true, mode: 0o700 })
         .then(() => writeFileAtomic(path.join(r.dir, 'logs', 'last-exit.json'), JSON.stringify(r.lastExit, null, 2) + '\n'))
@@ -764,7 +778,38 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
       const applied = await applyLimits(r.id, r.config, rt, eng, hostKinds, { starting: true }).catch((e: Error) => [`limits not applied: ${e.message}`]);
       warnings.push(...applied);
     }
+    r.saved = undefined;
     this.track(r, rt, [...warnings, ...rt.warnings]);
+    this.emitState(r);
+    return this.infoOf(r);
+  }
+
+  /** Stopped or saved: whichever the engine's saved state says (kept in the record for infoOf). */
+  private restingState(r: VmRecord, eng: EngineModule): 'saved' | 'stopped' {
+    r.saved = r.config ? eng.savedState?.describe(this.ctx(r as UsableEntry)) : undefined;
+    return r.saved ? 'saved' : 'stopped';
+  }
+
+  /** Save state (vmdesk suspend): memory and devices to the bundle, the guest process ends, the VM is 'saved'. */
+  async suspend(ref: string, progress?: ProgressFn): Promise<VmInfo> {
+    const r = this.runningRecord(ref);
+    const eng = await engineModule(r.config.engine);
+    if (!eng.capabilities.saveState || !r.runtime.saveState) throw new VmdeskError(ErrorCode.invalid, `the ${eng.kind} engine cannot save a guest's state to disk; shut "${r.config.name}" down instead`);
+    await r.runtime.saveState((phase, fraction) => progress?.(phase, fraction));
+    await this.settled(r);
+    r.state = this.restingState(r, eng);
+    if (r.state !== 'saved') throw new VmdeskError(ErrorCode.engine, `"${r.config.name}" stopped but its saved state is not there`);
+    this.emitState(r);
+    return this.infoOf(r);
+  }
+
+  /** Throws the saved state away; the next start boots afresh. */
+  async discardState(ref: string): Promise<VmInfo> {
+    const r = this.usableRecord(ref);
+    if (r.state !== 'saved') throw new VmdeskError(ErrorCode.state, `"${r.config.name}" has no saved state (it is ${r.state})`);
+    const eng = await engineModule(r.config.engine);
+    await eng.savedState?.discard(this.ctx(r));
+    r.state = this.restingState(r, eng);
     this.emitState(r);
     return this.infoOf(r);
   }
@@ -866,6 +911,7 @@ function checkCapabilities(config: VmConfig, eng: EngineModule): void {
   if (c.directKernelOnly && !config.directKernel) throw new VmdeskError(ErrorCode.invalid, `the ${eng.kind} engine boots a kernel directly: give --kernel (and --initrd)`);
   if (c.directKernelOnly && config.cdrom) throw new VmdeskError(ErrorCode.invalid, `the ${eng.kind} engine has no CD-ROM drive`);
   checkGuestCapabilities(config, eng);
+  checkDeviceCapabilities(config, eng);
   eng.validate(config);
 }
 

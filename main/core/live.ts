@@ -1,6 +1,7 @@
 // Changes to a running guest's network and limits, its usage, and the internal networks it plugs into: the
 // operations of issue 11 over the core's public surface (the index, runtimes, saveConfig). Each one asks the
 // engine's capabilities, never its name.
+import { DEVICE_STOPPED_ONLY } from './devices.js';
 import type { HostInfo, PortForward, VmConfig, VmInfo, VmStats } from '../api/schema.js';
 import { GUEST_STOPPED_ONLY } from './guest.js';
 import { ErrorCode, VmdeskError } from '../api/errors.js';
@@ -192,6 +193,7 @@ export function stoppedOnlyWhy(keys: string[], network?: string): string {
     cdrom: 'the CD-ROM drive is set up at boot',
     directKernel: 'the kernel is loaded at boot',
     ...GUEST_STOPPED_ONLY,
+    ...DEVICE_STOPPED_ONLY,
   };
   return [...keys.map((k) => why[k] ?? `${k} is fixed while the guest runs`), ...(network ? [network] : [])].join('; ');
 }

@@ -13,12 +13,14 @@ import { toolHandlers } from './tool-handlers.js';
 import { guestHandlers } from './guest-handlers.js';
 import { resourceHandlers } from './resource-handlers.js';
 import { hostHandlers } from './host-handlers.js';
+import { deviceHandlers } from './device-handlers.js';
 import type { StatsClient } from './stats-feed.js';
 import { stoppedOnlyWhy } from '../core/live.js';
 import { isAlive } from '../api/states.js';
 import { CANCELLABLE_METHODS } from '../api/rpc-tools.js';
 import { withCancelSignal } from '../platform/cancel.js';
 import { historyOf } from '../core/tools.js';
+import { DEVICE_SETTINGS } from '../core/devices.js';
 
 type Parsed<M extends VmRpcMethod> = z.output<(typeof RpcMethods)[M]['params']>;
 type Result<M extends VmRpcMethod> = z.input<(typeof RpcMethods)[M]['result']>;
@@ -44,7 +46,7 @@ function noDaemon(): never {
 
 // Network settings and limits are not in the list: a running guest takes forwards and limits (the core refuses
 // the rest, saying why).
-const HARDWARE = ['engine', 'accel', 'firmware', 'cpus', 'memoryMiB', 'cdrom', 'directKernel', 'clipboard', 'guestAgent', 'display'];
+const HARDWARE = ['engine', 'accel', 'firmware', 'cpus', 'memoryMiB', 'cdrom', 'directKernel', 'clipboard', 'guestAgent', 'display', ...DEVICE_SETTINGS];
 
 const vmHandlers: VmHandlers = {
   'vm.list': (core) => core.list(),
@@ -59,6 +61,7 @@ const vmHandlers: VmHandlers = {
       const info = await core.get(p.id);
       const keys = Object.keys(p.patch).filter((k) => HARDWARE.includes(k) && set(k));
       if (isAlive(info.state) && !info.job) throw new VmdeskError(ErrorCode.state, `cannot change ${keys.join(', ')} while "${info.name}" is ${info.state}: ${stoppedOnlyWhy(keys)}; shut it down first`);
+      if (info.state === 'saved' && !info.job) throw new VmdeskError(ErrorCode.state, `cannot change ${keys.join(', ')} while "${info.name}" is saved: its saved state needs the hardware it was saved with; start it and shut it down, or discard the state (vmdesk discard-state "${info.name}")`);
     }
     return core.job(p.id, op, 'vm.update', () => core.update(p.id, p.patch));
   },
@@ -94,7 +97,7 @@ const vmHandlers: VmHandlers = {
 };
 
 /** One handler per contract method; both tables are complete by their types, so no method goes unanswered. */
-const handlers = { ...vmHandlers, ...snapshotHandlers, ...toolHandlers, ...imageHandlers, ...resourceHandlers, ...guestHandlers, ...hostHandlers, 'job.cancel': async (_core: Core, p: { opId: string }) => cancel(p.opId) };
+const handlers = { ...vmHandlers, ...snapshotHandlers, ...toolHandlers, ...imageHandlers, ...resourceHandlers, ...guestHandlers, ...hostHandlers, ...deviceHandlers, 'job.cancel': async (_core: Core, p: { opId: string }) => cancel(p.opId) };
 
 /** Cancellable calls in flight, by opId (job.cancel aborts their copies: see platform/cancel.ts). */
 const inFlight = new Map<string, AbortController>();
@@ -107,7 +110,7 @@ function cancel(opId: string): { cancelled: boolean; reason?: string } {
 }
 
 /** Calls that only read: not worth a line in a VM's history. */
-const QUERIES = new Set(['vm.list', 'vm.get', 'vm.screenshot', 'vm.serialLog', 'vm.vncSocket', 'host.info', 'daemon.status', 'snapshot.list', 'snapshot.info', 'snapshot.thumbnail', 'files.list', 'files.stat', 'vm.logs', 'host.ports', 'job.cancel', 'share.list', 'vm.guestAgent', 'vm.stats', 'stats.subscribe', 'stats.unsubscribe', 'hosts.list', 'hosts.domains']);
+const QUERIES = new Set(['vm.list', 'vm.get', 'vm.screenshot', 'vm.serialLog', 'vm.vncSocket', 'host.info', 'daemon.status', 'snapshot.list', 'snapshot.info', 'snapshot.thumbnail', 'files.list', 'files.stat', 'vm.logs', 'host.ports', 'job.cancel', 'share.list', 'vm.guestAgent', 'vm.stats', 'stats.subscribe', 'stats.unsubscribe', 'hosts.list', 'hosts.domains', 'usb.host', 'usb.list', 'presets.list']);
 
 export function toRpcError(e: unknown): RpcError {
   if (isVmdeskError(e)) return { code: e.code, message: e.message, details: [...e.details] };

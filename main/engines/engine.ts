@@ -1,7 +1,7 @@
 // What an engine is to the core: one module per kind (QEMU, the built-in micro-VMM, a test's fake) listed
 // in registry.ts. The core asks capabilities and calls these interfaces; it never branches on an engine's
 // name, and nothing here imports the core.
-import type { AccelChoice, DiskBus, DiskFormat, ExitRecord, NicModel, PortForward, ResourceLimits, VmConfig, VmState } from '../api/schema.js';
+import type { AccelChoice, DiskBus, DiskFormat, ExitRecord, NicModel, PortForward, ResourceLimits, UsbPassthrough, VmConfig, VmState } from '../api/schema.js';
 
 export interface EngineContext {
   config: VmConfig;
@@ -52,7 +52,43 @@ export interface EngineCapabilities {
   stats?: boolean;
   /** Guest integration (issue 12); absent: none of it. */
   guest?: GuestCapabilities;
+  /** Windows 11 and desktop devices (issue 12, part B); absent: none of them. */
+  devices?: DeviceCapabilities;
+  /** Save state: VmRuntime.saveState and EngineModule.savedState (the next start resumes). */
+  saveState?: boolean;
 }
+
+/** Devices an engine can give a guest beyond disks and network cards. */
+export interface DeviceCapabilities {
+  /** TPM 2.0 with its state in the bundle (included in snapshots and exports). */
+  tpm: boolean;
+  /** UEFI Secure Boot with Microsoft's keys. */
+  secureBoot: boolean;
+  /** Host USB devices passed through; `hotplug`: also into a running guest. */
+  usbPassthrough: boolean;
+  usbHotplug: boolean;
+  /** A sound card playing through the host's audio. */
+  audio: boolean;
+  /** A second CD drive for a driver disc. */
+  driverDisc: boolean;
+}
+
+/** A state saved by VmRuntime.saveState, as the engine finds it in the bundle. */
+export interface SavedStateInfo {
+  at: string;
+  bytes: number;
+}
+
+/** The saved state of a VM: the engine owns the files (under the bundle's saved-state/ folder). */
+export interface SavedStateProvider {
+  /** What is saved, or undefined when nothing (complete) is; cheap, no process started. */
+  describe(ctx: EngineContext): SavedStateInfo | undefined;
+  /** Deletes the saved state (and what an interrupted save left); the next start boots afresh. */
+  discard(ctx: EngineContext): Promise<void>;
+}
+
+/** A bundle's folder for a saved state (vmdesk suspend), whatever the engine. */
+export const SAVED_STATE_DIR = 'saved-state';
 
 /** What an engine offers to make the guest part of the desktop. */
 export interface GuestCapabilities {
@@ -173,6 +209,14 @@ export interface VmRuntime {
   guestAgent?(): Promise<GuestAgentAnswer>;
   /** Shared folders as this run has them (the driver each got at start). */
   activeShares?(): ActiveShare[];
+  /**
+   * Saves memory and device state into the bundle and ends the guest (capabilities.saveState); resolves with
+   * the exit record (reason 'saved'). On failure the guest runs on as it was.
+   */
+  saveState?(progress: Progress): Promise<ExitRecord>;
+  /** Plugs a host USB device into the running guest, or takes it out (capabilities.devices.usbHotplug). */
+  usbAttach?(device: UsbPassthrough): Promise<void>;
+  usbDetach?(device: UsbPassthrough): Promise<void>;
 }
 
 /** A file that carries a VM's snapshots: a writable disk, or the UEFI variable store. */
@@ -249,6 +293,8 @@ export interface EngineModule {
   reapOrphan?(ctx: EngineContext): Promise<ExitRecord | undefined>;
   readonly snapshots: SnapshotProvider;
   readonly disks: DiskProvider;
+  /** A state saved by VmRuntime.saveState (capabilities.saveState); start resumes from it. */
+  readonly savedState?: SavedStateProvider;
   /** Guests that live on another host (libvirt): their disks and definition are there, not in the bundle. */
   readonly hosted?: HostedEngine;
 }

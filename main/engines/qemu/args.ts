@@ -5,6 +5,8 @@ import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import { bundleFiles, runtimeFiles } from './layout.js';
 import { displayDevice, guestChannelArgs } from './guest-devices.js';
 import { shareArgs, type ResolvedShare } from './shares.js';
+import { audioArgs, machineOptions, secureBootGlobals, tpmArgs, usbHostArgs, usbTabletArgs, type AudioChoice } from './devices.js';
+import { swtpmSocket } from './tpm.js';
 
 export interface QemuArgsInput {
   config: VmConfig;
@@ -20,6 +22,10 @@ export interface QemuArgsInput {
   paused?: boolean;
   /** Shared folders with their driver decided (shares.ts planShares); absent: none. */
   shares?: readonly ResolvedShare[];
+  /** The host backend the sound card plays through this run (config.audio); absent: a silent card. */
+  audio?: AudioChoice;
+  /** Resume a saved state: QEMU waits for migrate-incoming (savestate.ts) before the guest runs. */
+  incoming?: boolean;
 }
 
 const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
@@ -87,7 +93,9 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
   }
   const shares = shareArgs(input.shares ?? [], config.memoryMiB);
   machine.push(...shares.machine);
+  machine.push(...machineOptions(config));
   args.push('-machine', machine.join(','));
+  args.push(...secureBootGlobals(config));
   args.push('-accel', accel);
   // Hardware acceleration passes the host CPU through; TCG keeps QEMU's default model (host/max abort under
   // some nested setups and are slow to emulate).
@@ -108,6 +116,11 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
   if (config.cdrom) {
     imageNodes(args, 'cdrom', config.cdrom, 'raw', { readOnly: true });
     args.push('-device', `ide-cd,drive=cdrom,bus=ide.${ahciPort++},id=cdrom0,bootindex=${bootIndex++}`);
+  }
+  // A driver disc (virtio-win.iso) in a second drive, never booted from: installers load drivers off it.
+  if (config.virtioDrivers) {
+    imageNodes(args, 'drivers', config.virtioDrivers, 'raw', { readOnly: true });
+    args.push('-device', `ide-cd,drive=drivers,bus=ide.${ahciPort++},id=cdrom1`);
   }
 
   let scsi = false;
@@ -168,7 +181,7 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
 
   args.push('-device', displayDevice(config));
   // A USB tablet gives absolute pointer positions, so the VNC cursor follows the mouse exactly.
-  args.push('-device', 'qemu-xhci,id=usb0', '-device', 'usb-tablet,bus=usb0.0,id=tablet0');
+  args.push('-device', 'qemu-xhci,id=usb0', ...usbTabletArgs(config), ...usbHostArgs(config));
   args.push('-vnc', `unix:${optValue('VNC socket path', run.vnc)}`);
 
   args.push(
@@ -183,6 +196,8 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
   // Free page reporting hands pages the guest frees back to the host; deflate-on-oom lets a guest short of
   // memory take balloon pages back rather than kill its processes.
   if (config.balloon) args.push('-device', 'virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on');
+  // Issue 12 part B, after the balloon for the same reason: a VM without them keeps every slot it had.
+  args.push(...tpmArgs(config, swtpmSocket(runtimeDir)), ...audioArgs(config, input.audio));
 
   args.push('-chardev', `socket,id=qmp,path=${optValue('QMP socket path', run.qmp)},server=on,wait=off`);
   args.push('-mon', 'chardev=qmp,mode=control');
@@ -194,5 +209,6 @@ export function buildQemuArgs(input: QemuArgsInput): string[] {
     args.push('-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny');
   }
   if (input.paused) args.push('-S');
+  if (input.incoming) args.push('-incoming', 'defer');
   return args;
 }

@@ -17,6 +17,12 @@ import { qemuSnapshots } from './snapshots.js';
 import { planShares, startVirtiofsd, stopVirtiofsd, readSharesRecord, virtiofsdPath, writeSharesRecord, shareSocket, type ResolvedShare } from './shares.js';
 import { agentSocket } from './guest-devices.js';
 import { join } from 'node:path';
+import { chooseAudio, qemuAudioDrivers, secureBootOn, type AudioChoice } from './devices.js';
+import { findSecureBootFirmware, matchVarsToSecureBoot, SECURE_BOOT_MISSING } from './firmware.js';
+import { startSwtpm, stopHelper, swtpmPath, swtpmSocket, SWTPM_MISSING, type HelperProcess } from './tpm.js';
+import { checkSavedState, describeSavedState, discardSavedState, hardwareDigest, loadSavedState, migrationSocket } from './savestate.js';
+import { detectHostAudio } from '../../platform/audio-host.js';
+import type { SavedStateProvider } from '../engine.js';
 
 const run = promisify(execFile);
 
@@ -25,6 +31,10 @@ interface LaunchPlan {
   caps: QemuCapabilities;
   accel: AccelChoice;
   firmware: FirmwarePaths | undefined;
+  /** The plain (no Secure Boot) variable store template, when firmware is the Secure Boot build. */
+  plainVars?: string;
+  /** swtpm's path when the VM has a TPM. */
+  swtpm?: string;
   /** passt's path when "nat" adapters are isolated through it; undefined falls back to QEMU's user network. */
   passt: string | undefined;
   warnings: string[];
@@ -32,16 +42,18 @@ interface LaunchPlan {
 
 function checkSocketPaths(runtimeDir: string): void {
   const files = runtimeFiles(runtimeDir);
-  for (const p of [files.qmp, files.serial, files.vnc, files.net(3), agentSocket(runtimeDir), shareSocket(runtimeDir, 7)]) {
+  for (const p of [files.qmp, files.serial, files.vnc, files.net(3), agentSocket(runtimeDir), shareSocket(runtimeDir, 7), swtpmSocket(runtimeDir), migrationSocket(runtimeDir)]) {
     if (Buffer.byteLength(p) >= SOCKET_PATH_MAX) {
       throw new VmdeskError(ErrorCode.host, `runtime directory path is too long for unix sockets (${p} is ${Buffer.byteLength(p)} bytes, limit ${SOCKET_PATH_MAX})`);
     }
   }
 }
 
-function argsInput(ctx: EngineContext, plan: LaunchPlan, paused = false, shares?: ResolvedShare[]): QemuArgsInput {
+function argsInput(ctx: EngineContext, plan: LaunchPlan, paused = false, shares?: ResolvedShare[], extra: { audio?: AudioChoice; incoming?: boolean } = {}): QemuArgsInput {
   return {
     ...(shares?.length ? { shares } : {}),
+    ...(extra.audio ? { audio: extra.audio } : {}),
+    ...(extra.incoming ? { incoming: true } : {}),
     config: ctx.config,
     bundleDir: ctx.bundleDir,
     runtimeDir: ctx.runtimeDir,
@@ -61,8 +73,18 @@ async function plan(ctx: EngineContext): Promise<LaunchPlan> {
     if (ctx.config.accel !== 'auto') throw new VmdeskError(ErrorCode.host, `this QEMU (${qemuPath}) was built without ${accel.used.toUpperCase()} support`);
     accel = { requested: 'auto', used: 'tcg', reason: `this QEMU was built without ${accel.used.toUpperCase()}; using TCG (software emulation, slower)` };
   }
-  const firmware = ctx.config.firmware === 'uefi' ? findUefiFirmware() : undefined;
+  let firmware = ctx.config.firmware === 'uefi' ? findUefiFirmware() : undefined;
   if (ctx.config.firmware === 'uefi' && !firmware) throw new VmdeskError(ErrorCode.host, 'UEFI firmware (OVMF) is not installed; install it with: sudo apt install ovmf');
+  let plainVars: string | undefined;
+  if (secureBootOn(ctx.config)) {
+    // OVMF's Secure Boot build runs with the Microsoft-keys store; the plain template stays at hand to take the keys out again.
+    const sb = findSecureBootFirmware();
+    if (!sb) throw new VmdeskError(ErrorCode.host, SECURE_BOOT_MISSING);
+    plainVars = firmware!.varsTemplate;
+    firmware = { code: sb.code, varsTemplate: sb.varsTemplate };
+  }
+  const swtpm = ctx.config.tpm ? swtpmPath() : undefined;
+  if (ctx.config.tpm && !swtpm) throw new VmdeskError(ErrorCode.host, SWTPM_MISSING);
   checkSocketPaths(ctx.runtimeDir);
   const warnings: string[] = [];
   const nat = ctx.config.network.some((n) => n.mode === 'nat');
@@ -70,7 +92,7 @@ async function plan(ctx: EngineContext): Promise<LaunchPlan> {
   if (nat && !passt) warnings.push(PASST_MISSING);
   // Worth a warning only when the guest gets less than was asked for (TCG chosen on purpose is no surprise).
   if (accel.used === 'tcg' && accel.requested !== 'tcg') warnings.push(accel.reason);
-  const p = { qemuPath, caps, accel, firmware, passt, warnings };
+  const p: LaunchPlan = { qemuPath, caps, accel, firmware, passt, warnings, ...(plainVars ? { plainVars } : {}), ...(swtpm ? { swtpm } : {}) };
   // Building the command line validates every user string (control characters) without side effects.
   buildQemuArgs(argsInput(ctx, p));
   return p;
@@ -106,11 +128,13 @@ export const qemuEngine: EngineModule = {
     stats: true,
     // virtiofs where virtiofsd exists (Linux), 9p everywhere QEMU has it.
     guest: { clipboard: true, resize: true, shares: virtiofsdPath() ? ['virtiofs', '9p'] : ['9p'], agent: true },
+    devices: { tpm: true, secureBoot: true, usbPassthrough: true, usbHotplug: true, audio: true, driverDisc: true },
+    saveState: true,
   },
 
   validate(config: VmConfig) {
-    const ahci = config.disks.filter((d) => d.bus === 'sata' || d.bus === 'ide').length + (config.cdrom ? 1 : 0);
-    if (ahci > 6) throw new VmdeskError(ErrorCode.invalid, `${ahci} SATA/IDE devices (disks and CD-ROM) but the machine has 6 ports; put some disks on virtio or scsi`);
+    const ahci = config.disks.filter((d) => d.bus === 'sata' || d.bus === 'ide').length + (config.cdrom ? 1 : 0) + (config.virtioDrivers ? 1 : 0);
+    if (ahci > 6) throw new VmdeskError(ErrorCode.invalid, `${ahci} SATA/IDE devices (disks, CD-ROM and driver disc) but the machine has 6 ports; put some disks on virtio or scsi`);
   },
 
   async check(ctx) {
@@ -124,9 +148,22 @@ export const qemuEngine: EngineModule = {
     await checkHostPortsFree(ctx.config.network.filter((n) => n.mode !== 'none').flatMap((n) => n.forwards), ctx.config.name);
     const files = bundleFiles(ctx.bundleDir);
     mkdirSync(files.logs, { recursive: true, mode: 0o700 });
+    const saved = describeSavedState(ctx);
+    const warnings = [...p.warnings];
     if (p.firmware && !existsSync(files.uefiVars)) {
-      // The VM's own UEFI variable store, as qcow2 so snapshots include it.
+      // The VM's own UEFI variable store, as qcow2 so snapshots include it (with Microsoft's keys for Secure Boot).
       await run(qemuImgPath(), ['convert', '-q', '-f', 'raw', '-O', 'qcow2', p.firmware.varsTemplate, files.uefiVars]);
+    } else if (p.firmware && !saved) {
+      // Secure Boot turned on or off since the store was made: its keys follow (firmware.ts). A resumed guest keeps its firmware's state.
+      const sb = secureBootOn(ctx.config);
+      const change = matchVarsToSecureBoot(files.uefiVars, sb, { secure: findSecureBootFirmware()?.varsTemplate, plain: p.plainVars ?? p.firmware.varsTemplate });
+      const w = await (sb ? change : change.catch(() => undefined));
+      if (w) warnings.push(w);
+    }
+    let audio: AudioChoice | undefined;
+    if (ctx.config.audio) {
+      audio = chooseAudio(ctx.config.audio, await qemuAudioDrivers(p.qemuPath), detectHostAudio());
+      if (audio.warning) warnings.push(audio.warning);
     }
     // Limits QEMU applies itself (balloon target, disk throttling) are in place before the first instruction:
     // the guest starts with its vCPUs stopped and runs once they are.
@@ -134,23 +171,44 @@ export const qemuEngine: EngineModule = {
     const setup: LimitKind[] = [];
     if (limits.memoryTargetMiB !== undefined) setup.push('memoryTarget');
     if (limits.diskIops !== undefined || limits.diskBytesPerSec !== undefined) setup.push('diskIo');
-    const paused = opts.paused === true || setup.length > 0;
+    const paused = opts.paused === true || setup.length > 0 || !!saved;
     const net = ctx.config.network;
     // Shared folders: virtiofsd listens before QEMU connects to it (issue 12, shares.ts).
     const shares = await startShares(ctx);
+    const args = buildQemuArgs(argsInput(ctx, p, paused, shares.shares, { audio, incoming: !!saved }));
+    const hardware = hardwareDigest(args);
+    let swtpm: HelperProcess | undefined;
     let rt: QemuRuntime;
     try {
+      // A saved state is checked before anything runs: changed hardware or another QEMU is refused with what to do.
+      const state = saved ? await checkSavedState(ctx, { hardware, qemuVersion: fullVersion(p.caps.version) }) : undefined;
+      // The TPM listens before QEMU connects to it; its state is in the bundle's tpm/ folder.
+      if (p.swtpm) swtpm = await startSwtpm({ swtpm: p.swtpm, bundleDir: ctx.bundleDir, runtimeDir: ctx.runtimeDir, logFile: join(files.logs, 'swtpm.log') });
       rt = await QemuRuntime.launch(ctx, {
         qemuPath: p.qemuPath,
-        args: buildQemuArgs(argsInput(ctx, p, paused, shares.shares)),
+        args,
         accel: p.accel,
         paused,
-        warnings: [...p.warnings, ...shares.warnings],
+        hardware,
+        ...(swtpm ? { swtpm } : {}),
+        warnings: [...warnings, ...shares.warnings],
         ...(p.passt ? { passt: { path: p.passt, adapters: net.flatMap((n, index) => (n.mode === 'nat' ? [{ index, forwards: n.forwards }] : [])) } } : {}),
         internal: net.flatMap((n, index) => (n.mode === 'internal' && n.network ? [{ index, network: n.network }] : [])),
         forwards: Object.fromEntries(net.flatMap((n, index) => (n.mode === 'nat' || n.mode === 'nat-host' ? [[String(index), n.forwards]] : []))),
       });
+      if (state) {
+        try {
+          await loadSavedState(rt, ctx, state);
+        } catch (e) {
+          await rt.kill().catch(() => undefined);
+          throw new VmdeskError(ErrorCode.engine, `the saved state of "${ctx.config.name}" could not be loaded (${(e as Error).message}); it is kept: start again, or discard it to boot afresh (vmdesk discard-state "${ctx.config.name}")`);
+        }
+        // The guest runs on from here: the state on disk is behind it now (a later suspend writes a new one).
+        await discardSavedState(ctx);
+        if (!setup.length && opts.paused !== true) await rt.resume();
+      }
     } catch (e) {
+      if (swtpm) stopHelper(swtpm);
       await stopVirtiofsd(readSharesRecord(ctx.runtimeDir, ctx.config.id), ctx.runtimeDir);
       throw e;
     }
@@ -175,7 +233,14 @@ export const qemuEngine: EngineModule = {
   reapOrphan: async (ctx) => QemuRuntime.reapOrphan(ctx),
   snapshots: qemuSnapshots,
   disks,
+  savedState: { describe: describeSavedState, discard: discardSavedState } satisfies SavedStateProvider,
 };
+
+/** 7.2 and 7.2.0 are one version (QMP's greeting always has three parts). */
+function fullVersion(v: string): string | undefined {
+  if (!/^\d+\.\d+(\.\d+)?$/.test(v)) return undefined;
+  return [...v.split('.'), '0'].slice(0, 3).join('.');
+}
 
 /** Decides each share's driver and starts virtiofsd for the virtiofs ones; the record lets activeShares and an adopting daemon know. */
 async function startShares(ctx: EngineContext): Promise<{ shares: ResolvedShare[]; warnings: string[] }> {

@@ -23,6 +23,11 @@ import type { ActiveShare, GuestAgentAnswer } from '../engine.js';
 import { agentReport } from './guest-agent.js';
 import { agentSocket } from './guest-devices.js';
 import { activeShares, readSharesRecord } from './shares.js';
+import type { Progress } from '../engine.js';
+import type { UsbPassthrough } from '../../api/schema.js';
+import { endHelper, type HelperProcess } from './tpm.js';
+import { writeSavedState } from './savestate.js';
+import { usbHotplug, usbUnplug } from './usb.js';
 
 interface NativeSpawn {
   spawnDetached(file: string, argv: string[], outputFd: number): { pid: number; readyFd: number };
@@ -60,6 +65,10 @@ export interface QemuRecord {
   forwards?: Record<string, PortForward[]>;
   /** Adapters whose link was set down (set_link), so an adopting daemon still knows. */
   linksDown?: number[];
+  /** The VM's swtpm (config.tpm): ended with QEMU. */
+  swtpm?: HelperProcess;
+  /** Digest of the hardware on the command line (savestate.ts hardwareDigest), kept with a saved state. */
+  hardware?: string;
 }
 
 export interface LaunchSpec {
@@ -71,9 +80,12 @@ export interface LaunchSpec {
   passt?: QemuRecord['passt'];
   internal?: QemuRecord['internal'];
   forwards?: QemuRecord['forwards'];
+  swtpm?: HelperProcess;
+  hardware?: string;
 }
 
-type StopIntent = 'shutdown' | 'kill';
+/** save: the guest's state was written to the bundle (vmdesk suspend) and QEMU was told to quit. */
+type StopIntent = 'shutdown' | 'kill' | 'save';
 
 /** Keeps logs from growing forever: one previous generation is kept as <name>.1. */
 function rotateLog(path: string, maxBytes = 2 * 1024 * 1024): void {
@@ -242,6 +254,8 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
       ...(spec.passt ? { passt: spec.passt } : {}),
       ...(spec.internal?.length ? { internal: spec.internal } : {}),
       ...(spec.forwards ? { forwards: spec.forwards } : {}),
+      ...(spec.swtpm ? { swtpm: spec.swtpm } : {}),
+      ...(spec.hardware ? { hardware: spec.hardware } : {}),
     };
     const runtime = new QemuRuntime(ctx, record, false);
     runtime.parent = true;
@@ -315,6 +329,8 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     };
     writeFileAtomicSync(files.lastExit, JSON.stringify(exit, null, 2) + '\n');
     clearRuntimeFiles(ctx);
+    // --terminate ends swtpm with QEMU's connection; one that is somehow left goes now.
+    void endHelper(record.swtpm);
     return exit;
   }
 
@@ -455,6 +471,41 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
       // QEMU not answering: the timeout forces it off.
     }
     return this.exited;
+  }
+
+  /**
+   * Save state (savestate.ts): the guest is paused and its state written to the bundle, then QEMU quits. On
+   * failure nothing is kept and a guest that was running runs on.
+   */
+  async saveState(progress: Progress): Promise<ExitRecord> {
+    if (this.exitRecord) throw new VmdeskError(ErrorCode.state, `"${this.ctx.config.name}" has stopped`);
+    this.requireAttached();
+    if (this.stopIntent) throw new VmdeskError(ErrorCode.state, `"${this.ctx.config.name}" is already stopping`);
+    const v = this.qmp?.greeting?.QMP.version.qemu;
+    await writeSavedState(this, this.ctx, { hardware: this.record.hardware, qemuVersion: v ? `${v.major}.${v.minor}.${v.micro}` : undefined }, progress);
+    return this.quitAfterSave();
+  }
+
+  /** The state is on disk: QEMU goes, and the exit says 'saved' (also for an adopted QEMU whose daemon died right there). */
+  async quitAfterSave(): Promise<ExitRecord> {
+    this.stopIntent = 'save';
+    this.setState('stopping');
+    // QEMU answers quit by closing the monitor, which may read as an error here.
+    await this.command('quit', undefined, 10_000).catch(() => undefined);
+    const forced = setTimeout(() => this.signal('SIGKILL'), 15_000);
+    void this.exited.finally(() => clearTimeout(forced));
+    return this.exited;
+  }
+
+  /** Hot-plugs a host USB device (usb.ts). */
+  async usbAttach(device: UsbPassthrough): Promise<void> {
+    this.requireAttached();
+    await usbHotplug(this, device);
+  }
+
+  async usbDetach(device: UsbPassthrough): Promise<void> {
+    this.requireAttached();
+    await usbUnplug(this, device);
   }
 
   async kill(): Promise<ExitRecord> {
@@ -694,6 +745,7 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
       return { reason: 'crashed', detail: complaint ? `${complaint} (${how})` : `QEMU exited during start-up (${how})` };
     }
     if (this.stopIntent === 'kill') return { reason: 'killed', detail: 'forced off' };
+    if (this.stopIntent === 'save') return { reason: 'saved', detail: "the guest's memory and device state were saved to disk; the next start resumes it" };
     if (this.stopIntent === 'shutdown') {
       if (this.forcedOff) return { reason: 'killed', detail: `the guest did not power off within ${this.forcedOff.afterMs} ms; forced off` };
       return { reason: 'shutdown', detail: this.shutdownEvent ? `ACPI power-down; guest shut down (${this.shutdownEvent.reason})` : `QEMU exited (${how})` };
@@ -729,7 +781,7 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     this.qmp?.close();
     this.serialSock?.destroy();
     this.state = reason === 'crashed' ? 'crashed' : 'stopped';
-    void this.endPasst().finally(() => {
+    void Promise.allSettled([this.endPasst(), endHelper(this.record.swtpm)]).finally(() => {
       this.emit('state', this.state);
       this.settle(record);
     });

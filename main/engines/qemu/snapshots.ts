@@ -11,6 +11,7 @@ import { activeJobs, dismissStaleJobs, runJob, type QmpFn } from './jobs.js';
 import { bundleFiles } from './layout.js';
 import type { QemuRuntime } from './runtime.js';
 import { liveSnapshotGuard, quiesced } from './guest-snapshot.js';
+import { deleteTpmSnapshot, restoreTpmState, snapshotTpmState } from './tpm.js';
 
 function diskFile(bundleDir: string, d: Disk): string {
   return path.isAbsolute(d.path) ? d.path : path.join(bundleDir, d.path);
@@ -115,6 +116,7 @@ export const qemuSnapshots: SnapshotProvider = {
     const nodes = await liveNodes(qmp, ctx, targets);
     const devices = nodes.filter((n) => holders.some((h) => nodeOf(h) === n));
     await runJob(qmp, 'snapshot-delete', { 'job-id': `vmdesk-del-${snap.id}`, tag: snap.tag, devices: devices.length ? devices : nodes });
+    deleteTpmSnapshot(ctx.bundleDir, snap.id);
   },
 
   async saveOffline(ctx, snap, progress) {
@@ -131,6 +133,8 @@ export const qemuSnapshots: SnapshotProvider = {
       for (const t of done) await img.snapshotDelete(t.file, snap.tag).catch(() => {});
       throw e;
     }
+    // The TPM's state files (tpm.ts): a stopped VM's TPM is only those.
+    snapshotTpmState(ctx.bundleDir, snap.id);
     return { targets: targets.map((t) => t.id) };
   },
 
@@ -140,6 +144,7 @@ export const qemuSnapshots: SnapshotProvider = {
       progress(`reverting disk ${t.id}`, i / targets.length);
       await img.snapshotApply(t.file, snap.tag);
     }
+    restoreTpmState(ctx.bundleDir, snap.id);
   },
 
   async deleteOffline(ctx, snap) {
@@ -147,6 +152,7 @@ export const qemuSnapshots: SnapshotProvider = {
       const snaps = (await img.imgInfo(t.file, { format: 'qcow2' }).catch(() => null))?.snapshots ?? [];
       if (snaps.some((s) => s.tag === snap.tag)) await img.snapshotDelete(t.file, snap.tag);
     }
+    deleteTpmSnapshot(ctx.bundleDir, snap.id);
   },
 
   async stored(ctx, live) {
