@@ -4,6 +4,9 @@
 // of "Before restoring" snapshots, delete confirmation, the schedule set in the GUI and its snapshots in their own
 // lane, and the layout of a 900×600 window.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import type { Page } from 'playwright-core';
 import { registerEngine, unregisterEngine } from '../../main/engines/registry.js';
 import { FAKE_FULL_KIND, fakeFullEngine } from '../unit/snapshot-fake-engine.js';
 import { useHarness } from './harness.js';
@@ -15,6 +18,17 @@ const VM = 'browse';
 
 beforeAll(() => registerEngine(fakeFullEngine));
 afterAll(() => unregisterEngine(FAKE_FULL_KIND));
+
+// axe-core through page.evaluate (the page's CSP refuses injected <script> elements), on the snapshot view and
+// any dialog open over it: critical and serious findings only.
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+async function axe(page: Page): Promise<string[]> {
+  if (!(await page.evaluate('typeof window.axe === "object"'))) await page.evaluate(AXE);
+  const r = (await page.evaluate(`window.axe.run({ include: [['[data-testid="snapshot-view"]']] }, { resultTypes: ['violations'] })`)) as {
+    violations: { id: string; impact: string | null; nodes: { target: string[]; failureSummary?: string }[] }[];
+  };
+  return r.violations.filter((v) => v.impact === 'critical' || v.impact === 'serious').map((v) => `${v.id}: ${v.nodes.slice(0, 3).map((n) => `${n.target.join(' ')} (${(n.failureSummary ?? '').split('\n')[1] ?? ''})`).join('; ')}`);
+}
 
 async function snapNames(): Promise<{ name: string; auto?: string }[]> {
   return (await e2e.h.call('snapshot.list', { id: VM })).snapshots.map((s) => ({ name: s.name, auto: s.auto }));
@@ -191,6 +205,32 @@ describe('snapshot browsing', () => {
     await h.page.getByTestId('snap-hide-auto').check();
     await snaps.timelineNode(scheduled[0]!.name).waitFor({ state: 'detached' });
     await h.page.getByTestId('snap-hide-auto').uncheck();
+  });
+
+  it('has every control labelled: axe finds nothing serious in the tree, the timeline and the dialogs', { timeout: 120_000 }, async () => {
+    const { h } = e2e;
+    const snaps = new SnapshotsPage(h.page);
+    await snaps.treeMode();
+    expect(await axe(h.page)).toEqual([]);
+    await snaps.timelineMode();
+    expect(await axe(h.page)).toEqual([]);
+    await snaps.timelineNode('B').click();
+    await snaps.restore({ confirm: false });
+    expect(await axe(h.page)).toEqual([]);
+    await h.page.keyboard.press('Escape');
+    await snaps.restoreDialog.waitFor({ state: 'detached' });
+    for (const [open, id] of [
+      ['snap-delete', 'snap-delete-dialog'],
+      ['snap-compare', 'snap-compare-dialog'],
+      ['snap-auto-open', 'snap-auto-dialog'],
+      ['snap-take-open', 'snap-take-form'],
+    ] as const) {
+      await h.page.getByTestId(open).click();
+      await h.page.getByTestId(id).waitFor();
+      expect(await axe(h.page), id).toEqual([]);
+      await h.page.keyboard.press('Escape');
+      await h.page.getByTestId(id).waitFor({ state: 'detached' });
+    }
   });
 
   it('gives the tree the room at 900×600: the details go below it', { timeout: 60_000 }, async () => {
