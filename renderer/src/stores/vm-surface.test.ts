@@ -3,6 +3,7 @@
 // reconnect, unsubscribe when the last view goes), and which new verbs each state allows.
 import { beforeEach, describe, expect, it } from 'vitest';
 import { createPinia, setActivePinia } from 'pinia';
+import { computed } from 'vue';
 import type { VmStats } from '../../../main/api/schema';
 import { groupByHost, LOCAL_GROUP, useVmsStore } from './vms';
 import { pushSample, sparkline, STATS_HISTORY_MAX, useStatsStore } from './stats';
@@ -142,6 +143,20 @@ describe('live usage', () => {
     expect(rpc.callsOf('stats.unsubscribe')).toEqual([{ ids: [id] }]);
     rpc.push({ type: 'vm-stats', id, stats: sample(id, 4) });
     expect(stats.history.get(id)).toHaveLength(3);
+  });
+
+  it('a view computed from the history sees each new sample (a new array, not one changed in place)', async () => {
+    rpc.on('stats.subscribe', () => ({ all: false, ids: [] })).on('vm.stats', () => sample('a', 0));
+    const stats = useStatsStore();
+    stats.watch('a');
+    await new Promise((r) => setTimeout(r, 0));
+    const history = computed(() => stats.history.get('a') ?? []);
+    const last = computed(() => history.value[history.value.length - 1]?.cpuSeconds);
+    expect(last.value).toBe(0);
+    rpc.push({ type: 'vm-stats', id: 'a', stats: sample('a', 1) });
+    expect(last.value).toBe(1);
+    rpc.push({ type: 'vm-stats', id: 'a', stats: sample('a', 2) });
+    expect(last.value).toBe(2);
   });
 
   it('subscribes again after a reconnect (subscriptions end with a connection)', async () => {
