@@ -7,4 +7,7 @@ export default function setup(): void {
   if (!existsSync('test/guest/build.sh')) return;
   const r = spawnSync('bash', ['test/guest/build.sh'], { stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0) console.warn('test guest could not be built; suites that boot it will fail (run: npm run test:guest)');
+  // The same guest on Debian's generic kernel (virtio-gpu, 9p) for the guest integration tests (issue 12).
+  const d = spawnSync('bash', ['test/guest/build.sh'], { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, VMDESK_GUEST_FLAVOUR: 'desktop' } });
+  if (d.status !== 0) console.warn('desktop test guest could not be built; the display resize and 9p tests will fail (run: VMDESK_GUEST_FLAVOUR=desktop npm run test:guest)');
 }

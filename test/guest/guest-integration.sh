@@ -2,7 +2,7 @@
 # - the QEMU guest agent (qemu-ga, dynamically linked) and its libraries, from Debian packages; it starts when
 #   the VM has the org.qemu.guest_agent.0 port, with an fsfreeze hook that reports freeze/thaw on the console;
 # - vdagent-test (test/guest/vdagent-test.c, built static here): a minimal clipboard agent on com.redhat.spice.0;
-# - fuse + virtiofs and virtio_console modules.
+# - fuse + virtiofs and virtio_console modules; virtio-gpu and 9p where the kernel has them (desktop flavour).
 
 GI_SRC="$ROOT/test/guest/vdagent-test.c"
 
@@ -19,6 +19,10 @@ gi_download() { # into $WORK/qga
 gi_modules() {
   want_module virtio_console CONFIG_VIRTIO_CONSOLE
   want_module virtiofs CONFIG_VIRTIO_FS
+  # Only the generic kernel (VMDESK_GUEST_FLAVOUR=desktop) has these; the cloud kernel reports "no such module".
+  want_module virtio_gpu CONFIG_DRM_VIRTIO_GPU
+  want_module 9pnet_virtio CONFIG_NET_9P_VIRTIO
+  want_module 9p CONFIG_9P_FS
 }
 
 gi_install() { # into $R

@@ -8,6 +8,7 @@
 // - the guest agent (the real qemu-ga) answers with host name and addresses; live snapshots freeze the guest's
 //   file systems (its fsfreeze hook prints on the console) only while the agent answers.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -265,4 +266,73 @@ describe('live snapshots and the guest agent', () => {
       vnc.close();
     }
   }, 30_000);
+});
+
+/** The test guest on Debian's generic kernel (VMDESK_GUEST_FLAVOUR=desktop): virtio-gpu and 9p drivers. */
+function desktopGuest(): { kernel: string; initrd: string } {
+  const dir = path.resolve('.cache', 'guest-desktop');
+  const k = path.join(dir, 'vmlinuz');
+  const i = path.join(dir, 'initrd.cpio.gz');
+  if (!existsSync(k) || !existsSync(i)) throw new Error(`desktop test guest not built (${dir}): run VMDESK_GUEST_FLAVOUR=desktop npm run test:guest`);
+  return { kernel: k, initrd: i };
+}
+
+describe('a guest with a virtio-gpu driver and 9p shares', () => {
+  let con: Console;
+  let nine: string;
+  let nineRo: string;
+
+  beforeAll(async () => {
+    const g = desktopGuest();
+    nine = path.join(tmp, 'nine');
+    nineRo = path.join(tmp, 'nine-ro');
+    await mkdir(nine);
+    await mkdir(nineRo);
+    await writeFile(path.join(nine, 'host.txt'), 'over 9p\n');
+    await writeFile(path.join(nineRo, 'keep.txt'), 'not yours\n');
+    await call('vm.create', { name: 'desk', memoryMiB: 256, directKernel: { kernel: g.kernel, initrd: g.initrd, cmdline: 'console=ttyS0 quiet' }, network: [{ mode: 'none', forwards: [] }] });
+    await call('share.add', { id: 'desk', hostPath: nine, tag: 'nine', driver: '9p' });
+    await call('share.add', { id: 'desk', hostPath: nineRo, tag: 'nine-ro', driver: '9p', readOnly: true });
+    await call('vm.start', { id: 'desk' });
+    con = new Console(core.openSerial('desk'));
+    await con.waitFor(new RegExp(GUEST_READY_MARKER));
+  }, 240_000);
+
+  afterAll(() => con?.close());
+
+  it('resizes the guest display when the console asks: the VNC framebuffer follows', async () => {
+    // The guest's virtio-gpu driver has taken the display over from the VGA-compatible mode.
+    await until('the guest\'s virtio-gpu framebuffer', () => con.run('cat /sys/class/graphics/fb0/name'), (r) => /virtio_gpudrmfb/.test(r.output), 30_000);
+    const vnc = await VncTestClient.connect((await call('vm.vncSocket', { id: 'desk' })).path);
+    try {
+      expect([vnc.width, vnc.height]).toEqual([1280, 800]);
+      vnc.requestSize(1024, 768);
+      // QEMU forwards the request (status 4); the guest's driver sets the mode; the framebuffer changes.
+      await until('the framebuffer to become 1024x768', () => vnc.resizes, (l) => l.some((r) => r.reason !== 1 && r.width === 1024 && r.height === 768), 30_000);
+      expect(vnc.resizes.find((r) => r.reason === 1)?.status).toBe(4);
+      expect([vnc.width, vnc.height]).toEqual([1024, 768]);
+      const shot = Buffer.from((await call('vm.screenshot', { id: 'desk' })).png, 'base64');
+      expect([shot.readUInt32BE(16), shot.readUInt32BE(20)]).toEqual([1024, 768]);
+      vnc.requestSize(800, 600);
+      await until('the framebuffer to become 800x600', () => [vnc.width, vnc.height], ([w, h]) => w === 800 && h === 600, 30_000);
+    } finally {
+      vnc.close();
+    }
+  }, 90_000);
+
+  it('reads and writes host files through a 9p share, and a read-only 9p share refuses writes', async () => {
+    const l = await call('share.list', { id: 'desk' });
+    expect(l.shares.map((s) => s.active?.driver)).toEqual(['9p', '9p']);
+    expect((await con.run(`mkdir -p /mnt/nine && ${l.shares[0]!.mount}`)).status).toBe(0);
+    expect((await con.run('cat /mnt/nine/host.txt')).output).toContain('over 9p');
+    expect((await con.run('echo from-guest > /mnt/nine/guest.txt && sync')).status).toBe(0);
+    expect(await readFile(path.join(nine, 'guest.txt'), 'utf8')).toBe('from-guest\n');
+    // Mounted without "ro": QEMU's readonly=on refuses the write.
+    expect((await con.run('mkdir -p /mnt/ro9 && mount -t 9p -o trans=virtio,version=9p2000.L nine-ro /mnt/ro9')).status).toBe(0);
+    expect((await con.run('cat /mnt/ro9/keep.txt')).output).toContain('not yours');
+    const w = await con.run('echo x > /mnt/ro9/new.txt');
+    expect(w.status).not.toBe(0);
+    expect(w.output).toMatch(/Read-only file system/);
+    expect(existsSync(path.join(nineRo, 'new.txt'))).toBe(false);
+  }, 90_000);
 });
