@@ -34,7 +34,18 @@ describe('Settings dialog', () => {
     expect((byTestId(w, 'field-cpus').element as HTMLInputElement).disabled).toBe(true);
     expect((byTestId(w, 'field-memory').element as HTMLInputElement).disabled).toBe(true);
     await byTestId(w, 'settings-tab-network').trigger('click');
-    expect((byTestId(w, 'net-none').element as HTMLInputElement).disabled).toBe(true);
+    expect(byTestId(w, 'settings-locked').text()).toMatch(/Port forwards change while it runs/);
+    expect((byTestId(w, 'net-0-mode').element as HTMLSelectElement).disabled).toBe(true);
+    expect((byTestId(w, 'add-adapter').element as HTMLButtonElement).disabled).toBe(true);
+    expect((byTestId(w, 'add-forward').element as HTMLButtonElement).disabled).toBe(false);
+    for (const t of ['guest', 'devices']) {
+      await byTestId(w, `settings-tab-${t}`).trigger('click');
+      expect(byTestId(w, 'settings-locked').text()).toMatch(/shut the VM down/);
+    }
+    expect((byTestId(w, 'field-tpm').element as HTMLInputElement).disabled).toBe(true);
+    await byTestId(w, 'settings-tab-resources').trigger('click');
+    expect(byTestId(w, 'settings-locked').exists()).toBe(false);
+    expect((byTestId(w, 'limit-cpu-cap').element as HTMLInputElement).disabled).toBe(false);
     // The OS type is not hardware: it may change while running.
     await byTestId(w, 'settings-tab-general').trigger('click');
     expect(byTestId(w, 'settings-locked').exists()).toBe(false);
@@ -67,6 +78,77 @@ describe('Settings dialog', () => {
     await byTestId(w, 'settings-tab-system').trigger('click');
     await byTestId(w, 'field-cpus').setValue('0');
     expect(byTestId(w, 'error-cpus').exists()).toBe(true);
+    expect((byTestId(w, 'settings-save').element as HTMLButtonElement).disabled).toBe(true);
+  });
+});
+
+describe('Settings dialog: networks, limits, shares, devices', () => {
+  it('changes forwards and limits of a running VM live, and nothing else', async () => {
+    const w = await open(vmInfo('web', 'running', { network: [{ mode: 'nat', forwards: [], mac: '52:54:00:aa:bb:cc' }] }));
+    rpc.on('host.ports', () => []);
+    await byTestId(w, 'settings-tab-network').trigger('click');
+    await byTestId(w, 'add-forward').trigger('click');
+    await byTestId(w, 'settings-tab-resources').trigger('click');
+    await byTestId(w, 'limit-cpu-cap').setValue('40');
+    await byTestId(w, 'settings').trigger('submit');
+    await flushPromises();
+    expect(rpc.callsOf('vm.update')).toEqual([
+      { id: expect.any(String), patch: { network: [{ mode: 'nat', forwards: [{ protocol: 'tcp', hostPort: 2222, guestPort: 22 }], mac: '52:54:00:aa:bb:cc' }], limits: { cpuCapPercent: 40 } } },
+    ]);
+  });
+
+  it('adds an internal card, a share, the clipboard and a TPM to a stopped VM, then saves each through its call', async () => {
+    const vm = vmInfo('db', 'stopped', { network: [{ mode: 'nat', forwards: [], mac: '52:54:00:aa:bb:cc' }] });
+    const w = await open(vm);
+    rpc
+      .on('files.stat', ({ path }) => ({ path: path.replace(/^~/, '/home/me'), exists: true, kind: 'dir', readable: true }))
+      .on('share.add', () => vm)
+      .on('share.list', () => ({ id: vm.id, name: vm.name, state: 'stopped', shares: [], notes: [] }));
+    await byTestId(w, 'settings-tab-network').trigger('click');
+    await byTestId(w, 'add-adapter').trigger('click');
+    expect((byTestId(w, 'net-1-mode').element as HTMLSelectElement).value).toBe('internal');
+    await byTestId(w, 'net-1-network').setValue('lab');
+    await byTestId(w, 'net-1-model').setValue('e1000e');
+    const mac = (byTestId(w, 'net-1-mac').element as HTMLInputElement).value;
+    expect(mac).toMatch(/^52:54:00:/);
+    await byTestId(w, 'settings-tab-guest').trigger('click');
+    await byTestId(w, 'share-path').setValue('~/projects');
+    await byTestId(w, 'share-readonly').setValue(true);
+    await byTestId(w, 'share-add').trigger('click');
+    await flushPromises();
+    expect(byTestId(w, 'share-projects-mount').text()).toBe('mount -t virtiofs -o ro projects /mnt/projects');
+    await byTestId(w, 'field-clipboard').setValue(true);
+    await byTestId(w, 'settings-tab-devices').trigger('click');
+    // Secure Boot waits for UEFI.
+    expect((byTestId(w, 'field-secure-boot').element as HTMLInputElement).disabled).toBe(true);
+    await byTestId(w, 'field-tpm').setValue(true);
+    await byTestId(w, 'settings').trigger('submit');
+    await flushPromises();
+    expect(rpc.callsOf('vm.update')).toEqual([
+      {
+        id: vm.id,
+        patch: {
+          network: [
+            { mode: 'nat', forwards: [], mac: '52:54:00:aa:bb:cc' },
+            { mode: 'internal', network: 'lab', forwards: [], mac, model: 'e1000e' },
+          ],
+          clipboard: true,
+          tpm: true,
+        },
+      },
+    ]);
+    expect(rpc.callsOf('share.add')).toEqual([{ id: vm.id, hostPath: '/home/me/projects', tag: 'projects', readOnly: true }]);
+    expect(w.emitted('close')).toBeTruthy();
+  });
+
+  it('says which tab holds an error', async () => {
+    const w = await open(vmInfo('db', 'stopped'));
+    await byTestId(w, 'settings-tab-network').trigger('click');
+    await byTestId(w, 'add-adapter').trigger('click');
+    await byTestId(w, 'net-1-network').setValue('no,commas');
+    expect(byTestId(w, 'error-net.1.network').text()).toMatch(/letters, digits/);
+    await byTestId(w, 'settings-tab-general').trigger('click');
+    expect(w.text()).toMatch(/Fix the highlighted field \(Network\)/);
     expect((byTestId(w, 'settings-save').element as HTMLButtonElement).disabled).toBe(true);
   });
 });

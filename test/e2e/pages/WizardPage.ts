@@ -46,7 +46,7 @@ export class WizardPage {
   }
 
   async noNetwork(): Promise<void> {
-    await this.page.getByTestId('net-none').check();
+    await this.page.getByTestId('net-0-mode').selectOption('none');
   }
 
   async create(): Promise<void> {

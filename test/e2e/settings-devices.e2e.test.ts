@@ -1,0 +1,99 @@
+// Settings for issues 11 and 12 in real Chromium against a real daemon: two network cards (NAT with a forward and
+// an internal network), a shared folder, the clipboard and a TPM, saved and read back through the RPC; the
+// dialog's every tab scanned with axe; a running VM keeps its cards locked but takes a new forward live.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { guestPaths } from '../guest/guest.js';
+import { useHarness } from './harness.js';
+import { axeScan } from './axe.js';
+import { MainWindowPage } from './pages/MainWindowPage.js';
+import { SettingsPage, type SettingsTab } from './pages/SettingsPage.js';
+
+const e2e = useHarness();
+const shared = mkdtempSync(path.join(os.tmpdir(), 'vmd-share-'));
+afterAll(() => rmSync(shared, { recursive: true, force: true }));
+
+describe('settings: networks, shared folders, devices', () => {
+  it('edits two cards, a share, the clipboard and a TPM, and the daemon keeps exactly that', { timeout: 180_000 }, async () => {
+    const { kernel, initrd } = guestPaths();
+    const page = e2e.h.page;
+    const main = new MainWindowPage(page);
+    await main.open(e2e.h.server.url);
+    await main.emptyState.waitFor();
+    // Another VM on internal:lab, so the name field offers it.
+    await e2e.h.call('vm.create', { name: 'peer', memoryMiB: 128, directKernel: { kernel, initrd, cmdline: 'console=ttyS0' }, network: [{ mode: 'internal', network: 'lab', forwards: [] }] });
+    await e2e.h.call('vm.create', { name: 'box', memoryMiB: 128, directKernel: { kernel, initrd, cmdline: 'console=ttyS0' } });
+    await main.waitForState('box', 'stopped');
+    await main.select('box');
+    await main.toolbar('settings').click();
+    const s = new SettingsPage(page);
+    await s.root.waitFor();
+
+    await s.tab('network');
+    const mac0 = await s.field('net-0-mac').inputValue();
+    expect(mac0).toMatch(/^52:54:00(:[0-9a-f]{2}){3}$/);
+    await s.field('add-forward').click();
+    await s.field('forward-0-host').fill('40022');
+    await s.addCard();
+    await s.card(1, 'internal:lab', { model: 'e1000e' });
+    // The name field suggests the networks other VMs use.
+    expect(await s.root.locator('datalist option').evaluateAll((o) => o.map((x) => (x as HTMLOptionElement).value))).toEqual(['lab']);
+    const mac1 = await s.field('net-1-mac').inputValue();
+    expect(mac1).toMatch(/^52:54:00:/);
+    expect(mac1).not.toBe(mac0);
+    // A bad network name is refused inline and blocks OK.
+    await s.field('net-1-network').fill('lab,evil');
+    await s.root.getByTestId('error-net.1.network').waitFor();
+    expect(await s.field('settings-save').isDisabled()).toBe(true);
+    await s.field('net-1-network').fill('lab');
+    await e2e.h.shot('40-settings-network-cards');
+
+    await s.tab('guest');
+    await s.addShare(shared, 'work', true);
+    expect(await s.field('share-work-mount').textContent()).toMatch(/^mount -t (virtiofs -o ro|9p -o .*,ro) work \/mnt\/work$/);
+    await s.field('field-clipboard').check();
+    await s.tab('devices');
+    await s.field('field-tpm').check();
+    // Secure Boot waits for UEFI.
+    expect(await s.field('field-secure-boot').isDisabled()).toBe(true);
+
+    // Every tab of the dialog, no critical or serious axe finding.
+    for (const t of ['general', 'system', 'media', 'network', 'resources', 'guest', 'devices'] as SettingsTab[]) {
+      await s.tab(t);
+      const findings = await axeScan(page);
+      expect(findings, `${t}: ${JSON.stringify(findings, null, 1)}`).toEqual([]);
+    }
+    await s.tab('devices');
+    await e2e.h.shot('41-settings-devices');
+    await s.save();
+
+    const { config } = await e2e.h.call('vm.get', { id: 'box' });
+    expect(config?.network).toEqual([
+      { mode: 'nat', forwards: [{ protocol: 'tcp', hostPort: 40022, guestPort: 22 }], mac: mac0 },
+      { mode: 'internal', network: 'lab', forwards: [], mac: mac1, model: 'e1000e' },
+    ]);
+    expect(config?.shares).toEqual([expect.objectContaining({ tag: 'work', hostPath: shared, readOnly: true })]);
+    expect(config?.clipboard).toBe(true);
+    expect(config?.tpm).toBe(true);
+
+    // Opened again, the dialog shows what was saved; eth1 moved up and the forward follows the NAT card.
+    await main.toolbar('settings').click();
+    await s.tab('network');
+    expect(await s.field('net-1-network').inputValue()).toBe('lab');
+    await s.field('net-1-up').click();
+    expect(await s.field('net-0-mode').inputValue()).toBe('internal');
+    await s.tab('guest');
+    expect(await s.field('field-clipboard').isChecked()).toBe(true);
+    await s.field('share-work-remove').click();
+    await s.save();
+    const after = (await e2e.h.call('vm.get', { id: 'box' })).config;
+    expect(after?.network.map((n) => [n.mode, n.mac, n.forwards.length])).toEqual([
+      ['internal', mac1, 0],
+      ['nat', mac0, 1],
+    ]);
+    expect(after?.shares ?? []).toEqual([]);
+    expect(e2e.h.pageErrors).toEqual([]);
+  });
+});
