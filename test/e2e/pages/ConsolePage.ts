@@ -1,4 +1,4 @@
-// Page object for a VM's console: the Serial tab (xterm.js) and the Display tab (noVNC canvas).
+// Page object for a VM's console: the Serial and Terminal tabs (xterm.js) and the Display tab (noVNC canvas).
 import type { Locator, Page } from 'playwright-core';
 
 export class ConsolePage {
@@ -89,5 +89,43 @@ export class ConsolePage {
       for (let i = 0; i < data.length; i += 4) if (data[i]! + data[i + 1]! + data[i + 2]! > 60) lit++;
       return lit;
     });
+  }
+
+  async terminalTab(): Promise<void> {
+    await this.page.getByTestId('console-tab-terminal').click();
+    await this.page.getByTestId('terminal-screen').locator('.xterm-screen').waitFor();
+  }
+
+  get terminalNote(): Locator {
+    return this.page.getByTestId('terminal-note');
+  }
+
+  /** All of the Terminal tab's buffer, read from xterm itself. */
+  async terminalText(): Promise<string> {
+    return this.page.evaluate(() => {
+      const el = document.querySelector('[data-testid="terminal-screen"]') as (HTMLElement & { vmdeskTerminal?: { buffer: { active: { length: number; getLine(i: number): { translateToString(trim: boolean): string } | undefined } } } }) | null;
+      const buf = el?.vmdeskTerminal?.buffer.active;
+      if (!buf) return '';
+      const lines: string[] = [];
+      for (let i = 0; i < buf.length; i++) lines.push(buf.getLine(i)?.translateToString(true) ?? '');
+      return lines.join('\n');
+    });
+  }
+
+  async waitForTerminal(pattern: RegExp, timeout = 60_000): Promise<string> {
+    const deadline = Date.now() + timeout;
+    let text = '';
+    while (Date.now() < deadline) {
+      text = await this.terminalText();
+      if (pattern.test(text)) return text;
+      await this.page.waitForTimeout(250);
+    }
+    throw new Error(`the terminal never showed ${pattern}; last screen:\n${text.split('\n').slice(-25).join('\n')}`);
+  }
+
+  async typeTerminal(text: string): Promise<void> {
+    await this.page.getByTestId('terminal-screen').locator('.xterm-screen').click();
+    await this.page.waitForFunction(() => document.activeElement?.closest('[data-testid="terminal-screen"]') !== null && document.activeElement?.classList.contains('xterm-helper-textarea'));
+    await this.page.keyboard.type(text, { delay: 20 });
   }
 }
