@@ -4,7 +4,6 @@
 // again, the image cache and Move to host dialogs, an axe scan of each, and Save state → "saved" → Start.
 import http from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { isRpcMethod } from '../../main/api/rpc.js';
 import { guestPaths, GUEST_HTTP_PORT, GUEST_HTTP_TEXT } from '../guest/guest.js';
 import { freePort } from '../helpers/cli.js';
 import { axeScan } from './axe.js';
@@ -147,8 +146,7 @@ describe('the VM surface on a running guest', () => {
     expect(e2e.h.pageErrors.filter((e) => !/favicon/.test(e))).toEqual([]);
   });
 
-  // Save state needs engineer A's backend (vm.suspend in the contract); without it this case cannot run.
-  it.skipIf(!isRpcMethod('vm.suspend'))('saves the state, shows "saved", Start resumes the guest with its RAM intact; a discarded state boots afresh', { timeout: 300_000 }, async () => {
+  it('saves the state, shows "saved", Start resumes the guest with its RAM intact; a discarded state boots afresh', { timeout: 300_000 }, async () => {
     const page = e2e.h.page;
     const main = new MainWindowPage(page);
     const surf = new VmSurfacePage(page);

@@ -63,15 +63,6 @@ function indexOf(list: readonly VmInfo[], vm: VmInfo): number {
   return list[i]?.id === vm.id ? i : list.findIndex((v) => v.id === vm.id);
 }
 
-/**
- * Save state's methods, called by name: they join the contract with engineer A's backend (until then the daemon
- * answers that it does not know them, and the GUI shows that error).
- */
-function callVmMethod(method: 'vm.suspend' | 'vm.discardState', id: string, opId: string): Promise<VmInfo> {
-  const call = rpc().call as unknown as (m: string, p: { id: string }, o: { opId: string }) => Promise<VmInfo>;
-  return call.call(rpc(), method, { id }, { opId });
-}
-
 export const useVmsStore = defineStore('vms', () => {
   const byId = shallowRef(new Map<string, VmInfo>());
   /** Every VM, sorted by name; replaced or spliced in place by events, never re-sorted as a whole. */
@@ -266,11 +257,10 @@ export const useVmsStore = defineStore('vms', () => {
 
   /**
    * Save state (vmdesk suspend): memory and devices to disk, the VM ends up 'saved'; Start resumes it there.
-   * The contract names these vm.suspend and vm.discardState (engineer A's backend).
    */
   async function suspend(id: string): Promise<VmInfo | undefined> {
     const name = byId.value.get(id)?.name ?? id;
-    const info = await ops().track(`Saving the state of “${name}”`, id, (opId) => callVmMethod('vm.suspend', id, opId));
+    const info = await ops().track(`Saving the state of “${name}”`, id, (opId) => rpc().call('vm.suspend', { id }, { opId }));
     if (info) putResult(info);
     return info;
   }
@@ -278,7 +268,7 @@ export const useVmsStore = defineStore('vms', () => {
   /** Deletes a saved state: the next start boots afresh. */
   async function discardState(id: string): Promise<VmInfo | undefined> {
     const name = byId.value.get(id)?.name ?? id;
-    const info = await ops().track(`Discarding the saved state of “${name}”`, id, (opId) => callVmMethod('vm.discardState', id, opId));
+    const info = await ops().track(`Discarding the saved state of “${name}”`, id, (opId) => rpc().call('vm.discardState', { id }, { opId }));
     if (info) putResult(info);
     return info;
   }
