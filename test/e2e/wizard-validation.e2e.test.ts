@@ -53,7 +53,7 @@ describe('wizard validation', () => {
     expect(await e2e.h.call('vm.list', {})).toEqual([]);
   });
 
-  it('shows a server-side refusal with its details disclosure', { timeout: 60_000 }, async () => {
+  it('says at its own page that an ISO does not exist, expands ~, and shows a server refusal with its details', { timeout: 60_000 }, async () => {
     const main = new MainWindowPage(e2e.h.page);
     const wizard = new WizardPage(e2e.h.page);
     await main.open(e2e.h.server.url);
@@ -62,12 +62,31 @@ describe('wizard validation', () => {
     await wizard.next();
     await e2e.h.page.getByTestId('media-iso').check();
     await e2e.h.page.getByTestId('field-iso').fill('/nonexistent/installer.iso');
+    // Refused on the media page (asked of the daemon), not after four more pages.
+    await wizard.next();
+    await wizard.waitForStep('media');
+    expect(await wizard.error('iso').textContent()).toMatch(/does not exist/);
+
+    // ~/ is the daemon user's home: shown expanded once checked.
+    const { homedir } = await import('node:os');
+    await e2e.h.page.getByTestId('field-iso').fill('~/no-such-installer.iso');
+    await wizard.next();
+    await wizard.waitForStep('media');
+    expect(await e2e.h.page.getByTestId('field-iso').inputValue()).toBe(`${homedir()}/no-such-installer.iso`);
+    expect(await wizard.error('iso').textContent()).toMatch(/does not exist/);
+
+    // A file that exists but is no disc image (a qcow2 header under an .iso name): the daemon's image gate
+    // refuses it at Create, and the wizard shows its words with a details disclosure.
+    const { writeFileSync } = await import('node:fs');
+    const fake = `${e2e.h.home}/disguised.iso`;
+    writeFileSync(fake, Buffer.concat([Buffer.from([0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 3]), Buffer.alloc(4096)]));
+    await e2e.h.page.getByTestId('field-iso').fill(fake);
     for (let i = 0; i < 4; i++) await wizard.next();
     await wizard.waitForStep('summary');
     await e2e.h.page.getByTestId('wizard-create').click();
     const err = e2e.h.page.getByTestId('wizard').getByTestId('error');
     await err.waitFor();
-    expect(await err.getByTestId('error-message').textContent()).toMatch(/does not exist/);
+    expect(await err.getByTestId('error-message').textContent()).toMatch(/ISO/);
     await err.locator('summary').click();
     expect(await err.textContent()).toContain('EINVAL');
     await e2e.h.shot('22-wizard-server-error');
