@@ -14,6 +14,8 @@ case "$(uname -s)" in
       # chromium drives the GUI end-to-end tests; build-essential/python3 build the native addon and node-pty.
       PKGS="qemu-system-x86 qemu-utils ovmf passt busybox-static cpio chromium build-essential python3"
       missing=""
+      # swtpm + swtpm-tools give guests a TPM 2.0 (Windows 11; the TPM tests).
+      PKGS="$PKGS swtpm swtpm-tools"
       for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
       if [ -n "$missing" ]; then
         say "installing system packages:$missing"

@@ -167,6 +167,15 @@ describe.runIf(hasSwtpm)('save state and TPM 2.0 on one guest', () => {
     await call('snapshot.restore', { id: name, snapshot: 'with-tpm' });
     expect((await call('vm.get', { id: name })).state).toBe('stopped');
     expect(readFileSync(permall).equals(before)).toBe(true);
+
+    // Export and import carry the TPM (and the snapshot's copy of it) and the device settings.
+    const archive = path.join(tmp, 'saver.vmdesk');
+    await call('vm.export', { id: name, file: archive, includeSnapshots: true });
+    const imported = await call('vm.import', { file: archive, name: 'saver-copy' });
+    expect(imported.config).toMatchObject({ tpm: true });
+    expect(readFileSync(path.join(imported.bundle, 'tpm', 'tpm2-00.permall')).equals(before)).toBe(true);
+    const snapId = (await call('snapshot.list', { id: 'saver-copy' })).snapshots.find((n) => n.name === 'with-tpm')!.id;
+    expect(existsSync(path.join(imported.bundle, 'tpm', 'snapshots', snapId, 'tpm2-00.permall'))).toBe(true);
   }, 240_000);
 });
 

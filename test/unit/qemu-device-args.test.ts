@@ -247,3 +247,27 @@ describe('bad input', () => {
     expect(() => checkDeviceCapabilities(config(), micro)).not.toThrow();
   });
 });
+
+describe('OVF appliances keep their Windows 11 devices', () => {
+  it('round-trips TPM and Secure Boot through VMDesk OVA descriptors and reads VMware and VirtualBox ones', async () => {
+    const { buildOvf } = await import('../../main/core/backup/ova-export.js');
+    const { parseOvf } = await import('../../main/core/backup/ovf.js');
+    const { xml, warnings } = buildOvf(win11, []);
+    expect(warnings.join('\n')).toMatch(/TPM 2.0 is noted but its state .* is not exported/);
+    expect(parseOvf(xml)).toMatchObject({ firmware: 'uefi', tpm: true, secureBoot: true, osType: 'windows' });
+    const plain = parseOvf(buildOvf(config(), []).xml);
+    expect(plain.tpm).toBeUndefined();
+    expect(plain.secureBoot).toBeUndefined();
+    const NS = 'xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf" xmlns:vbox="http://www.virtualbox.org/ovf/machine"';
+    const vmware = `<Envelope ${NS}><VirtualSystem ovf:id="w"><Name>w11</Name><VirtualHardwareSection>
+      <Item><rasd:ElementName>cpu</rasd:ElementName><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>
+      <Item ovf:required="false"><rasd:ElementName>Virtual TPM</rasd:ElementName><rasd:InstanceID>9</rasd:InstanceID><rasd:ResourceSubType>vmware.vtpm</rasd:ResourceSubType><rasd:ResourceType>1</rasd:ResourceType></Item>
+      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>
+      <vmw:Config ovf:required="false" vmw:key="uefi.secureBoot.enabled" vmw:value="true"/>
+    </VirtualHardwareSection></VirtualSystem></Envelope>`;
+    expect(parseOvf(vmware)).toMatchObject({ firmware: 'uefi', tpm: true, secureBoot: true });
+    const vbox = `<Envelope ${NS}><VirtualSystem ovf:id="v"><Name>v</Name><VirtualHardwareSection></VirtualHardwareSection>
+      <vbox:Machine><Hardware><Firmware type="EFI"/><TrustedPlatformModule type="v2_0"/></Hardware></vbox:Machine></VirtualSystem></Envelope>`;
+    expect(parseOvf(vbox)).toMatchObject({ firmware: 'uefi', tpm: true });
+  });
+});

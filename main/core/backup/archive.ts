@@ -20,6 +20,7 @@ import { readTree, thumbnailPath, TREE_FILE } from '../snapshots/store.js';
 import { SnapshotNode, SnapshotTree, isStateFileNode, normalizeTree, removeNode } from '../snapshots/tree.js';
 import { isStalePartial, partialPath, vmDiskSource, writerAlive, writerTag } from '../snapshots/sources.js';
 import { TarWriter, entryStream, hashEntry, readEntry, readTarIndex, type TarEntry } from './tar.js';
+import { TPM_STATE_DIR, TPM_STATE_FILES, TPM_STATE_FILE_MAX } from '../../engines/qemu/tpm.js';
 
 export const ARCHIVE_FORMAT = 'vmdesk-export';
 export const ARCHIVE_VERSION = 1;
@@ -46,8 +47,8 @@ const ManifestFile = z.object({
   name: EntryName,
   size: z.number().int().nonnegative(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
-  /** config | tree | thumbnail | disk | uefi-vars */
-  role: z.enum(['config', 'tree', 'thumbnail', 'disk', 'uefi-vars']),
+  /** config | tree | thumbnail | disk | uefi-vars | tpm (a TPM state file: tpm/<file>, or tpm/<snapshot id>--<file> for a disk snapshot's copy) */
+  role: z.enum(['config', 'tree', 'thumbnail', 'disk', 'uefi-vars', 'tpm']),
   /** For disks: the disk id, and whether the entry is a gzip of the raw qcow2 file (keeps internal snapshots). */
   diskId: z.string().regex(DISK_ID, 'unsafe disk id').optional(),
   gzip: z.boolean().optional(),
@@ -76,7 +77,7 @@ export const Manifest = z
         if (!f.diskId) ctx.addIssue({ code: 'custom', path: ['files', i, 'diskId'], message: 'a disk entry needs a disk id' });
         else if (disks.has(f.diskId)) ctx.addIssue({ code: 'custom', path: ['files', i, 'diskId'], message: `disk ${f.diskId} is listed twice` });
         else disks.add(f.diskId);
-      } else if (f.role !== 'thumbnail') {
+      } else if (f.role !== 'thumbnail' && f.role !== 'tpm') {
         single.set(f.role, (single.get(f.role) ?? 0) + 1);
         if (single.get(f.role)! > 1) ctx.addIssue({ code: 'custom', path: ['files', i, 'role'], message: `more than one ${f.role} entry` });
       }
@@ -221,6 +222,18 @@ export async function exportVm(core: SnapshotCore, ref: string, file: string, op
       const r = await tar.add('uefi-vars.qcow2', data);
       files.push({ name: 'uefi-vars.qcow2', ...r, role: 'uefi-vars' });
     }
+    // The TPM's state (issue 12): its files as they are, and the copies disk snapshots keep (tpm.ts).
+    if (config.tpm) {
+      const tpmDir = path.join(entry.dir, TPM_STATE_DIR);
+      const sources: [string, string][] = TPM_STATE_FILES.map((f) => [`${TPM_STATE_DIR}/${f}`, path.join(tpmDir, f)]);
+      if (tree) for (const n of tree.nodes) for (const f of TPM_STATE_FILES) sources.push([`${TPM_STATE_DIR}/${n.id}--${f}`, path.join(tpmDir, 'snapshots', n.id, f)]);
+      for (const [name, file] of sources) {
+        const st = await fs.lstat(file).catch(() => null);
+        if (!st || !st.isFile() || st.size > TPM_STATE_FILE_MAX) continue;
+        const r = await tar.add(name, await fs.readFile(file));
+        files.push({ name, ...r, role: 'tpm' });
+      }
+    }
     if (tree) {
       // Memory snapshots live in state files of one engine's memory layout: they are not exported.
       const portable = tree.nodes.filter((n) => isStateFileNode(n)).reduce((t, n) => removeNode(t, n.id), tree);
@@ -311,7 +324,7 @@ export async function verifyArchive(file: string, onProgress?: ProgressFn): Prom
 }
 
 /** The settings an import keeps: plain validated values, copied field by field (never a spread of the archive's). */
-type Settings = Pick<VmConfig, 'osType' | 'engine' | 'accel' | 'firmware' | 'cpus' | 'memoryMiB' | 'network' | 'display' | 'balloon' | 'guestAgent' | 'tags'>;
+type Settings = Pick<VmConfig, 'osType' | 'engine' | 'accel' | 'firmware' | 'cpus' | 'memoryMiB' | 'network' | 'display' | 'balloon' | 'guestAgent' | 'tags' | 'tpm' | 'secureBoot' | 'usbTablet' | 'audio'>;
 
 function settingsOf(c: VmConfig): Settings {
   return {
@@ -326,6 +339,11 @@ function settingsOf(c: VmConfig): Settings {
     ...(c.display ? { display: c.display } : {}),
     ...(c.balloon !== undefined ? { balloon: c.balloon } : {}),
     ...(c.guestAgent !== undefined ? { guestAgent: c.guestAgent } : {}),
+    // Windows 11 devices and the sound card (issue 12): the guest and its snapshots expect them.
+    ...(c.tpm ? { tpm: true } : {}),
+    ...(c.secureBoot ? { secureBoot: true } : {}),
+    ...(c.usbTablet === false ? { usbTablet: false } : {}),
+    ...(c.audio !== undefined ? { audio: c.audio } : {}),
     ...(c.tags?.length ? { tags: [...c.tags] } : {}),
     // No MAC addresses: two VMs on one host must not share one.
     network: c.network.map((n) => ({
@@ -343,6 +361,8 @@ export interface ImportPlan {
   /** Each disk: the archive entry it comes from and the Disk the new VM gets (VMDesk's own file name). */
   disks: { id: string; entry: ManifestFile; disk: Disk }[];
   uefiVars?: ManifestFile;
+  /** TPM state files: where each goes inside the bundle's tpm/ folder (its name, or snapshots/<id>/<name>). */
+  tpm: { entry: ManifestFile; to: string[] }[];
   /** The snapshot tree rebuilt from validated nodes (thumbnail flags are set as thumbnails are written). */
   tree: SnapshotTree | null;
   thumbnails: { id: string; entry: ManifestFile }[];
@@ -384,6 +404,8 @@ export function planImport(manifest: Manifest, config: VmConfig, tree: SnapshotT
   for (const id of entries.keys()) if (!seen.has(id)) warnings.push(`the archive holds disk ${id}, which its vm.json does not use; it was not imported`);
   if (config.cdrom) warnings.push(`the CD/DVD image ${shown(config.cdrom)} of the exporting machine was not kept; choose one again if the VM needs it`);
   if (config.clipboard) warnings.push('clipboard sharing is off for the imported VM (a guest from an archive is not trusted with your clipboard); turn it on in Settings if you trust it, before restoring a live snapshot taken with it on');
+  if (config.virtioDrivers) warnings.push(`the driver disc ${shown(config.virtioDrivers)} of the exporting machine was not kept; choose one again if the VM needs it`);
+  if (config.usb?.length) warnings.push(`the exporting machine's USB devices passed through (${config.usb.map((u) => (u.vendorId !== undefined ? `${u.vendorId}:${u.productId}` : `bus ${u.bus} addr ${u.addr}`)).join(', ')}) were not kept; add this computer's again if the VM needs them`);
   if (config.shares?.length) warnings.push(`the shared folders of the exporting machine (${config.shares.map((f) => shown(f.hostPath)).join(', ')}) were not kept; share folders of this computer again if the VM needs them`);
   if (config.directKernel) {
     const k = config.directKernel;
@@ -469,7 +491,21 @@ export function planImport(manifest: Manifest, config: VmConfig, tree: SnapshotT
       thumbnails.push({ id, entry: f });
     }
   }
-  return { settings, disks, uefiVars, tree: outTree, thumbnails, warnings };
+  // TPM state files by their names only: one of swtpm's, current or for a snapshot the tree keeps.
+  const tpm: ImportPlan['tpm'] = [];
+  if (settings.tpm) {
+    const kept = new Set((outTree?.nodes ?? []).map((n) => n.id));
+    for (const f of manifest.files.filter((x) => x.role === 'tpm')) {
+      const m = /^tpm\/(?:([a-z0-9]{4,32})--)?([A-Za-z0-9.-]+)$/.exec(f.name);
+      if (!m || !(TPM_STATE_FILES as readonly string[]).includes(m[2]!) || f.size > TPM_STATE_FILE_MAX) {
+        warnings.push(`the archive entry ${shown(f.name)} is not a TPM state file VMDesk writes; it was ignored`);
+        continue;
+      }
+      if (m[1] && !kept.has(m[1])) continue;
+      tpm.push({ entry: f, to: m[1] ? ['snapshots', m[1], m[2]!] : [m[2]!] });
+    }
+  }
+  return { settings, disks, uefiVars, tpm, tree: outTree, thumbnails, warnings };
 }
 
 /** Free space kept on the library's file system whatever an archive says it needs. */
@@ -625,6 +661,11 @@ export async function importArchive(core: SnapshotCore, file: string, opts: Impo
       const dst = await at(path.basename(uefiVarsFile(staging)));
       await pipeline(entryStream(src, index.get(plan.uefiVars.name)!), createWriteStream(dst, { flags: 'wx' }));
       await admitImage({ path: dst }, { what: 'the UEFI variable store in the archive', stated: 'qcow2', allow: ['qcow2'], within: staging, maxVirtualBytes: MAX_UEFI_VARS_BYTES });
+    }
+    for (const t of plan.tpm) {
+      const dst = await at(TPM_STATE_DIR, ...t.to);
+      await fs.mkdir(path.dirname(dst), { recursive: true, mode: 0o700 });
+      await fs.writeFile(dst, await readEntry(src, index.get(t.entry.name)!, TPM_STATE_FILE_MAX), { flag: 'wx', mode: 0o600 });
     }
     if (plan.tree) {
       await fs.mkdir(await at('snapshots'), { recursive: true });

@@ -95,6 +95,12 @@ export function buildOvf(config: VmConfig, disks: OvfDiskOut[]): { xml: string; 
     extra.push('      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>');
     warnings.push('UEFI firmware is recorded the way VMware reads it; in VirtualBox, enable EFI in the imported VM\'s settings');
   }
+  // Windows 11 devices: Secure Boot as VMware reads it, the TPM as a VMDesk hint (its state is not exported: a TPM's keys stay with the VM).
+  if (config.firmware === 'uefi' && config.secureBoot) extra.push('      <vmw:Config ovf:required="false" vmw:key="uefi.secureBoot.enabled" vmw:value="true"/>');
+  if (config.tpm) {
+    extra.push('      <vmdesk:Config ovf:required="false" vmdesk:key="vmdesk.tpm" vmdesk:value="2.0"/>');
+    warnings.push("the VM's TPM 2.0 is noted but its state (keys, BitLocker's protector) is not exported; the imported VM gets a new, empty TPM");
+  }
   if (config.directKernel) warnings.push('the direct kernel boot settings (kernel, initrd, command line) are not part of an OVF and are not exported');
   const os = OS_IDS[config.osType];
   const xml = `<?xml version="1.0" encoding="UTF-8"?>

@@ -70,6 +70,9 @@ export interface OvfAppliance {
   cdroms: { bus?: DiskBus }[];
   osType: VmConfig['osType'];
   firmware: VmConfig['firmware'];
+  /** Windows 11 devices the appliance has (VMware's vTPM item and Secure Boot key, VirtualBox's TPM, VMDesk's hints). */
+  tpm?: boolean;
+  secureBoot?: boolean;
   warnings: string[];
 }
 
@@ -290,6 +293,12 @@ export function parseOvf(xml: string): OvfAppliance {
   if (/efi/i.test(configs.get('firmware') ?? '')) firmware = 'uefi';
   const vbox = find(vs, 'Machine');
   if (vbox && find(vbox, 'Firmware')?.attrs.type?.toUpperCase().startsWith('EFI')) firmware = 'uefi';
+  // TPM 2.0 and Secure Boot: a Windows 11 appliance does not boot without what it was installed with.
+  const tpm =
+    items.some((it) => /^vmware\.vtpm$/i.test(it.subtype.trim())) ||
+    /^2(\.0)?$/.test(configs.get('vmdesk.tpm') ?? '') ||
+    (!!vbox && /^v2_0$/i.test(find(vbox, 'TrustedPlatformModule')?.attrs.type ?? ''));
+  const secureBoot = firmware === 'uefi' && (/^true$/i.test(configs.get('uefi.secureBoot.enabled') ?? '') || /^true$/i.test(configs.get('vmdesk.secureBoot') ?? ''));
   const osSection = find(vs, 'OperatingSystemSection');
   const osText = `${osSection?.attrs.osType ?? ''} ${osSection ? `${childText(osSection, 'Description') ?? ''} ${childText(osSection, 'OSType') ?? ''}` : ''}`;
   const osType: VmConfig['osType'] = /win/i.test(osText)
@@ -305,7 +314,7 @@ export function parseOvf(xml: string): OvfAppliance {
   if (disks.length > LIMITS.disksMax) throw refuse(`the OVF has ${disks.length} disks (at most ${LIMITS.disksMax})`);
   if (adapters.length > 4) warnings.push(`the OVF has ${adapters.length} network adapters; VMDesk keeps 4`);
   const kept = adapters.slice(0, 4);
-  return { name: sanitizeName(rawName), cpus, memoryMiB, disks, nics: kept.length, adapters: kept, cdroms, osType, firmware, warnings };
+  return { name: sanitizeName(rawName), cpus, memoryMiB, disks, nics: kept.length, adapters: kept, cdroms, osType, firmware, ...(tpm ? { tpm } : {}), ...(secureBoot ? { secureBoot } : {}), warnings };
 }
 
 /** Turns an arbitrary appliance or file name into a valid VM name. */
@@ -672,7 +681,12 @@ export async function importAppliance(core: SnapshotCore, file: string, opts: Ap
       disks.push({ id: diskId, path: rel, format: fmt, owned: true, readOnly: false, ...(p.d.bus ? { bus: p.d.bus } : {}) });
     }
     const network: NetAdapter[] = app.adapters.map((a) => ({ mode: 'nat' as const, forwards: [], ...(a.model ? { model: a.model } : {}) }));
-    return newConfig(id, name, kind, { cpus: hw.cpus, memoryMiB: hw.memoryMiB, osType: app.osType, firmware: app.firmware, disks, network: network.length ? network : [{ mode: 'none', forwards: [] }] });
+    const config = newConfig(id, name, kind, { cpus: hw.cpus, memoryMiB: hw.memoryMiB, osType: app.osType, firmware: app.firmware, disks, network: network.length ? network : [{ mode: 'none', forwards: [] }] });
+    // A new, empty TPM (an appliance carries no TPM state) and Microsoft's keys, where the engine has them.
+    const devices = eng.capabilities.devices;
+    if (app.tpm && devices?.tpm) config.tpm = true;
+    if (app.secureBoot && devices?.secureBoot) config.secureBoot = true;
+    return config;
   });
   progress('done', 1);
   return { info, warnings };
