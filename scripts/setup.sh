@@ -11,8 +11,10 @@ case "$(uname -s)" in
   Linux)
     if command -v apt-get >/dev/null; then
       # qemu + utils run the guests; ovmf is the UEFI firmware; passt isolates NAT guests from the host; busybox-static + cpio build the test guest;
-      # chromium drives the GUI end-to-end tests; build-essential/python3 build the native addon and node-pty.
-      PKGS="qemu-system-x86 qemu-utils ovmf passt busybox-static cpio chromium build-essential python3"
+      # chromium drives the GUI end-to-end tests; build-essential/python3 build the native addon and node-pty;
+      # libvirt-clients (virsh) reaches libvirt hosts, and libvirtd with its QEMU driver is the daemon the
+      # libvirt tests start privately (a host of your own: add libvirt-daemon-system for qemu:///system).
+      PKGS="qemu-system-x86 qemu-utils ovmf passt busybox-static cpio chromium build-essential python3 libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu"
       missing=""
       # swtpm + swtpm-tools give guests a TPM 2.0 (Windows 11; the TPM tests).
       PKGS="$PKGS swtpm swtpm-tools"
