@@ -96,4 +96,34 @@ describe('settings: networks, shared folders, devices', () => {
     expect(after?.shares ?? []).toEqual([]);
     expect(e2e.h.pageErrors).toEqual([]);
   });
+
+  it('a running VM keeps its cards and devices locked, says why, and takes a new forward live', { timeout: 180_000 }, async () => {
+    const { kernel, initrd } = guestPaths();
+    const page = e2e.h.page;
+    const main = new MainWindowPage(page);
+    await e2e.h.call('vm.create', { name: 'live', memoryMiB: 128, accel: 'tcg', directKernel: { kernel, initrd, cmdline: 'console=ttyS0' }, network: [{ mode: 'nat', forwards: [] }] });
+    await e2e.h.call('vm.start', { id: 'live' });
+    await main.waitForState('live', 'running');
+    await main.select('live');
+    await main.toolbar('settings').click();
+    const s = new SettingsPage(page);
+    await s.tab('network');
+    expect(await s.field('settings-locked').textContent()).toMatch(/network cards are fixed until it is shut down\. Port forwards change while it runs/);
+    expect(await s.field('net-0-mode').isDisabled()).toBe(true);
+    expect(await s.field('add-adapter').isDisabled()).toBe(true);
+    await s.field('add-forward').click();
+    await s.field('forward-0-host').fill('40023');
+    await s.tab('devices');
+    expect(await s.field('settings-locked').textContent()).toMatch(/shut the VM down.*USB devices can be plugged in and out/);
+    expect(await s.field('field-tpm').isDisabled()).toBe(true);
+    expect(await s.field('field-audio').isDisabled()).toBe(true);
+    const findings = await axeScan(page);
+    expect(findings, JSON.stringify(findings, null, 1)).toEqual([]);
+    await e2e.h.shot('42-settings-running-devices');
+    await s.save();
+    const info = await e2e.h.call('vm.get', { id: 'live' });
+    expect(info.state).toBe('running');
+    expect(info.config?.network[0]?.forwards).toEqual([{ protocol: 'tcp', hostPort: 40023, guestPort: 22 }]);
+    expect(e2e.h.pageErrors).toEqual([]);
+  });
 });

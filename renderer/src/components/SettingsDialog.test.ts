@@ -151,4 +151,35 @@ describe('Settings dialog: networks, limits, shares, devices', () => {
     expect(w.text()).toMatch(/Fix the highlighted field \(Network\)/);
     expect((byTestId(w, 'settings-save').element as HTMLButtonElement).disabled).toBe(true);
   });
+
+  it('passes a host USB device through to a running VM and takes one out, on OK', async () => {
+    const vm = vmInfo('desk', 'running', { usb: [{ bus: 1, addr: 4, label: 'Old stick' }] });
+    const w = await open(vm);
+    rpc
+      .on('usb.host', () => ({
+        devices: [{ bus: 3, addr: 7, vendorId: '046d', productId: 'c52b', vendorName: 'Logitech, Inc.', productName: 'Unifying Receiver', port: '3-1', devNode: '/dev/bus/usb/003/007', usable: false, problem: 'VMDesk may not open /dev/bus/usb/003/007; a udev rule allows it' }],
+        idsDatabase: '/usr/share/misc/usb.ids',
+        notes: [],
+      }))
+      .on('usb.list', () => ({ id: vm.id, name: vm.name, state: 'running', devices: [{ bus: 1, addr: 4, label: 'Old stick', key: 'bus 1 address 4', present: false, usable: false, problem: 'not plugged into this host now' }], notes: [] }))
+      .on('usb.add', () => ({ ...vm, warnings: ['USB device 046d:c52b needs a udev rule'] }))
+      .on('usb.remove', () => vm);
+    await byTestId(w, 'settings-tab-devices').trigger('click');
+    await flushPromises();
+    expect(byTestId(w, 'settings-locked').text()).toMatch(/USB devices can be plugged in and out while it runs/);
+    expect((byTestId(w, 'field-tpm').element as HTMLInputElement).disabled).toBe(true);
+    expect(byTestId(w, 'usb-0').text()).toMatch(/Old stick.*bus 1 address 4.*not plugged into this host now/);
+    expect(byTestId(w, 'warning-usb.device').text()).toMatch(/udev rule/);
+    await byTestId(w, 'usb-add').trigger('click');
+    expect(byTestId(w, 'usb-1').text()).toMatch(/Logitech, Inc. Unifying Receiver.*046d:c52b.*added when you click OK/);
+    // Twice is refused inline.
+    expect(byTestId(w, 'error-usb.device').text()).toMatch(/passed through already/);
+    await byTestId(w, 'usb-0-remove').trigger('click');
+    await byTestId(w, 'settings').trigger('submit');
+    await flushPromises();
+    expect(rpc.callsOf('vm.update')).toEqual([]);
+    expect(rpc.callsOf('usb.remove')).toEqual([{ id: vm.id, device: { bus: 1, addr: 4 } }]);
+    expect(rpc.callsOf('usb.add')).toEqual([{ id: vm.id, device: { vendorId: '046d', productId: 'c52b', label: 'Logitech, Inc. Unifying Receiver' } }]);
+    expect(w.emitted('close')).toBeTruthy();
+  });
 });

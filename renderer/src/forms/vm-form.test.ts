@@ -1,7 +1,7 @@
 // The form model turns what the user typed into exactly what the server's schemas accept, and says why when it cannot.
 import { describe, expect, it } from 'vitest';
 import { RpcMethods } from '../../../main/api/rpc';
-import { applyDevicePreset, devicesSummary, defaultShareTag, emptyForm, errorsForStep, formFromInfo, internalNetworks, networkOf, networkSummary, newAdapter, randomMac, shareMountCommand, sharesDiff, toCreateRequest, toPatch, validateCreate, validateSettings, validateShare, type VmForm } from './vm-form';
+import { applyDevicePreset, devicesSummary, defaultShareTag, emptyForm, errorsForStep, formFromInfo, internalNetworks, networkOf, networkSummary, newAdapter, randomMac, shareMountCommand, sharesDiff, toCreateRequest, toPatch, usbDiff, usbKey, validateCreate, validateSettings, validateShare, type VmForm } from './vm-form';
 import { HOST, vmInfo } from '../testing/fake-rpc';
 
 const valid = () => ({ ...emptyForm(), name: 'web', media: 'kernel' as const, kernel: '/boot/vmlinuz', initrd: '/boot/initrd.img', cmdline: 'console=ttyS0' });
@@ -226,5 +226,18 @@ describe('device presets', () => {
     applyDevicePreset(f, new Set(['tpm']));
     expect([f.tpm, f.secureBoot, f.diskBus, f.adapters[0]!.model]).toEqual([true, false, 'virtio', 'virtio-net']);
     expect(devicesSummary(emptyForm())).toBe('standard');
+  });
+});
+
+describe('USB passthrough', () => {
+  it('turns the device list into usb.remove and usb.add calls, by vendor:product or bus and address', () => {
+    const original = formFromInfo(vmInfo('u', 'running', { usb: [{ vendorId: '046d', productId: 'c52b', label: 'Logitech receiver' }, { bus: 1, addr: 4 }] }));
+    expect(original.usb.map(usbKey)).toEqual(['046d:c52b', 'bus 1 address 4']);
+    expect(usbDiff(original.usb, original.usb)).toEqual({ remove: [], add: [] });
+    const next = [original.usb[1]!, { vendorId: '0781', productId: '5581', label: 'SanDisk Ultra' }];
+    expect(usbDiff(next, original.usb)).toEqual({ remove: [{ vendorId: '046d', productId: 'c52b' }], add: [{ vendorId: '0781', productId: '5581', label: 'SanDisk Ultra' }] });
+    expect(usbDiff([], original.usb).remove).toEqual([{ vendorId: '046d', productId: 'c52b' }, { bus: 1, addr: 4 }]);
+    // Not a vm.update field: the patch stays empty.
+    expect(toPatch({ ...original, usb: next }, original)).toEqual({});
   });
 });

@@ -1,6 +1,6 @@
 // The wizard's and settings dialog's form model: form state ↔ API request, validated with the server's own zod schemas.
 import '../zod-config';
-import { CreateVmRequest, NetworkName, ShareTag, VmName, VmSettingsPatch, type AudioBackend, type DiskBus, type NicModel, type ResourceLimitsPatch, type VmInfo, type HostInfo, type NetAdapter } from '../../../main/api/schema';
+import { CreateVmRequest, NetworkName, ShareTag, VmName, VmSettingsPatch, type AudioBackend, type DiskBus, type UsbPassthrough, type NicModel, type ResourceLimitsPatch, type VmInfo, type HostInfo, type NetAdapter } from '../../../main/api/schema';
 import { formatCpuList, parseCpuList } from '../../../main/api/values';
 import type { RpcParams } from '../../../main/api/rpc';
 import { mountCommand } from '../../../main/api/rpc-guest';
@@ -87,6 +87,8 @@ export interface VmForm {
   virtioDrivers: string;
   /** The new empty disk's bus (new VMs only). */
   diskBus: DiskBus;
+  /** Host USB devices passed through (Settings only: usb.add/remove on save, live while running). */
+  usb: UsbPassthrough[];
 }
 
 export type FieldErrors = Record<string, string>;
@@ -201,6 +203,7 @@ export function emptyForm(): VmForm {
     audio: '',
     virtioDrivers: '',
     diskBus: 'virtio',
+    usb: [],
   };
 }
 
@@ -542,6 +545,7 @@ export function formFromInfo(info: VmInfo): VmForm {
   f.usbTablet = c.usbTablet ?? true;
   f.audio = c.audio ?? '';
   f.virtioDrivers = c.virtioDrivers ?? '';
+  f.usb = (c.usb ?? []).map((u) => ({ ...u }));
   return f;
 }
 
@@ -596,6 +600,22 @@ export function validateShare(row: Pick<ShareRow, 'tag' | 'hostPath'>, existing:
   else if (existing.some((s) => s.tag === tag)) errors['share.tag'] = `a share is already tagged "${tag}"`;
   if (existing.length >= 8) errors['share.hostPath'] ??= 'a VM has at most 8 shared folders';
   return errors;
+}
+
+/** How a passed-through USB device is named: vendor:product, or its bus and address. */
+export function usbKey(u: Pick<UsbPassthrough, 'vendorId' | 'productId' | 'bus' | 'addr'>): string {
+  return u.vendorId !== undefined ? `${u.vendorId}:${u.productId}` : `bus ${u.bus} address ${u.addr}`;
+}
+
+/** What usb.remove and usb.add calls turn the original devices into the form's. */
+export function usbDiff(form: readonly UsbPassthrough[], original: readonly UsbPassthrough[]): { remove: ({ vendorId: string; productId: string } | { bus: number; addr: number })[]; add: UsbPassthrough[] } {
+  const keys = (l: readonly UsbPassthrough[]) => new Set(l.map(usbKey));
+  const now = keys(form);
+  const before = keys(original);
+  return {
+    remove: original.filter((u) => !now.has(usbKey(u))).map((u) => (u.vendorId !== undefined ? { vendorId: u.vendorId, productId: u.productId! } : { bus: u.bus!, addr: u.addr! })),
+    add: form.filter((u) => !before.has(usbKey(u))),
+  };
 }
 
 /** share.add's default tag: the folder's own name. */
