@@ -2,8 +2,9 @@
 // checksum file (a local HTTP server serves the test guest made into a bootable disk, standing in for a cloud
 // image), its download watched, paused and resumed, cloud-init filled in, the VM created and started, and the
 // console's Terminal tab logged in over SSH with the VM's own key (typed input echoed, the window size
-// followed). A VM without SSH gets its serial console in the same tab, said plainly. Files opened with the
-// desktop app reach the wizard or the import dialog. axe scans of the gallery page and the Terminal tab.
+// followed). A VM without SSH gets its serial console in the same tab, said plainly. The Display tab shares the
+// clipboard with a guest whose clipboard is on (the test guest's vdagent-test). Files opened with the desktop
+// app reach the wizard or the import dialog. axe scans of the gallery page and the Terminal tab.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -69,6 +70,9 @@ describe('gallery and terminal', () => {
     await gallery.cloudInit({ user: 'alice', hostname: 'guest-one' });
     expect(await axeScan(page)).toEqual([]);
     await e2e.h.shot('40-wizard-gallery');
+    await page.emulateMedia({ colorScheme: 'dark' });
+    expect(await axeScan(page)).toEqual([]);
+    await page.emulateMedia({ colorScheme: 'light' });
 
     // The download, slow enough to watch: bytes, speed and time left, then paused and resumed with a Range request.
     server.throttle = 3 * 1024 * 1024;
@@ -125,7 +129,10 @@ describe('gallery and terminal', () => {
     const text = await cons.waitForTerminal(/typed-42/);
     expect(text).toContain('guest-one');
     expect(await page.getByTestId('terminal-status').textContent()).toBe('ssh');
-    expect(await axeScan(page, { exclude: ['.xterm-helper-textarea', '.xterm-accessibility'] })).toEqual([]);
+    expect(await axeScan(page)).toEqual([]);
+    await page.emulateMedia({ colorScheme: 'dark' });
+    expect(await axeScan(page)).toEqual([]);
+    await page.emulateMedia({ colorScheme: 'light' });
     await e2e.h.shot('42-console-terminal');
 
     // The guest's terminal follows the tab's size.
@@ -159,6 +166,40 @@ describe('gallery and terminal', () => {
     await page.waitForTimeout(1500);
     await cons.typeTerminal('echo "fallback-$((2 * 21))"\n');
     await cons.waitForTerminal(/fallback-42/);
+    await e2e.h.call('vm.kill', { id: vm.id });
+  });
+
+  it('shares the clipboard both ways between the browser and a guest with its clipboard on (Display tab)', { timeout: 240_000 }, async () => {
+    const { kernel, initrd } = guestPaths();
+    const vm = await e2e.h.call('vm.create', { name: 'clip', cpus: 1, memoryMiB: 256, accel: 'tcg', directKernel: { kernel, initrd, cmdline: 'console=ttyS0 quiet' }, clipboard: true, network: [{ mode: 'none', forwards: [] }] });
+    expect(vm.config).toMatchObject({ clipboard: true, display: 'virtio' });
+    await e2e.h.call('vm.start', { id: vm.id });
+    const ctx = await e2e.browser.newContext({ viewport: { width: 1280, height: 820 } });
+    await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(e2e.h.server.url).origin });
+    const page = await ctx.newPage();
+    const cons = new ConsolePage(page);
+    // Serial first: the guest's clipboard client says when it is ready.
+    await page.goto(`${e2e.h.server.url}#/console/${encodeURIComponent(vm.id)}?tab=serial`);
+    await cons.waitOpen();
+    await page.getByTestId('serial-terminal').locator('.xterm-screen').waitFor();
+    await cons.waitForSerial(/vmdesk-clip: ready/, 120_000);
+    await page.evaluate(() => navigator.clipboard.writeText('vmdesk host text 4711'));
+    // The Display tab connects and brings this computer's clipboard to the guest.
+    await cons.displayTab();
+    await page.locator('[data-testid="display-status"]', { hasText: /^connected$/ }).waitFor({ timeout: 30_000 });
+    expect(await page.getByTestId('display-clipboard-on').textContent()).toBe('Clipboard shared');
+    await cons.serialTab();
+    await cons.waitForSerial(/vmdesk-clip: from host: vmdesk host text 4711/, 30_000);
+    // The guest copies: the browser's clipboard gets it.
+    await cons.typeSerial('echo "guest says 0815" > /tmp/clip-to-host\n');
+    await page.waitForFunction(async () => (await navigator.clipboard.readText()).includes('guest says 0815'), undefined, { timeout: 30_000, polling: 250 });
+    // Copied again on the host, sent by the button.
+    await page.evaluate(() => navigator.clipboard.writeText('second 0042'));
+    await cons.displayTab();
+    await page.getByTestId('display-send-clipboard').click();
+    await cons.serialTab();
+    await cons.waitForSerial(/vmdesk-clip: from host: second 0042/, 30_000);
+    await ctx.close();
     await e2e.h.call('vm.kill', { id: vm.id });
   });
 
