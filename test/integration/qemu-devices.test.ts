@@ -142,6 +142,19 @@ describe.runIf(hasSwtpm)('save state and TPM 2.0 on one guest', () => {
     const rt2 = core.runtime(started.id) as QemuRuntime;
     expect(await rt2.command('query-tpm')).toHaveLength(1);
 
+    // USB passthrough while it runs: hot-plugged by vendor:product though this host has no such device (QEMU
+    // waits for it), listed as absent, taken out again; a bus/address that does not exist is refused.
+    const withUsb = await call('usb.add', { id: name, device: { vendorId: 'fffe', productId: 'fffd' } });
+    expect(withUsb.warnings.join('\n')).toMatch(/fffe:fffd is not plugged into this host now/);
+    expect(await rt2.command('qom-get', { path: '/machine/peripheral/usbhost-fffe-fffd', property: 'vendorid' })).toBe(0xfffe);
+    expect((await call('usb.list', { id: name })).devices).toEqual([expect.objectContaining({ vendorId: 'fffe', productId: 'fffd', present: false })]);
+    await expect(call('usb.add', { id: name, device: { vendorId: 'fffe', productId: 'fffd' } })).rejects.toMatchObject({ code: 'EEXIST' });
+    await expect(call('usb.add', { id: name, device: { bus: 250, addr: 120 } })).rejects.toMatchObject({ code: 'ENOTFOUND', message: expect.stringMatching(/no USB device at bus 250 address 120/) });
+    await expect(call('usb.add', { id: name, device: { vendorId: 'FFFE', productId: 'x' } as never })).rejects.toMatchObject({ code: 'EINVAL' });
+    await call('usb.remove', { id: name, device: { vendorId: 'fffe', productId: 'fffd' } });
+    await expect(rt2.command('qom-get', { path: '/machine/peripheral/usbhost-fffe-fffd', property: 'vendorid' })).rejects.toThrow();
+    expect((await call('vm.get', { id: name })).config!.usb).toBeUndefined();
+
     // Suspend again, then throw the state away: the next start boots afresh (no marker).
     await call('vm.suspend', { id: name });
     con.close();

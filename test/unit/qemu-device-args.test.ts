@@ -12,7 +12,7 @@ import { CreateVmRequest, UsbPassthrough, VmConfig } from '../../main/api/schema
 import { RpcMethods } from '../../main/api/rpc.js';
 import { applyPreset } from '../../main/api/presets.js';
 import { buildQemuArgs, type QemuArgsInput } from '../../main/engines/qemu/args.js';
-import { chooseAudio, parseAudioDrivers, usbDeviceAdd } from '../../main/engines/qemu/devices.js';
+import { chooseAudio, parseAudioDrivers, usbDeviceAdd, usbForRun } from '../../main/engines/qemu/devices.js';
 import { hardwareDigest } from '../../main/engines/qemu/savestate.js';
 import { swtpmArgs } from '../../main/engines/qemu/tpm.js';
 import { listUsbDevices, udevRuleFor } from '../../main/platform/usb-host.js';
@@ -114,6 +114,15 @@ describe('device golden files', () => {
   it('hot-plugs USB by the same id the command line gives, with numeric ids for QMP', () => {
     expect(usbDeviceAdd({ vendorId: '046d', productId: 'c52b' })).toEqual({ driver: 'usb-host', id: 'usbhost-046d-c52b', bus: 'usb0.0', vendorid: 0x046d, productid: 0xc52b });
     expect(usbDeviceAdd({ bus: 3, addr: 7 })).toEqual({ driver: 'usb-host', id: 'usbhost-b3-a7', bus: 'usb0.0', hostbus: 3, hostaddr: 7 });
+  });
+
+  it('leaves out a bus/address USB device that is gone (QEMU would not start) and says which cannot be opened', () => {
+    const cfg = config({ usb: [{ vendorId: '046d', productId: 'c52b' }, { bus: 3, addr: 7, label: 'Stick' }, { vendorId: '0781', productId: '5581' }] });
+    const r = usbForRun(cfg, [{ vendorId: '0781', productId: '5581', bus: 1, addr: 5, usable: false, problem: 'VMDesk (uid 1000) may not open /dev/bus/usb/001/005' }]);
+    expect(r.usb).toEqual([{ vendorId: '046d', productId: 'c52b' }, { vendorId: '0781', productId: '5581' }]);
+    expect(r.warnings[0]).toMatch(/bus 3 address 7 \(Stick\) is not plugged in .* left out/);
+    expect(r.warnings[1]).toMatch(/0781:5581: VMDesk \(uid 1000\) may not open/);
+    expect(usbForRun(cfg, [{ vendorId: 'aaaa', productId: 'bbbb', bus: 3, addr: 7, usable: true }]).usb).toHaveLength(3);
   });
 
   it('runs swtpm as TPM 2.0 on a private socket and state folder, ending with QEMU', () => {

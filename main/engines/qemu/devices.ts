@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { AudioBackend, UsbPassthrough, VmConfig } from '../../api/schema.js';
 import type { HostAudio } from '../../platform/audio-host.js';
+import type { HostUsbDevice } from '../../platform/usb-host.js';
 
 const run = promisify(execFile);
 
@@ -142,4 +143,25 @@ export function usbHostArgs(config: VmConfig): string[] {
 /** The USB tablet unless turned off (absent means on: VMs made before the setting had one). */
 export function usbTabletArgs(config: VmConfig): string[] {
   return config.usbTablet === false ? [] : ['-device', 'usb-tablet,bus=usb0.0,id=tablet0'];
+}
+
+/**
+ * The passed-through devices this start plugs in, from what the host has now: QEMU refuses to start with a
+ * bus/address device that is not there (its address changes whenever it is plugged in again), so one that is
+ * gone is left out with a warning; a vendor:product device QEMU waits for. A device VMDesk may not open is
+ * said with the fix (QEMU would take it silently and the guest would see nothing).
+ */
+export function usbForRun(config: VmConfig, host: readonly Pick<HostUsbDevice, 'vendorId' | 'productId' | 'bus' | 'addr' | 'usable' | 'problem'>[]): { usb: UsbPassthrough[]; warnings: string[] } {
+  const usb: UsbPassthrough[] = [];
+  const warnings: string[] = [];
+  for (const u of config.usb ?? []) {
+    const found = host.filter((d) => (u.vendorId !== undefined ? d.vendorId === u.vendorId && d.productId === u.productId : d.bus === u.bus && d.addr === u.addr));
+    if (u.vendorId === undefined && !found.length) {
+      warnings.push(`USB device at bus ${u.bus} address ${u.addr}${u.label ? ` (${u.label})` : ''} is not plugged in (its address changes when it is plugged in again); left out: add it again with vmdesk usb add, preferably by VENDOR:PRODUCT`);
+      continue;
+    }
+    if (found.length && !found.some((d) => d.usable)) warnings.push(`USB device ${usbKey(u)}: ${found[0]!.problem ?? 'VMDesk may not open it'}`);
+    usb.push(u);
+  }
+  return { usb, warnings };
 }

@@ -17,7 +17,8 @@ import { qemuSnapshots } from './snapshots.js';
 import { planShares, startVirtiofsd, stopVirtiofsd, readSharesRecord, virtiofsdPath, writeSharesRecord, shareSocket, type ResolvedShare } from './shares.js';
 import { agentSocket } from './guest-devices.js';
 import { join } from 'node:path';
-import { chooseAudio, qemuAudioDrivers, secureBootOn, type AudioChoice } from './devices.js';
+import { chooseAudio, qemuAudioDrivers, secureBootOn, usbForRun, type AudioChoice } from './devices.js';
+import { listUsbDevices } from '../../platform/usb-host.js';
 import { findSecureBootFirmware, matchVarsToSecureBoot, SECURE_BOOT_MISSING } from './firmware.js';
 import { startSwtpm, stopHelper, swtpmPath, swtpmSocket, SWTPM_MISSING, type HelperProcess } from './tpm.js';
 import { checkSavedState, describeSavedState, discardSavedState, hardwareDigest, loadSavedState, migrationSocket } from './savestate.js';
@@ -175,7 +176,14 @@ export const qemuEngine: EngineModule = {
     const net = ctx.config.network;
     // Shared folders: virtiofsd listens before QEMU connects to it (issue 12, shares.ts).
     const shares = await startShares(ctx);
-    const args = buildQemuArgs(argsInput(ctx, p, paused, shares.shares, { audio, incoming: !!saved }));
+    // Host USB devices as the host has them now (usbForRun): one gone from its bus/address is left out.
+    let thisRun = ctx;
+    if (ctx.config.usb?.length) {
+      const usb = usbForRun(ctx.config, listUsbDevices().devices);
+      warnings.push(...usb.warnings);
+      thisRun = { ...ctx, config: { ...ctx.config, usb: usb.usb } };
+    }
+    const args = buildQemuArgs(argsInput(thisRun, p, paused, shares.shares, { audio, incoming: !!saved }));
     const hardware = hardwareDigest(args);
     let swtpm: HelperProcess | undefined;
     let rt: QemuRuntime;
