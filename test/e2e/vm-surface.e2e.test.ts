@@ -4,7 +4,7 @@
 // again, the image cache and Move to host dialogs, an axe scan of each, and Save state → "saved" → Start.
 import http from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { guestPaths, GUEST_HTTP_PORT, GUEST_HTTP_TEXT } from '../guest/guest.js';
+import { guestPaths, GUEST_HTTP_PORT, GUEST_HTTP_TEXT, GUEST_READY_MARKER } from '../guest/guest.js';
 import { freePort } from '../helpers/cli.js';
 import { axeScan } from './axe.js';
 import { useHarness } from './harness.js';
@@ -52,9 +52,13 @@ async function silent(port: number): Promise<boolean> {
   return true;
 }
 
+/** axe in the light and the dark scheme: no critical or serious finding in either. */
 async function expectNoAxeFindings(label: string): Promise<void> {
-  const findings = await axeScan(e2e.h.page);
-  expect(findings, `${label}: ${JSON.stringify(findings, null, 1)}`).toEqual([]);
+  for (const scheme of ['dark', 'light'] as const) {
+    await e2e.h.page.emulateMedia({ colorScheme: scheme });
+    const findings = await axeScan(e2e.h.page);
+    expect(findings, `${label} (${scheme}): ${JSON.stringify(findings, null, 1)}`).toEqual([]);
+  }
 }
 
 describe('the VM surface on a running guest', () => {
@@ -157,8 +161,9 @@ describe('the VM surface on a running guest', () => {
     await main.toolbar('console').click();
     await cons.waitOpen();
     await cons.serialTab();
-    await cons.waitForSerial(/[#$] ?\s*$/m, 120_000);
-    await cons.waitForQuiet();
+    // The shell is up once the marker is out and the kernel has gone quiet (it may print after the prompt).
+    await cons.waitForSerial(new RegExp(GUEST_READY_MARKER), 120_000);
+    await cons.waitForQuiet(2500);
     await cons.typeSerial('echo surf-$((6*7))-ram > /tmp/ram-marker\n');
     await cons.waitForQuiet();
     await page.getByTestId('console-back').click();

@@ -5,11 +5,13 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { mount, type VueWrapper } from '@vue/test-utils';
 import VmList from './VmList.vue';
+import { createPinia, setActivePinia } from 'pinia';
 import { FakeRpc, vmInfo } from '../testing/fake-rpc';
 import type { VmInfo } from '../../../main/api/schema';
 
 let wrapper: VueWrapper | undefined;
 beforeEach(() => {
+  setActivePinia(createPinia());
   new FakeRpc().on('vm.screenshot', () => ({ png: btoa('png') })).install();
 });
 afterEach(() => {
@@ -50,5 +52,28 @@ describe('VM list grouped by host', () => {
     const w = mountList(vms, { selectedId: vms[1]!.id, onSelect: (id: string) => void w.setProps({ selectedId: id }) });
     await w.find('[data-vm-name="zz local"]').trigger('keydown', { key: 'ArrowDown' });
     expect(w.emitted('select')?.at(-1)).toEqual([vms[0]!.id]);
+  });
+});
+
+describe('the host at a glance', () => {
+  it('counts what this computer\'s running VMs commit, and says over-commit in words', async () => {
+    const { useHostStore } = await import('../stores/host');
+    const { HOST } = await import('../testing/fake-rpc');
+    const host = useHostStore();
+    host.info = { ...HOST, accelerators: { ...HOST.accelerators }, defaultAccel: { ...HOST.defaultAccel }, qemu: { ...HOST.qemu } } as never;
+    const vms = [
+      vmInfo('a', 'running', { cpus: 2, memoryMiB: 4096 }),
+      vmInfo('b', 'paused', { cpus: 1, memoryMiB: 2048, limits: { memoryTargetMiB: 1024 } }),
+      vmInfo('c', 'stopped', { cpus: 8, memoryMiB: 8192 }),
+      { ...vmInfo('d', 'running', { cpus: 8, memoryMiB: 8192 }), host: 'lab' },
+    ];
+    const w = mountList(vms);
+    expect(w.find('[data-testid="host-usage"]').text()).toMatch(/2 running/);
+    expect(w.find('[data-testid="host-usage-cpu"]').text()).toBe('CPUs3 of 4');
+    expect(w.find('[data-testid="host-usage-memory"]').text()).toBe('Memory5 GiB of 8 GiB');
+    await w.setProps({ vms: [...vms, vmInfo('e', 'running', { cpus: 2, memoryMiB: 4096 })] });
+    expect(w.find('[data-testid="host-usage-cpu"]').text()).toBe('CPUs5 of 4 — over-committed');
+    expect(w.find('[data-testid="host-usage-memory"]').text()).toMatch(/9 GiB of 8 GiB — over-committed/);
+    expect(w.find('[data-testid="host-usage-cpu"] meter').attributes('aria-label')).toBe('Virtual CPUs committed: 5 of 4 host CPUs');
   });
 });

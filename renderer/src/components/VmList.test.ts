@@ -4,6 +4,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { flushPromises, mount, type VueWrapper } from '@vue/test-utils';
 import VmList from './VmList.vue';
+import { createPinia, setActivePinia } from 'pinia';
 import { FakeRpc, vmInfo } from '../testing/fake-rpc';
 import type { VmInfo } from '../../../main/api/schema';
 
@@ -13,6 +14,7 @@ let rpc: FakeRpc;
 let wrapper: VueWrapper | undefined;
 
 beforeEach(() => {
+  setActivePinia(createPinia());
   rpc = new FakeRpc().on('vm.screenshot', () => ({ png: btoa('png') })).install();
   // jsdom has no object URLs.
   URL.createObjectURL ??= () => 'blob:preview';

@@ -9,6 +9,7 @@ import { computed, nextTick, ref, shallowRef, triggerRef } from 'vue';
 import type { VmInfo } from '../../../main/api/schema';
 import type { VmEvent } from '../../../main/api/events';
 import type { RpcParams } from '../../../main/api/rpc';
+import { isAlive } from '../../../main/api/states';
 import { rpc } from '../api/client';
 import { useOperationsStore, newOpId } from './operations';
 
@@ -43,6 +44,23 @@ export function groupByHost(vms: readonly VmInfo[]): { host: string | null; labe
   if (local.length || !remote.size) groups.push({ host: null, label: LOCAL_GROUP, vms: local });
   for (const h of [...remote.keys()].sort((a, b) => collator.compare(a, b))) groups.push({ host: h, label: `Host ${h}`, vms: remote.get(h)! });
   return groups;
+}
+
+/**
+ * What the running VMs of this computer's library have committed (as the daemon counts it for host.info and its
+ * over-commit warnings): their vCPUs, and their memory (the balloon target where one is set).
+ */
+export function committedNow(vms: readonly VmInfo[]): { runningVms: number; cpus: number; memoryMiB: number } {
+  let runningVms = 0;
+  let cpus = 0;
+  let memoryMiB = 0;
+  for (const v of vms) {
+    if (!v.config || !isAlive(v.state) || (v.host ?? v.config.host ?? 'local') !== 'local') continue;
+    runningVms++;
+    cpus += v.config.cpus;
+    memoryMiB += v.config.limits?.memoryTargetMiB ?? v.config.memoryMiB;
+  }
+  return { runningVms, cpus, memoryMiB };
 }
 
 /** Index of `vm` in the sorted `list`, or where it would go (first index whose entry sorts at or after it). */
