@@ -71,7 +71,7 @@ export function checkDeviceCapabilities(config: VmConfig, eng: EngineModule): vo
   if (config.audio !== undefined && !d?.audio) throw lacks('sound card');
   if (config.virtioDrivers && !d?.driverDisc) throw lacks('second CD drive for a driver disc');
   if (config.usb?.length && !d?.usbPassthrough) throw lacks('USB passthrough');
-  if (config.usbTablet === true && !d) throw lacks('USB tablet');
+  if (config.usbTablet === true && !eng.capabilities.display) throw lacks('USB tablet (it has no graphical console)');
 }
 
 // ---- USB passthrough -----------------------------------------------------------------------------------

@@ -245,7 +245,7 @@ describe('bad input', () => {
     expect((applyPreset({ name: 'w', preset: 'windows11', attachDisks: ['/d.qcow2'] }) as { diskBytes?: number }).diskBytes).toBeUndefined();
   });
 
-  it('refuses Secure Boot without UEFI and devices an engine lacks, by its capabilities', () => {
+  it('refuses Secure Boot without UEFI and devices an engine lacks, by its capabilities', async () => {
     const qemuLike = { kind: 'qemu', capabilities: { devices: { tpm: true, secureBoot: true, usbPassthrough: true, usbHotplug: true, audio: true, driverDisc: true } } } as unknown as EngineModule;
     const micro = { kind: 'microvm', capabilities: {} } as unknown as EngineModule;
     expect(() => checkDeviceCapabilities(config({ secureBoot: true }), qemuLike)).toThrow(/Secure Boot needs UEFI firmware: add --firmware uefi/);
@@ -254,6 +254,12 @@ describe('bad input', () => {
     expect(() => checkDeviceCapabilities(config({ audio: 'auto' }), micro)).toThrow(/no sound card/);
     expect(() => checkDeviceCapabilities(config({ usb: [{ bus: 1, addr: 2 }] }), micro)).toThrow(/no USB passthrough/);
     expect(() => checkDeviceCapabilities(config(), micro)).not.toThrow();
+    // The real engines say so themselves.
+    const { microvmEngine } = await import('../../main/engines/microvm/module.js');
+    const { qemuEngine } = await import('../../main/engines/qemu/module.js');
+    expect(microvmEngine.capabilities).toMatchObject({ saveState: false, devices: { tpm: false, secureBoot: false, usbPassthrough: false, audio: false } });
+    expect(qemuEngine.capabilities).toMatchObject({ saveState: true, devices: { tpm: true, secureBoot: true, usbPassthrough: true, usbHotplug: true, audio: true, driverDisc: true } });
+    expect(() => checkDeviceCapabilities(config({ secureBoot: true, firmware: 'uefi' }), microvmEngine)).toThrow(/the microvm engine has no Secure Boot/);
   });
 });
 

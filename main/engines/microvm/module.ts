@@ -96,6 +96,9 @@ export const microvmEngine: EngineModule = {
     limits: { cpuCap: true, cpuPinning: true, memoryTarget: false, diskIo: false, live: ['cpuCap', 'cpuPinning'] },
     // A serial console only: no display, no virtio-serial, no shared-folder transport in the VMM.
     guest: { clipboard: false, resize: false, shares: [], agent: false },
+    // No TPM, firmware, USB, sound or second drive, and no saved state to disk (its snapshots are in memory only).
+    devices: { tpm: false, secureBoot: false, usbPassthrough: false, usbHotplug: false, audio: false, driverDisc: false },
+    saveState: false,
   },
 
   validate,
