@@ -155,6 +155,12 @@ describe.runIf(hasSwtpm)('save state and TPM 2.0 on one guest', () => {
     await expect(rt2.command('qom-get', { path: '/machine/peripheral/usbhost-fffe-fffd', property: 'vendorid' })).rejects.toThrow();
     expect((await call('vm.get', { id: name })).config!.usb).toBeUndefined();
 
+    // A live snapshot carries the TPM in its memory state (QEMU's tpm-emulator takes it from swtpm) and loads back.
+    await call('snapshot.take', { id: name, name: 'live-tpm' });
+    await call('snapshot.restore', { id: name, snapshot: 'live-tpm', saveCurrent: false });
+    expect(await (core.runtime(started.id) as QemuRuntime).command('query-tpm')).toHaveLength(1);
+    expect((await con.run('echo "var=$MARK"')).trim().split('\n').at(-1)).toBe(`var=${marker}`);
+
     // Suspend again, then throw the state away: the next start boots afresh (no marker).
     await call('vm.suspend', { id: name });
     con.close();
