@@ -10,6 +10,7 @@ import { useHarness } from './harness.js';
 import { axeScan } from './axe.js';
 import { MainWindowPage } from './pages/MainWindowPage.js';
 import { SettingsPage, type SettingsTab } from './pages/SettingsPage.js';
+import { WizardPage } from './pages/WizardPage.js';
 
 const e2e = useHarness();
 const shared = mkdtempSync(path.join(os.tmpdir(), 'vmd-share-'));
@@ -59,12 +60,19 @@ describe('settings: networks, shared folders, devices', () => {
     // Secure Boot waits for UEFI.
     expect(await s.field('field-secure-boot').isDisabled()).toBe(true);
 
-    // Every tab of the dialog, no critical or serious axe finding.
-    for (const t of ['general', 'system', 'media', 'network', 'resources', 'guest', 'devices'] as SettingsTab[]) {
-      await s.tab(t);
-      const findings = await axeScan(page);
-      expect(findings, `${t}: ${JSON.stringify(findings, null, 1)}`).toEqual([]);
+    // Every tab of the dialog, light and dark, wide and narrow: no critical or serious axe finding.
+    for (const [scheme, width, height] of [['light', 1280, 820], ['dark', 900, 600]] as const) {
+      await page.emulateMedia({ colorScheme: scheme });
+      await page.setViewportSize({ width, height });
+      for (const t of ['general', 'system', 'media', 'network', 'resources', 'guest', 'devices'] as SettingsTab[]) {
+        await s.tab(t);
+        const findings = await axeScan(page);
+        expect(findings, `${t} (${scheme}, ${width}x${height}): ${JSON.stringify(findings, null, 1)}`).toEqual([]);
+      }
     }
+    await e2e.h.shot('43-settings-guest-dark-900x600');
+    await page.emulateMedia({ colorScheme: 'light' });
+    await page.setViewportSize({ width: 1280, height: 820 });
     await s.tab('devices');
     await e2e.h.shot('41-settings-devices');
     await s.save();
@@ -124,6 +132,61 @@ describe('settings: networks, shared folders, devices', () => {
     const info = await e2e.h.call('vm.get', { id: 'live' });
     expect(info.state).toBe('running');
     expect(info.config?.network[0]?.forwards).toEqual([{ protocol: 'tcp', hostPort: 40023, guestPort: 22 }]);
+    expect(e2e.h.pageErrors).toEqual([]);
+  });
+
+  it('the wizard offers the same: limits, devices, two cards; Windows gets SATA and e1000e', { timeout: 180_000 }, async () => {
+    const { kernel, initrd } = guestPaths();
+    const page = e2e.h.page;
+    const main = new MainWindowPage(page);
+    await main.toolbar('new').click();
+    const wizard = new WizardPage(page);
+    await wizard.waitForStep('name');
+    await wizard.setName('wiz');
+    await page.getByTestId('field-os').selectOption('windows');
+    await wizard.next();
+    await wizard.waitForStep('media');
+    await wizard.directKernel(kernel, initrd, 'console=ttyS0');
+    await wizard.next();
+    await wizard.waitForStep('hardware');
+    await wizard.hardware({ cpus: 1, memoryMiB: 256, accel: 'tcg' });
+    await page.getByTestId('limit-cpu-cap').fill('50');
+    await page.getByTestId('limit-disk-iops').fill('5');
+    await wizard.next();
+    // A bad limit keeps the wizard on its page.
+    await wizard.error('limits.diskIops').waitFor();
+    await page.getByTestId('limit-disk-iops').fill('500');
+    expect(await axeScan(page)).toEqual([]);
+    await wizard.next();
+    await wizard.waitForStep('disk');
+    await wizard.diskGiB(1);
+    // The Windows preset: a SATA disk; TPM stays the user's choice for Windows 10.
+    expect(await page.getByTestId('field-disk-bus').inputValue()).toBe('sata');
+    await page.getByTestId('field-tpm').check();
+    await page.getByTestId('field-audio').selectOption('none');
+    expect(await axeScan(page)).toEqual([]);
+    await wizard.next();
+    await wizard.waitForStep('network');
+    expect(await page.getByTestId('net-0-model').inputValue()).toBe('e1000e');
+    expect(await page.getByTestId('net-0-mac').inputValue()).toBe('');
+    await page.getByTestId('add-adapter').click();
+    await page.getByTestId('net-1-network').fill('lab');
+    await page.getByTestId('field-display').selectOption('vga');
+    expect(await axeScan(page)).toEqual([]);
+    await wizard.next();
+    await wizard.waitForStep('summary');
+    expect(await page.getByTestId('wizard-summary-devices').textContent()).toBe('TPM 2.0, SATA disk, silent sound card, VGA, CPU cap 50%, 500 disk IOPS');
+    await e2e.h.shot('44-wizard-summary-devices');
+    await wizard.create();
+    await main.waitForState('wiz', 'stopped');
+    const { config } = await e2e.h.call('vm.get', { id: 'wiz' });
+    expect(config).toMatchObject({ osType: 'windows', tpm: true, audio: 'none', display: 'vga', limits: { cpuCapPercent: 50, diskIops: 500 } });
+    expect(config?.secureBoot).toBeFalsy();
+    expect(config?.disks.map((d) => d.bus)).toEqual(['sata']);
+    expect(config?.network.map((n) => [n.mode, n.network, n.model, /^52:54:00/.test(n.mac ?? '')])).toEqual([
+      ['nat', undefined, 'e1000e', true],
+      ['internal', 'lab', undefined, true],
+    ]);
     expect(e2e.h.pageErrors).toEqual([]);
   });
 });

@@ -182,4 +182,20 @@ describe('Settings dialog: networks, limits, shares, devices', () => {
     expect(rpc.callsOf('usb.add')).toEqual([{ id: vm.id, device: { vendorId: '046d', productId: 'c52b', label: 'Logitech, Inc. Unifying Receiver' } }]);
     expect(w.emitted('close')).toBeTruthy();
   });
+
+  it('gives a card whose MAC was emptied a new one on OK, never the address of the card that was there before', async () => {
+    const vm = vmInfo('pair', 'stopped', { network: [{ mode: 'nat', forwards: [], mac: '52:54:00:00:00:01' }, { mode: 'internal', network: 'lab', forwards: [], mac: '52:54:00:00:00:02' }] });
+    const w = await open(vm);
+    await byTestId(w, 'settings-tab-network').trigger('click');
+    await byTestId(w, 'net-1-up').trigger('click');
+    await byTestId(w, 'net-0-mac').setValue('');
+    expect(byTestId(w, 'net-0').text()).toMatch(/Chosen by VMDesk when the VM is saved/);
+    await byTestId(w, 'settings').trigger('submit');
+    await flushPromises();
+    const [{ patch }] = rpc.callsOf('vm.update');
+    expect(patch.network.map((n: { mode: string }) => n.mode)).toEqual(['internal', 'nat']);
+    expect(patch.network[0].mac).toMatch(/^52:54:00:/);
+    expect(patch.network[0].mac).not.toMatch(/^52:54:00:00:00:0[12]$/);
+    expect(patch.network[1].mac).toBe('52:54:00:00:00:01');
+  });
 });

@@ -166,6 +166,8 @@ describe('limits', () => {
     expect(errors['limits.memoryTargetMiB']).toMatch(/512 MiB/);
     expect(errors['limits.diskIops']).toMatch(/at least 10/);
     expect(errors['limits.diskMiBPerSec']).toMatch(/64 KiB/);
+    const noCgroups = { ...HOST, limits: { cpuCap: { available: false, reason: 'no writable cgroup' }, cpuPinning: { available: true, mechanism: 'taskset', reason: '' } } };
+    expect(validateSettings({ ...f, limits: { ...f.limits, cpuCapPercent: 50, cpuPinning: '1' } }, original, { host: noCgroups }).errors['limits.cpuCapPercent']).toMatch(/cannot cap CPU time: no writable cgroup/);
     f.limits = { ...f.limits, cpuPinning: '3-1' };
     expect(validateSettings(f, original).errors['limits.cpuPinning']).toMatch(/smaller/);
   });

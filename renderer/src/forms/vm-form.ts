@@ -131,7 +131,7 @@ export function devicesSummary(form: VmForm): string {
   if (form.tpm) out.push('TPM 2.0');
   if (form.secureBoot) out.push('Secure Boot');
   if (form.diskBus !== 'virtio' && form.diskGiB > 0) out.push(`${form.diskBus.toUpperCase()} disk`);
-  if (form.audio) out.push(`sound (${form.audio})`);
+  if (form.audio) out.push(form.audio === 'none' ? 'silent sound card' : `sound card (${form.audio === 'pa' ? 'PulseAudio' : form.audio === 'auto' ? 'automatic' : form.audio === 'alsa' ? 'ALSA' : 'PipeWire'})`);
   if (!form.usbTablet) out.push('no USB tablet');
   if (form.virtioDrivers.trim()) out.push('virtio driver disc');
   if (form.clipboard) out.push('shared clipboard');
@@ -434,7 +434,7 @@ function collect(result: { success: boolean; error?: { issues: Issue[] } }, erro
 }
 
 export interface ValidationContext {
-  host?: Pick<HostInfo, 'cpus' | 'memoryMiB' | 'freeMemoryMiB'> | null;
+  host?: (Pick<HostInfo, 'cpus' | 'memoryMiB' | 'freeMemoryMiB'> & Partial<Pick<HostInfo, 'limits'>>) | null;
   /** Names already taken (compared case-insensitively, like the core). */
   existingNames?: string[];
   /** The GUI's own ports (defaults to this page's). */
@@ -489,6 +489,9 @@ function commonRules(form: VmForm, ctx: ValidationContext, errors: FieldErrors, 
       errors['limits.cpuPinning'] = (e as Error).message.replace(/^invalid CPU list/, 'not a CPU list');
     }
   }
+  // The daemon refuses a cap or pinning this host cannot apply; say so at the field.
+  if (l.cpuCapPercent !== '' && host?.limits && !host.limits.cpuCap.available) errors['limits.cpuCapPercent'] ??= `this host cannot cap CPU time: ${host.limits.cpuCap.reason}`;
+  if (l.cpuPinning.trim() && host?.limits && !host.limits.cpuPinning.available) errors['limits.cpuPinning'] ??= `this host cannot pin CPUs: ${host.limits.cpuPinning.reason}`;
   const target = num(l.memoryTargetMiB);
   if (target !== undefined && Number.isFinite(target) && target > form.memoryMiB) errors['limits.memoryTargetMiB'] ??= `the target cannot be more than the VM's memory (${form.memoryMiB} MiB)`;
   if (form.secureBoot && form.firmware !== 'uefi') errors.secureBoot ??= 'Secure Boot needs UEFI firmware: choose UEFI beside the processors and memory';
