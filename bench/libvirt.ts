@@ -10,12 +10,17 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { connectDaemon } from '../dist/main/client/daemon-client.js';
+import { cpSync, mkdtempSync, symlinkSync } from 'node:fs';
 import { libvirtdMissing, startLibvirtd } from '../test/helpers/libvirtd.js';
 
 const run = promisify(execFile);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-const BIN = path.resolve('bin/vmdesk.js');
+// A private copy of the build (others rebuilding dist/ meanwhile would make the CLI and its daemon differ).
+const frozen = mkdtempSync(path.join(os.tmpdir(), 'vmdesk-bench-build-'));
+for (const d of ['bin', 'dist/main', 'package.json']) cpSync(path.resolve(d), path.join(frozen, d), { recursive: true });
+for (const d of ['node_modules', 'native']) symlinkSync(path.resolve(d), path.join(frozen, d));
+const BIN = path.join(frozen, 'bin', 'vmdesk.js');
+const { connectDaemon } = (await import(path.join(frozen, 'dist/main/client/daemon-client.js'))) as typeof import('../dist/main/client/daemon-client.js');
 const guest = { kernel: path.resolve('.cache/guest/vmlinuz'), initrd: path.resolve('.cache/guest/initrd.cpio.gz') };
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const ms = (x: number) => `${x.toFixed(0)} ms`;
@@ -72,4 +77,5 @@ try {
 } finally {
   await lv.stop();
   await rm(home, { recursive: true, force: true });
+  await rm(frozen, { recursive: true, force: true });
 }

@@ -874,6 +874,10 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
 
   async vncSocket(ref: string): Promise<string> {
     const r = this.runningRecord(ref);
+    if (!r.runtime.vncSocket && r.config.host) {
+      // libvirt puts the display's socket on the guest's host: reachable when that host is this machine.
+      throw new VmdeskError(ErrorCode.invalid, `the display of "${r.config.name}" is on host "${r.config.host}" and VMDesk does not tunnel it here yet; use its serial console (vmdesk console), or virt-viewer on that host`);
+    }
     if (!r.runtime.vncSocket) throw new VmdeskError(ErrorCode.state, `"${r.config.name}" has no graphical display (engine ${r.config.engine})`);
     return r.runtime.vncSocket;
   }

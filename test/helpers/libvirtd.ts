@@ -6,7 +6,7 @@
 // no security driver, its logs in files (no virtlogd), and a storage pool "default" in DIR/pool.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -32,8 +32,36 @@ export function libvirtdMissing(): string | undefined {
 const CAPS_CACHE = path.join(os.tmpdir(), 'vmdesk-libvirt-qemu-caps');
 const BOUND = ['/run/libvirt', '/var/lib/libvirt', '/var/log/libvirt', '/var/cache/libvirt', '/etc/libvirt'];
 
+/**
+ * Daemons (and their QEMUs) left by a test process that died before stopping them: every process whose command
+ * line names such a directory is killed, and the directory removed.
+ */
+function reapOrphans(): void {
+  for (const name of readdirSync(os.tmpdir()).filter((n) => n.startsWith('vmd-lv-'))) {
+    const dir = path.join(os.tmpdir(), name);
+    let owner = 0;
+    try {
+      owner = Number(readFileSync(path.join(dir, 'owner'), 'utf8'));
+      process.kill(owner, 0);
+      continue;
+    } catch {
+      if (!owner && Date.now() - statSync(dir).mtimeMs < 60_000) continue;
+    }
+    for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+      try {
+        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir + '/')) process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export async function startLibvirtd(): Promise<PrivateLibvirtd> {
+  reapOrphans();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vmd-lv-'));
+  writeFileSync(path.join(dir, 'owner'), String(process.pid));
   const sub = { run: 'run', lib: 'lib', log: 'log', cache: 'cache', etc: 'etc' } as const;
   for (const d of Object.values(sub)) mkdirSync(path.join(dir, d), { recursive: true, mode: 0o755 });
   for (const d of ['qemu', 'images', 'boot', 'dnsmasq', 'network', 'swtpm', 'qemu/nvram', 'qemu/snapshot', 'qemu/save', 'qemu/dump', 'qemu/checkpoint', 'qemu/ram']) mkdirSync(path.join(dir, sub.lib, d), { recursive: true });

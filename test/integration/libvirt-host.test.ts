@@ -157,6 +157,10 @@ describe.skipIf(!!missing)(`VMs on libvirt hosts${missing ? ` (skipped: ${missin
     expect(lab2.virsh('list', '--name')).toMatch(/^lv$/m);
     // The same guest, not a new boot: what it held in memory is still there, and its console follows it.
     await onConsole([{ send: 'echo mark=$(cat /tmp/mark)\n', expect: /mark=before/ }]);
+    // The daemon goes and the guest stays; the next daemon finds it on its host again and follows it.
+    expect((await vmdesk(home, ['daemon', 'stop'])).code).toBe(0);
+    expect(await vmdeskJson(home, ['info', 'lv'])).toMatchObject({ host: 'lab2', state: 'running' });
+    await onConsole([{ send: 'echo adopted=$((40+2))\n', expect: /adopted=42/ }]);
     // --host picks the VM on that host, and says where it is when it is not there.
     expect((await vmdeskJson(home, ['info', 'lv', '--host', 'lab2'])).state).toBe('running');
     const wrong = await vmdesk(home, ['info', 'lv', '--host', 'lab']);
