@@ -195,6 +195,9 @@ describe.runIf(hasSwtpm)('save state and TPM 2.0 on one guest', () => {
     expect(readFileSync(path.join(imported.bundle, 'tpm', 'tpm2-00.permall')).equals(before)).toBe(true);
     const snapId = (await call('snapshot.list', { id: 'saver-copy' })).snapshots.find((n) => n.name === 'with-tpm')!.id;
     expect(existsSync(path.join(imported.bundle, 'tpm', 'snapshots', snapId, 'tpm2-00.permall'))).toBe(true);
+    // A clone gets the TPM its disks go with.
+    const clone = await call('snapshot.clone', { id: name, name: 'saver-clone', snapshot: 'with-tpm' });
+    expect(readFileSync(path.join(clone.bundle, 'tpm', 'tpm2-00.permall')).equals(before)).toBe(true);
   }, 240_000);
 });
 

@@ -9,6 +9,7 @@ import type { BundleEntry } from '../library.js';
 import * as img from '../../platform/qemu-img.js';
 import { SnapshotManager } from './manager.js';
 import { isStalePartial, partialPath, uefiVarsDisk, vmDiskSource } from './sources.js';
+import { cloneTpmState } from '../../engines/qemu/tpm.js';
 import { basesDir, readTree, snapshotDir, writeTree } from './store.js';
 import { SnapshotNode, findNode, updateNode } from './tree.js';
 import { uefiVarsFile, uniqueSnapshotName, type ProgressFn, type SnapshotCore } from './vm.js';
@@ -177,6 +178,8 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
             const vars = await vmDiskSource(src.dir, uefiVarsDisk(), { what: `the UEFI variables of "${src.config.name}"` });
             await img.convert(vars, await containedPath(staging, uefiVarsDisk().path), { dstFormat: 'qcow2', snapshotTag: snap?.tag, shared: running, signal });
           }
+          // The TPM's state goes with the disks it sealed (issue 12: tpm.ts).
+          if (config.tpm) cloneTpmState(src.dir, staging, snap?.id);
           cancelled();
           if (mode === 'linked' && snap) {
             await fs.mkdir(snapshotDir(staging), { recursive: true });

@@ -233,3 +233,14 @@ export function restoreTpmState(bundleDir: string, snapshotId: string): void {
 export function deleteTpmSnapshot(bundleDir: string, snapshotId: string): void {
   rmSync(tpmSnapshotDir(bundleDir, snapshotId), { recursive: true, force: true });
 }
+
+/**
+ * A clone's TPM: the state a disk snapshot kept when cloned from one, else the current state (a BitLocker
+ * or measured-boot guest needs the TPM its disks were sealed with). Nothing when the source has none.
+ */
+export function cloneTpmState(srcBundle: string, dstBundle: string, snapshotId?: string): void {
+  const snapCopy = snapshotId ? tpmSnapshotDir(srcBundle, snapshotId) : undefined;
+  const from = snapCopy && existsSync(join(snapCopy, TPM_STATE_FILES[0])) ? snapCopy : tpmStateDir(srcBundle);
+  if (!existsSync(join(from, TPM_STATE_FILES[0]))) return;
+  copyStateFiles(from, ensureTpmStateDir(dstBundle));
+}
