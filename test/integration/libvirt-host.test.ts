@@ -71,6 +71,10 @@ describe.skipIf(!!missing)(`VMs on libvirt hosts${missing ? ` (skipped: ${missin
     expect(Date.now() - t0).toBeLessThan(10_000);
     expect(gone.code).toBe(7);
     expect(gone.stderr).toMatch(/cannot reach host "gone".*nothing-here/);
+    // Over ssh the same: ssh's own refusal, in seconds (no terminal to ask for a password on).
+    const far = await vmdesk(home, ['hosts', 'add', 'far', 'qemu+ssh://nobody@127.0.0.1:1/system']);
+    expect(far.code).toBe(7);
+    expect(far.stderr).toMatch(/cannot reach host "far".*(ssh|refused)/);
     expect(await vmdeskJson(home, ['hosts', 'list'])).toEqual([]);
   });
 
