@@ -10,7 +10,8 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { guestPaths, GUEST_READY_MARKER } from '../guest/guest.js';
+import { guestPaths } from '../guest/guest.js';
+import { connectDaemon } from '../../main/client/daemon-client.js';
 import { startImageServer, type ImageServer } from '../helpers/image-server.js';
 import { axeScan } from './axe.js';
 import { useHarness } from './harness.js';
@@ -152,25 +153,9 @@ describe('gallery and terminal', () => {
     await page.getByTestId('terminal-reconnect').waitFor();
   });
 
-  it('gives a VM without SSH its serial console in the Terminal tab, and says so', { timeout: 240_000 }, async () => {
-    const page = e2e.h.page;
-    const cons = new ConsolePage(page);
+  it('gives a VM without SSH its serial console in the Terminal tab, and shares its clipboard both ways on the Display tab', { timeout: 300_000 }, async () => {
     const { kernel, initrd } = guestPaths();
-    const vm = await e2e.h.call('vm.create', { name: 'plain', cpus: 1, memoryMiB: 256, accel: 'tcg', directKernel: { kernel, initrd, cmdline: 'console=ttyS0' }, network: [{ mode: 'none', forwards: [] }] });
-    await e2e.h.call('vm.start', { id: vm.id });
-    await page.goto(`${e2e.h.server.url}#/console/${encodeURIComponent(vm.id)}?tab=terminal`);
-    await cons.waitOpen();
-    await page.locator('[data-testid="terminal-note"]', { hasText: /has no SSH access .* serial console/ }).waitFor({ timeout: 30_000 });
-    expect(await page.getByTestId('terminal-status').textContent()).toBe('serial console');
-    await cons.waitForTerminal(new RegExp(GUEST_READY_MARKER), 120_000);
-    await page.waitForTimeout(1500);
-    await cons.typeTerminal('echo "fallback-$((2 * 21))"\n');
-    await cons.waitForTerminal(/fallback-42/);
-    await e2e.h.call('vm.kill', { id: vm.id });
-  });
-
-  it('shares the clipboard both ways between the browser and a guest with its clipboard on (Display tab)', { timeout: 240_000 }, async () => {
-    const { kernel, initrd } = guestPaths();
+    // No SSH (not made from a cloud image), the clipboard on: the test guest's vdagent-test behind qemu-vdagent.
     const vm = await e2e.h.call('vm.create', { name: 'clip', cpus: 1, memoryMiB: 256, accel: 'tcg', directKernel: { kernel, initrd, cmdline: 'console=ttyS0 quiet' }, clipboard: true, network: [{ mode: 'none', forwards: [] }] });
     expect(vm.config).toMatchObject({ clipboard: true, display: 'virtio' });
     await e2e.h.call('vm.start', { id: vm.id });
@@ -178,27 +163,57 @@ describe('gallery and terminal', () => {
     await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(e2e.h.server.url).origin });
     const page = await ctx.newPage();
     const cons = new ConsolePage(page);
-    // Serial first: the guest's clipboard client says when it is ready.
-    await page.goto(`${e2e.h.server.url}#/console/${encodeURIComponent(vm.id)}?tab=serial`);
+
+    // The Terminal tab: the serial console instead of SSH, said plainly, and it takes typed input.
+    await page.goto(`${e2e.h.server.url}#/console/${encodeURIComponent(vm.id)}?tab=terminal`);
     await cons.waitOpen();
-    await page.getByTestId('serial-terminal').locator('.xterm-screen').waitFor();
-    await cons.waitForSerial(/vmdesk-clip: ready/, 120_000);
-    await page.evaluate(() => navigator.clipboard.writeText('vmdesk host text 4711'));
-    // The Display tab connects and brings this computer's clipboard to the guest.
-    await cons.displayTab();
-    await page.locator('[data-testid="display-status"]', { hasText: /^connected$/ }).waitFor({ timeout: 30_000 });
-    expect(await page.getByTestId('display-clipboard-on').textContent()).toBe('Clipboard shared');
-    await cons.serialTab();
-    await cons.waitForSerial(/vmdesk-clip: from host: vmdesk host text 4711/, 30_000);
-    // The guest copies: the browser's clipboard gets it.
-    await cons.typeSerial('echo "guest says 0815" > /tmp/clip-to-host\n');
-    await page.waitForFunction(async () => (await navigator.clipboard.readText()).includes('guest says 0815'), undefined, { timeout: 30_000, polling: 250 });
-    // Copied again on the host, sent by the button.
-    await page.evaluate(() => navigator.clipboard.writeText('second 0042'));
-    await cons.displayTab();
-    await page.getByTestId('display-send-clipboard').click();
-    await cons.serialTab();
-    await cons.waitForSerial(/vmdesk-clip: from host: second 0042/, 30_000);
+    await page.locator('[data-testid="terminal-note"]', { hasText: /has no SSH access .* serial console/ }).waitFor({ timeout: 30_000 });
+    expect(await page.getByTestId('terminal-status').textContent()).toBe('serial console');
+    await cons.waitForTerminal(/vmdesk-clip: ready/, 120_000);
+    await page.waitForTimeout(1000);
+    await cons.typeTerminal('echo "fallback-$((2 * 21))"\n');
+    await cons.waitForTerminal(/fallback-42/);
+
+    // The guest's console read and typed from here (not through the page), so only the clipboard goes through the page.
+    const client = await connectDaemon(e2e.h.home);
+    let guestOut = '';
+    const serial = client.openSerial(vm.id, { onData: (b64) => (guestOut += Buffer.from(b64, 'base64').toString('latin1')), onClose: () => {} });
+    const guestSays = async (re: RegExp, timeout = 60_000) => {
+      const end = Date.now() + timeout;
+      while (!re.test(guestOut)) {
+        if (Date.now() > end) throw new Error(`the guest never printed ${re}; last:\n${guestOut.slice(-800)}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
+    try {
+      // The Display tab connects and brings this computer's clipboard to the guest.
+      await page.evaluate(() => navigator.clipboard.writeText('vmdesk host text 4711'));
+      await cons.displayTab();
+      await page.locator('[data-testid="display-status"]', { hasText: /^connected$/ }).waitFor({ timeout: 30_000 });
+      expect(await page.getByTestId('display-clipboard-on').textContent()).toBe('Clipboard shared');
+      await guestSays(/vmdesk-clip: from host: vmdesk host text 4711/);
+      // The guest copies: the browser's clipboard gets it.
+      serial.write(Buffer.from('echo "guest says 0815" > /tmp/clip-to-host\n').toString('base64'));
+      await guestSays(/guest says 0815/);
+      const end = Date.now() + 30_000;
+      let pasted = '';
+      while (!(pasted = await page.evaluate(() => navigator.clipboard.readText())).includes('guest says 0815')) {
+        if (Date.now() > end) throw new Error(`the browser's clipboard never got the guest's text; it holds ${JSON.stringify(pasted)}`);
+        await page.waitForTimeout(250);
+      }
+      // Copied again on the host: sent when the window gets the focus back.
+      await page.evaluate(() => {
+        void navigator.clipboard.writeText('second 0042').then(() => window.dispatchEvent(new Event('focus')));
+      });
+      await guestSays(/vmdesk-clip: from host: second 0042/);
+      // And by the button.
+      await page.evaluate(() => navigator.clipboard.writeText('third 0099'));
+      await page.getByTestId('display-send-clipboard').click();
+      await guestSays(/vmdesk-clip: from host: third 0099/);
+    } finally {
+      serial.close();
+      client.close();
+    }
     await ctx.close();
     await e2e.h.call('vm.kill', { id: vm.id });
   });

@@ -49,7 +49,7 @@ export class ConsolePage {
       if (pattern.test(text)) return text;
       await this.page.waitForTimeout(250);
     }
-    throw new Error(`serial console never showed ${pattern}; last screen:\n${text.split('\n').slice(-25).join('\n')}`);
+    throw new Error(`serial console never showed ${pattern}; last screen:\n${text.trimEnd().split('\n').slice(-25).join('\n')}`);
   }
 
   async typeSerial(text: string): Promise<void> {
@@ -120,7 +120,7 @@ export class ConsolePage {
       if (pattern.test(text)) return text;
       await this.page.waitForTimeout(250);
     }
-    throw new Error(`the terminal never showed ${pattern}; last screen:\n${text.split('\n').slice(-25).join('\n')}`);
+    throw new Error(`the terminal never showed ${pattern}; last screen:\n${text.trimEnd().split('\n').slice(-25).join('\n')}`);
   }
 
   async typeTerminal(text: string): Promise<void> {

@@ -44,6 +44,12 @@ describe('clipboard bridge', () => {
     expect(state.host).toBe('changed meanwhile');
   });
 
+  it('sends a change once even when asked twice at the same time', async () => {
+    const { state, bridge } = ends('once');
+    expect(await Promise.all([bridge.toGuest(), bridge.toGuest()])).toEqual(['sent', 'unchanged']);
+    expect(state.sent).toEqual(['once']);
+  });
+
   it('reports a browser that refuses, and an empty clipboard', async () => {
     const { state, bridge } = ends('');
     expect(await bridge.toGuest()).toBe('empty');

@@ -27,8 +27,17 @@ export class ClipboardBridge {
     }
   }
 
+  /** Calls one after another: two at once (focus and pointer together) would both see a change and send it twice. */
+  private queue: Promise<unknown> = Promise.resolve();
+
   /** This computer's clipboard to the guest if it changed (force: even if not, as a button asks). */
-  async toGuest(opts: { force?: boolean } = {}): Promise<ToGuestResult> {
+  toGuest(opts: { force?: boolean } = {}): Promise<ToGuestResult> {
+    const run = this.queue.then(() => this.toGuestNow(opts));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async toGuestNow(opts: { force?: boolean }): Promise<ToGuestResult> {
     let text: string;
     try {
       text = await this.ends.readHost();

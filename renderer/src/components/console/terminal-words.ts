@@ -12,3 +12,12 @@ export function terminalEndText(end: { exitCode?: number | null; signal?: number
   if (end.exitCode !== undefined && end.exitCode !== null) return end.exitCode === 0 ? 'The session ended.' : `The session ended with exit status ${end.exitCode}.`;
   return 'The session ended.';
 }
+
+/**
+ * xterm.js answers a program's terminal queries by itself (cursor position, device attributes, sizes). Two
+ * views of one serial port (the Serial tab and the Terminal tab's serial fallback) would both answer, and the
+ * second answer reaches the guest as typed garbage: only the view on screen answers.
+ */
+export function isTerminalReport(data: string): boolean {
+  return /^(\x1b\[\??[\d;]*[Rcn]|\x1b\[>[\d;]*c|\x1b\[[\d;]*t|\x1b\][\d;]*[^\x07\x1b]*(\x07|\x1b\\)|\x1bP[^\x1b]*\x1b\\|\x1b\[I|\x1b\[O)+$/.test(data);
+}
