@@ -225,6 +225,12 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
       rec.lastExit = exit;
       rec.warnings = [];
       rec.state = exit.reason === 'crashed' ? 'crashed' : exit.reason === 'saved' ? 'saved' : 'stopped';
+      // Saved (vmdesk suspend, or finished by an adopting daemon): what is saved, for vm.get.
+      if (exit.reason === 'saved' && rec.config) void this.engineOf(rec.config).then((eng) => {
+        if (rec.state !== 'saved' || rec.saved) return;
+        rec.state = this.restingState(rec, eng);
+        this.emitUpdated(rec);
+      }, () => undefined);
       this.fabric.unplugVm(rec.id);
       this.usage.forget(rec.id);
       releaseLimits(rec.id);

@@ -26,7 +26,7 @@ import { activeShares, readSharesRecord } from './shares.js';
 import type { Progress } from '../engine.js';
 import type { UsbPassthrough } from '../../api/schema.js';
 import { endHelper, type HelperProcess } from './tpm.js';
-import { writeSavedState } from './savestate.js';
+import { describeSavedState, writeSavedState } from './savestate.js';
 import { usbHotplug, usbUnplug } from './usb.js';
 
 interface NativeSpawn {
@@ -306,8 +306,15 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     const apply = (s: { status: string; running: boolean } | undefined) => {
       if (s) runtime.setState(s.status === 'shutdown' ? 'stopping' : s.running ? 'running' : 'paused');
     };
-    if (early) apply(early);
-    else {
+    if (early) {
+      apply(early);
+      // A daemon that died in the middle of vmdesk suspend: QEMU waits after the migration. With the state
+      // complete on disk it only has to quit; without (cut short before its metadata) the guest runs on.
+      if (early.status === 'postmigrate') {
+        if (describeSavedState(ctx)) void runtime.quitAfterSave().catch(() => undefined);
+        else void runtime.resume().catch(() => undefined);
+      }
+    } else {
       runtime.setState('running');
       void status.then(apply, () => undefined);
     }
