@@ -6,6 +6,12 @@ import type { VmInfo } from '../../../main/api/schema';
 
 export type VmAction = 'settings' | 'start' | 'pause' | 'resume' | 'reset' | 'stop' | 'kill' | 'delete' | 'console' | 'clone' | 'export';
 
+/** The VM lives on a libvirt host (issue 15), not in this computer's library. */
+export function onHost(vm: VmInfo): boolean {
+  const h = vm.host ?? vm.config?.host;
+  return !!h && h !== 'local';
+}
+
 export function actionEnabled(action: VmAction, vm: VmInfo | null | undefined): boolean {
   if (!vm) return false;
   const s = vm.state;
@@ -30,10 +36,11 @@ export function actionEnabled(action: VmAction, vm: VmInfo | null | undefined): 
       return !busy && (s === 'stopped' || s === 'crashed' || s === 'saved');
     case 'console':
       return s === 'running' || s === 'paused';
+    // Both copy disk files on this machine: a VM on a libvirt host has volumes there instead (moved back first).
     case 'clone':
-      return usable && !busy && s !== 'starting' && s !== 'stopping';
+      return usable && !busy && !onHost(vm) && s !== 'starting' && s !== 'stopping';
     case 'export':
-      return usable && !busy && (s === 'stopped' || s === 'crashed');
+      return usable && !busy && !onHost(vm) && (s === 'stopped' || s === 'crashed');
   }
 }
 

@@ -31,7 +31,7 @@ afterEach(() => {
 });
 
 async function openMove(vm: VmInfo, hosts = HOSTS): Promise<void> {
-  rpc.on('vm.list', () => [vm]).on('hosts.list', (p: { check?: boolean }) => hosts.map((h) => (p.check ? { ...h, reachable: h.name !== 'attic', ...(h.name === 'attic' ? { error: 'connection refused' } : { version: '9.0.0' }) } : h)));
+  rpc.on('vm.list', () => [vm]).on('hosts.list', (p: { check?: boolean }) => hosts.map((h) => (p.check ? { ...h, reachable: h.name !== 'attic', ...(h.name === 'attic' ? { error: 'connection refused' } : { version: 'libvirt 9.0.0' }) } : h)));
   await useVmsStore().load();
   w = mount(MoveToHostDialog, { props: { vm }, attachTo: document.body });
   await flushPromises();

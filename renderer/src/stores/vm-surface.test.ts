@@ -91,6 +91,15 @@ describe('save state in the store', () => {
     expect(extraEnabled('migrate', vmInfo('x', 'stopped'))).toBe(true);
     expect(extraEnabled('migrate', saved)).toBe(false);
   });
+
+  it('a VM on a libvirt host is neither cloned nor exported here (its disks are volumes there)', () => {
+    const remote = { ...vmInfo('r'), host: 'lab' };
+    expect(actionEnabled('clone', remote)).toBe(false);
+    expect(actionEnabled('export', remote)).toBe(false);
+    expect(actionEnabled('start', remote)).toBe(true);
+    expect(actionEnabled('clone', vmInfo('l'))).toBe(true);
+    expect(actionEnabled('export', { ...vmInfo('l'), host: 'local' })).toBe(true);
+  });
 });
 
 describe('the list grouped by host', () => {
