@@ -139,6 +139,8 @@ describe('settings: networks, shared folders, devices', () => {
     const { kernel, initrd } = guestPaths();
     const page = e2e.h.page;
     const main = new MainWindowPage(page);
+    // A fresh page: the wizard is a lazily loaded chunk, and dist/renderer may have been rebuilt since the page loaded.
+    await main.open(e2e.h.server.url);
     await main.toolbar('new').click();
     const wizard = new WizardPage(page);
     await wizard.waitForStep('name');
