@@ -160,7 +160,7 @@ describe('New VM wizard, from the gallery', () => {
     let finishPull: () => void = () => {};
     rpc
       .on('image.list', () => listing(cached))
-      .on('image.pull', () => new Promise((resolve) => (finishPull = () => ((cached = true), resolve(listing(true).images[0]!.cached)))))
+      .on('image.pull', () => new Promise((resolve) => (finishPull = () => ((cached = true), resolve((listing(true).images[0] as { cached?: unknown }).cached)))))
       .on('vm.createFromImage', (p) => vmInfo(p.name));
     const w = await mountWizard();
     await byTestId(w, 'field-name').setValue('Alpine Box');
