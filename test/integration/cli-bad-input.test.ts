@@ -66,6 +66,20 @@ describe('bad input', () => {
     ['unknown verb', () => ['explode'], 2, /unknown verb/],
     ['stop a stopped VM', () => ['stop', 'taken'], 6, /cannot shut down "taken" while it is stopped/],
     ['bad stop timeout', () => ['stop', 'taken', '--timeout', 'soon'], 2, /whole number/],
+    // Issue 12 part B: presets, devices, USB passthrough, save state.
+    ['windows11 preset on BIOS', () => ['create', 'v', '--preset', 'windows11', '--firmware', 'bios'], 2, /the windows11 preset needs UEFI firmware .* leave out --firmware bios/],
+    ['unknown preset', () => ['create', 'v', '--preset', 'winxp'], 2, /--preset must be one of windows11/],
+    ['Secure Boot without UEFI', () => ['create', 'v', '--secure-boot', 'on'], 2, /Secure Boot needs UEFI firmware: add --firmware uefi/],
+    ['TPM on the micro-VMM', () => ['create', 'v', '--engine', 'microvm', '--kernel', kernel, '--tpm', 'on'], 2, /the microvm engine has no TPM/],
+    ['unknown disk bus', () => ['create', 'v', '--disk', '1G', '--disk-bus', 'nvme'], 2, /--disk-bus must be one of virtio, sata, ide, scsi/],
+    ['missing driver disc', () => ['create', 'v', '--virtio-drivers', '/nonexistent/virtio-win.iso'], 2, /does not exist/],
+    ['unknown sound backend', () => ['set', 'taken', '--audio', 'oss'], 2, /--audio must be one of auto, pipewire, pa, alsa, none or off/],
+    ['short USB id', () => ['usb', 'add', 'taken', '046d:c52'], 2, /VENDOR:PRODUCT in hexadecimal/],
+    ['USB id with a comma', () => ['usb', 'add', 'taken', '046d:c52b,hostbus=1'], 2, /VENDOR:PRODUCT in hexadecimal/],
+    ['USB bus without address', () => ['usb', 'add', 'taken', '--bus', '1'], 2, /both --bus and --addr/],
+    ['USB device not passed through', () => ['usb', 'remove', 'taken', '046d:c52b'], 3, /"taken" has no USB device 046d:c52b passed through/],
+    ['suspend a stopped VM', () => ['suspend', 'taken'], 6, /cannot save the state of "taken" while it is stopped/],
+    ['discard a state that is not there', () => ['discard-state', 'taken'], 6, /cannot discard the saved state of "taken" while it is stopped/],
   ];
 
   it.each(cases)('%s', async (_label, args, code, message) => {
