@@ -562,7 +562,11 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
       if (limits) next.limits = limits;
       else delete next.limits;
       // A memory target needs the balloon device: a stopped VM made before VMDesk had one gets it now.
-      if (limits?.memoryTargetMiB !== undefined && !next.balloon && !alive && (await engineModule(next.engine)).capabilities.limits?.memoryTarget) next.balloon = true;
+      if (limits?.memoryTargetMiB !== undefined && !next.balloon && !alive && (await engineModule(next.engine)).capabilities.limits?.memoryTarget) {
+        // A saved VM resumes on the hardware it was saved with: no balloon can be added to it now.
+        if (r.state === 'saved') throw new VmdeskError(ErrorCode.state, `a memory target needs a balloon device, which "${r.config.name}" gets only while it is stopped: it is saved now; start it and shut it down, or discard its state (vmdesk discard-state "${r.config.name}")`);
+        next.balloon = true;
+      }
     }
     if (patch.cdrom !== undefined) {
       if (patch.cdrom) await admitImage({ path: patch.cdrom }, { what: `ISO ${patch.cdrom}`, purpose: 'cdrom' });

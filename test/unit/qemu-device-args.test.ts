@@ -138,6 +138,7 @@ describe('saved state digest', () => {
     const a = hardwareDigest(buildQemuArgs({ ...base, config: cfg, audio: { driver: 'none' } }));
     expect(hardwareDigest(buildQemuArgs({ ...base, config: { ...cfg, name: 'Renamed' }, audio: { driver: 'pa', server: '/run/p' }, paused: true, incoming: true }))).toBe(a);
     expect(hardwareDigest(buildQemuArgs({ ...base, config: { ...cfg, usb: [{ vendorId: '1234', productId: '5678' }] }, audio: { driver: 'none' } }))).toBe(a);
+    expect(hardwareDigest(buildQemuArgs({ ...base, config: { ...cfg, osType: 'windows' }, audio: { driver: 'none' } }))).toBe(a);
     expect(hardwareDigest(buildQemuArgs({ ...base, config: { ...cfg, tpm: false }, audio: { driver: 'none' } }))).not.toBe(a);
     expect(hardwareDigest(buildQemuArgs({ ...base, config: { ...cfg, cpus: 3 }, audio: { driver: 'none' } }))).not.toBe(a);
   });

@@ -66,7 +66,7 @@ export function stateBound(memoryMiB: number): number {
 
 /**
  * A digest of what shapes the machine on QEMU's command line. Left out: the name (renaming a saved VM is
- * fine), log options, the sandbox, start-paused and -incoming, the user network's host forwards (host side
+ * fine), log options, the sandbox, start-paused and -incoming, the RTC's base (OS type), the user network's host forwards (host side
  * only), the sound card's host backend and passed-through USB devices.
  */
 export function hardwareDigest(args: readonly string[]): string {
@@ -74,7 +74,8 @@ export function hardwareDigest(args: readonly string[]): string {
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (a === '-S') continue;
-    if (['-name', '-msg', '-sandbox', '-incoming'].includes(a)) {
+    // -rtc base=localtime follows the OS type, a setting a saved VM may change: the clock is the guest's state.
+    if (['-name', '-msg', '-sandbox', '-incoming', '-rtc'].includes(a)) {
       i++;
       continue;
     }
