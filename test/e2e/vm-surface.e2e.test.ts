@@ -2,10 +2,14 @@
 // running guest, its addresses, a port forward added and removed while it runs (checked with real TCP
 // connections to 127.0.0.1 that the guest's HTTP service answers), the network cable pulled and plugged in
 // again, the image cache and Move to host dialogs, an axe scan of each, and Save state → "saved" → Start.
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { guestPaths, GUEST_HTTP_PORT, GUEST_HTTP_TEXT, GUEST_READY_MARKER } from '../guest/guest.js';
 import { freePort } from '../helpers/cli.js';
+import { startImageServer } from '../helpers/image-server.js';
 import { axeScan } from './axe.js';
 import { useHarness } from './harness.js';
 import { MainWindowPage } from './pages/MainWindowPage.js';
@@ -204,5 +208,52 @@ describe('the VM surface on a running guest', () => {
     await main.waitForState(VM, 'stopped', 30_000);
     expect((await e2e.h.call('vm.get', { id: VM })).savedState).toBeUndefined();
     await page.getByTestId('saved-state').waitFor({ state: 'detached' });
+  });
+
+  it('the image cache dialog shows a downloaded image with its size and removes it after confirming', { timeout: 120_000 }, async () => {
+    const page = e2e.h.page;
+    const surf = new VmSurfacePage(page);
+    // A real download into the cache: the test guest's disk from a local server, checked against its SHA256SUMS.
+    const disk = readFileSync(path.resolve('.cache/guest/disk.qcow2'));
+    const sha = createHash('sha256').update(disk).digest('hex');
+    const server = await startImageServer({ '/g/disk.qcow2': disk, '/g/SHA256SUMS': Buffer.from(`${sha}  disk.qcow2\n`) });
+    try {
+      await e2e.h.call('image.addSource', { id: 'testguest', name: 'VMDesk test guest', format: 'qcow2', url: `${server.url}/g/disk.qcow2`, verify: { sums: `${server.url}/g/SHA256SUMS`, algorithm: 'sha256' } });
+      const cached = await e2e.h.call('image.pull', { image: 'testguest' });
+      expect(existsSync(cached.file)).toBe(true);
+      await new MainWindowPage(page).open(e2e.h.server.url);
+
+      await surf.toolbar('images').click();
+      const cache = page.getByTestId('image-cache-dialog');
+      await cache.waitFor();
+      const row = cache.getByTestId('cached-testguest');
+      await row.waitFor();
+      const mib = Math.round(disk.length / 1024 / 1024);
+      expect(await cache.getByTestId('cached-size-testguest').textContent()).toBe(`${mib} MiB`);
+      expect(await cache.getByTestId('image-cache-total').textContent()).toMatch(new RegExp(`^\\s*${mib} MiB in 1 image`));
+      expect(await row.textContent()).toMatch(/sha256/i);
+      await expectNoAxeFindings('image cache with an image');
+      await e2e.h.shot('surface-05-image-cache');
+
+      // Keyboard: choose it with Space, then remove; the confirmation is asked first and Cancel keeps it.
+      await cache.getByTestId('cached-choose-testguest').focus();
+      await page.keyboard.press('Space');
+      await cache.getByTestId('image-cache-remove').click();
+      const ask = page.getByTestId('confirm-image-remove');
+      await ask.waitFor();
+      expect(await ask.textContent()).toMatch(new RegExp(`${mib} MiB will be freed`));
+      await page.keyboard.press('Escape');
+      await ask.waitFor({ state: 'detached' });
+      expect(existsSync(cached.file)).toBe(true);
+      await cache.getByTestId('image-cache-remove').click();
+      await ask.getByTestId('confirm-ok').click();
+      await cache.getByTestId('image-cache-empty').waitFor({ timeout: 15_000 });
+      expect(existsSync(cached.file)).toBe(false);
+      expect((await e2e.h.call('image.list', {})).cacheBytes).toBe(0);
+      await page.keyboard.press('Escape');
+      await cache.waitFor({ state: 'detached' });
+    } finally {
+      await server.close();
+    }
   });
 });
