@@ -198,4 +198,19 @@ describe('Settings dialog: networks, limits, shares, devices', () => {
     expect(patch.network[0].mac).not.toMatch(/^52:54:00:00:00:0[12]$/);
     expect(patch.network[1].mac).toBe('52:54:00:00:00:01');
   });
+
+  it('a VM with a saved state: hardware and forwards locked with the way out, limits still open', async () => {
+    const w = await open(vmInfo('held', 'saved'));
+    await byTestId(w, 'settings-tab-network').trigger('click');
+    expect(byTestId(w, 'settings-locked').text()).toMatch(/saved state.*discard the saved state/);
+    expect((byTestId(w, 'add-forward').element as HTMLButtonElement).disabled).toBe(true);
+    await byTestId(w, 'settings-tab-guest').trigger('click');
+    expect((byTestId(w, 'share-add').element as HTMLButtonElement).disabled).toBe(true);
+    await byTestId(w, 'settings-tab-resources').trigger('click');
+    expect(byTestId(w, 'settings-locked').exists()).toBe(false);
+    await byTestId(w, 'limit-memory-target').setValue('256');
+    await byTestId(w, 'settings').trigger('submit');
+    await flushPromises();
+    expect(rpc.callsOf('vm.update')).toEqual([{ id: expect.any(String), patch: { limits: { memoryTargetMiB: 256 } } }]);
+  });
 });
