@@ -45,3 +45,16 @@ export function applyPreset(input: unknown): unknown {
   return out;
 }
 
+
+/**
+ * applyPreset for a zod preprocess: a conflict becomes an issue on `preset` (forms show it by the field; a
+ * safeParse never throws), and the input goes on unchanged.
+ */
+export function presetPreprocess(input: unknown, ctx: { addIssue(issue: { code: 'custom'; message: string; path?: PropertyKey[] }): void }): unknown {
+  try {
+    return applyPreset(input);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message, path: ['preset'] });
+    return input;
+  }
+}

@@ -10,7 +10,7 @@ import { GuestRpcMethods } from './rpc-guest.js';
 import { ResourceRpcMethods } from './rpc-resources.js';
 import { HOST_LONG_METHODS, HostRpcMethods } from './rpc-hosts.js';
 import { DEVICE_LONG_METHODS, DeviceRpcMethods } from './rpc-devices.js';
-import { applyPreset } from './presets.js';
+import { presetPreprocess } from './presets.js';
 import { VmStats } from './schema.js';
 
 export const DaemonStatus = z.object({
@@ -48,7 +48,7 @@ export const RpcMethods = {
   'vm.list': { params: z.object({}).strict(), result: z.array(VmInfo) },
   'vm.get': { params: ById, result: VmInfo },
   // A preset (windows11) fills in what the request leaves out before the defaults do (api/presets.ts).
-  'vm.create': { params: z.preprocess(applyPreset, CreateVmRequest.strict()) as unknown as ReturnType<typeof CreateVmRequest.strict>, result: VmInfo },
+  'vm.create': { params: z.preprocess(presetPreprocess, CreateVmRequest.strict()) as unknown as ReturnType<typeof CreateVmRequest.strict>, result: VmInfo },
   'vm.update': { params: z.object({ id: VmRef, patch: VmSettingsPatch.strict() }).strict(), result: VmInfo },
   'vm.rename': { params: z.object({ id: VmRef, name: VmName }).strict(), result: VmInfo },
   'vm.delete': { params: z.object({ id: VmRef, keepDisks: z.boolean().optional() }).strict(), result: z.object({ keptDisks: z.array(z.string()) }) },

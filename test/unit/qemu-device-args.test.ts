@@ -241,6 +241,10 @@ describe('bad input', () => {
     // The contract applies it before its defaults (firmware would otherwise default to bios).
     expect(RpcMethods['vm.create'].params.parse({ name: 'w', preset: 'windows11' })).toMatchObject({ firmware: 'uefi', memoryMiB: 4096 });
     expect(() => applyPreset({ name: 'w', preset: 'windows11', firmware: 'bios' })).toThrow(/needs UEFI firmware.*--firmware bios/);
+    // At the contract's boundary a conflict is an issue on the preset field, never a throw.
+    const bad = RpcMethods['vm.create'].params.safeParse({ name: 'w', preset: 'windows11', firmware: 'bios' });
+    expect(bad.success).toBe(false);
+    expect(bad.error!.issues[0]).toMatchObject({ path: ['preset'], message: expect.stringMatching(/needs UEFI firmware/) });
     expect(() => applyPreset({ name: 'w', preset: 'windows11', directKernel: { kernel: '/k' } })).toThrow(/leave out --kernel/);
     expect(() => applyPreset({ name: 'w', preset: 'xp' })).toThrow(/unknown preset "xp"/);
     expect((applyPreset({ name: 'w', preset: 'windows11', attachDisks: ['/d.qcow2'] }) as { diskBytes?: number }).diskBytes).toBeUndefined();
