@@ -6,6 +6,7 @@ import { createPinia, setActivePinia } from 'pinia';
 import SettingsDialog from './SettingsDialog.vue';
 import { FakeRpc, HOST, vmInfo } from '../testing/fake-rpc';
 import { useVmsStore } from '../stores/vms';
+import { useNoticesStore } from '../stores/notices';
 import type { VmInfo } from '../../../main/api/schema';
 
 let rpc: FakeRpc;
@@ -84,8 +85,9 @@ describe('Settings dialog', () => {
 
 describe('Settings dialog: networks, limits, shares, devices', () => {
   it('changes forwards and limits of a running VM live, and nothing else', async () => {
-    const w = await open(vmInfo('web', 'running', { network: [{ mode: 'nat', forwards: [], mac: '52:54:00:aa:bb:cc' }] }));
-    rpc.on('host.ports', () => []);
+    const vm = vmInfo('web', 'running', { network: [{ mode: 'nat', forwards: [], mac: '52:54:00:aa:bb:cc' }] });
+    const w = await open(vm);
+    rpc.on('host.ports', () => []).on('vm.update', () => ({ ...vm, warnings: ['the CPU cap applies from the next start'] }));
     await byTestId(w, 'settings-tab-network').trigger('click');
     await byTestId(w, 'add-forward').trigger('click');
     await byTestId(w, 'settings-tab-resources').trigger('click');
@@ -95,6 +97,7 @@ describe('Settings dialog: networks, limits, shares, devices', () => {
     expect(rpc.callsOf('vm.update')).toEqual([
       { id: expect.any(String), patch: { network: [{ mode: 'nat', forwards: [{ protocol: 'tcp', hostPort: 2222, guestPort: 22 }], mac: '52:54:00:aa:bb:cc' }], limits: { cpuCapPercent: 40 } } },
     ]);
+    expect(useNoticesStore().notices.map((n) => n.text)).toContain('the CPU cap applies from the next start');
   });
 
   it('adds an internal card, a share, the clipboard and a TPM to a stopped VM, then saves each through its call', async () => {
