@@ -579,9 +579,6 @@ export function toPatch(form: VmForm, original: VmForm): RpcParams<'vm.update'>[
   return patch;
 }
 
-/** Settings keys a running guest takes (the rest is hardware: stopped only). Forwards go live when only they change. */
-export const LIVE_PATCH_KEYS = ['osType', 'tags', 'limits'] as const;
-
 /** What share.remove and share.add calls turn the original shares into the form's (a changed share is removed and added again). */
 export function sharesDiff(form: readonly ShareRow[], original: readonly ShareRow[]): { remove: string[]; add: ShareRow[] } {
   const same = (a: ShareRow, b: ShareRow) => a.tag === b.tag && a.hostPath === b.hostPath && a.readOnly === b.readOnly;
