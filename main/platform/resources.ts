@@ -279,6 +279,25 @@ export function firmwareCandidates(qemuBinary?: string, env: NodeJS.ProcessEnv =
   return out;
 }
 
+export const SECURE_BOOT_MISSING =
+  "Secure Boot needs OVMF built for it, with Microsoft's keys (OVMF_CODE_4M.secboot.fd and OVMF_VARS_4M.ms.fd); install it with: sudo apt install ovmf";
+
+/**
+ * Secure Boot firmware: OVMF built with Secure Boot and SMM, and a variable store template with Microsoft's keys
+ * enrolled, where distributions put them (Debian/Ubuntu's ovmf, Fedora's edk2-ovmf);
+ * $VMDESK_OVMF_SECBOOT_CODE/_VARS first.
+ */
+export function secureBootFirmwareCandidates(env: NodeJS.ProcessEnv = process.env): FirmwarePaths[] {
+  const out: FirmwarePaths[] = [];
+  if (env.VMDESK_OVMF_SECBOOT_CODE && env.VMDESK_OVMF_SECBOOT_VARS) out.push({ code: env.VMDESK_OVMF_SECBOOT_CODE, varsTemplate: env.VMDESK_OVMF_SECBOOT_VARS });
+  out.push(
+    { code: '/usr/share/OVMF/OVMF_CODE_4M.secboot.fd', varsTemplate: '/usr/share/OVMF/OVMF_VARS_4M.ms.fd' },
+    { code: '/usr/share/OVMF/OVMF_CODE.secboot.fd', varsTemplate: '/usr/share/OVMF/OVMF_VARS.ms.fd' },
+    { code: '/usr/share/edk2/ovmf/OVMF_CODE.secboot.fd', varsTemplate: '/usr/share/edk2/ovmf/OVMF_VARS.secboot.fd' },
+  );
+  return out;
+}
+
 /**
  * Makes sure the AppImage's runtime copy exists and is complete (payload and Node, copied to a temporary
  * directory and renamed into place, so a crash halfway leaves no half copy), marks it used, and removes

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import { findOnPath, qemuImgPath } from '../../platform/host-tools.js';
+import { SECURE_BOOT_MISSING, secureBootFirmwareCandidates } from '../../platform/resources.js';
 import { EFI_GLOBAL_VARIABLE, findVariable, parseUefiVarStore, secureBootKeys, type SecureBootKeys, type UefiVariable } from '../../platform/uefi-vars.js';
 
 const run = promisify(execFile);
@@ -20,20 +21,7 @@ export interface SecureBootFirmware {
   varsTemplate: string;
 }
 
-export const SECURE_BOOT_MISSING =
-  "Secure Boot needs OVMF built for it, with Microsoft's keys (OVMF_CODE_4M.secboot.fd and OVMF_VARS_4M.ms.fd); install it with: sudo apt install ovmf";
-
-/** Where distributions put them: Debian/Ubuntu's ovmf, Fedora's edk2-ovmf; $VMDESK_OVMF_SECBOOT_CODE/_VARS first. */
-export function secureBootCandidates(env: NodeJS.ProcessEnv = process.env): SecureBootFirmware[] {
-  const out: SecureBootFirmware[] = [];
-  if (env.VMDESK_OVMF_SECBOOT_CODE && env.VMDESK_OVMF_SECBOOT_VARS) out.push({ code: env.VMDESK_OVMF_SECBOOT_CODE, varsTemplate: env.VMDESK_OVMF_SECBOOT_VARS });
-  out.push(
-    { code: '/usr/share/OVMF/OVMF_CODE_4M.secboot.fd', varsTemplate: '/usr/share/OVMF/OVMF_VARS_4M.ms.fd' },
-    { code: '/usr/share/OVMF/OVMF_CODE.secboot.fd', varsTemplate: '/usr/share/OVMF/OVMF_VARS.ms.fd' },
-    { code: '/usr/share/edk2/ovmf/OVMF_CODE.secboot.fd', varsTemplate: '/usr/share/edk2/ovmf/OVMF_VARS.secboot.fd' },
-  );
-  return out;
-}
+export { SECURE_BOOT_MISSING };
 
 function readable(p: string): boolean {
   try {
@@ -45,7 +33,7 @@ function readable(p: string): boolean {
 }
 
 export function findSecureBootFirmware(env: NodeJS.ProcessEnv = process.env): SecureBootFirmware | undefined {
-  return secureBootCandidates(env).find((c) => readable(c.code) && readable(c.varsTemplate));
+  return secureBootFirmwareCandidates(env).find((c) => readable(c.code) && readable(c.varsTemplate));
 }
 
 /** The variables of a qcow2 store's active layer (read through a private raw copy). */
