@@ -26,12 +26,17 @@ export function randomMac(taken: ReadonlySet<string> = new Set()): string {
  */
 export function withMacs(network: readonly NetAdapter[], taken: ReadonlySet<string>, previous: readonly NetAdapter[] = []): NetAdapter[] {
   const used = new Set(taken);
+  // A card given its MAC keeps it; one without inherits its position's old MAC only if no card in the new
+  // list has that address (after a reorder the old card may be elsewhere, with its MAC given).
+  const given = new Set(network.filter((n) => n.mode !== 'none' && n.mac).map((n) => n.mac!));
   const out = network.map((n, i): NetAdapter => {
     if (n.mode === 'none') {
       const { mac: _drop, ...rest } = n;
       return rest;
     }
-    const mac = n.mac ?? (previous[i]?.mode !== 'none' ? previous[i]?.mac : undefined);
+    const old = previous[i]?.mode !== 'none' ? previous[i]?.mac : undefined;
+    const mac = n.mac ?? (old && !given.has(old) ? old : undefined);
+    if (mac && !n.mac) given.add(mac);
     return mac ? { ...n, mac } : n;
   });
   for (const n of out) if (n.mac) used.add(n.mac);

@@ -124,6 +124,12 @@ describe('MAC addresses', () => {
     expect(out[1]!.mac).toMatch(/^52:54:00:/);
     expect(out[1]!.mac).not.toBe(out[0]!.mac);
     expect(out[2]!.mac).toBeUndefined();
+    // Reordered: the card that moved keeps its MAC, the one now in its old place gets a new one, not the same.
+    const before = [{ mode: 'nat' as const, forwards: [], mac: '52:54:00:00:00:0a' }, { mode: 'nat' as const, forwards: [], mac: '52:54:00:00:00:0b' }];
+    const swapped = withMacs([{ mode: 'internal', network: 'lab', forwards: [] }, { mode: 'nat', forwards: [], mac: '52:54:00:00:00:0a' }], new Set(), before);
+    expect(swapped[1]!.mac).toBe('52:54:00:00:00:0a');
+    expect(swapped[0]!.mac).toMatch(/^52:54:00:/);
+    expect(swapped[0]!.mac).not.toBe('52:54:00:00:00:0a');
     const many = new Set<string>();
     for (let i = 0; i < 2000; i++) many.add(randomMac(many));
     expect(many.size).toBe(2000);
