@@ -182,5 +182,5 @@ describe('live snapshots of a running guest', () => {
     // The safety snapshot kept the 320 MiB settings: restoring it changes them back.
     const back = await snaps.restore('live', r.safety!.id, { snapshotCurrent: false });
     expect(back.info.config!.memoryMiB).toBe(320);
-  });
+  }, 150_000);
 });
