@@ -128,11 +128,14 @@ export class Console {
       this.check();
     });
   }
-  /** Runs a shell command in the guest; resolves with its output (the end marker is computed by the shell, so the echoed command line never matches it). */
+  /**
+   * Runs a shell command in the guest; resolves with its output. Both markers are computed by the shell, so
+   * the echoed command line (which the shell's line editor may redraw) never matches them.
+   */
   async sh(cmd, timeoutMs = 300_000) {
     const tag = `T${Math.random().toString(36).slice(2, 8)}`;
-    this.child.stdin.write(`${cmd} 2>&1; echo ${tag}-$((40+2))-END\n`);
-    const m = await this.waitFor(new RegExp(`${tag}-\\$\\(\\(40\\+2\\)\\)-END\\r?\\n([\\s\\S]*?)${tag}-42-END`), timeoutMs);
+    this.child.stdin.write(`echo ${tag}-$((40+1))-BEGIN; ${cmd} 2>&1; echo ${tag}-$((40+2))-END\n`);
+    const m = await this.waitFor(new RegExp(`${tag}-41-BEGIN\\r?\\n([\\s\\S]*?)${tag}-42-END`), timeoutMs);
     return m[1] ?? '';
   }
   close() {
