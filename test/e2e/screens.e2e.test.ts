@@ -180,9 +180,12 @@ describe('every screen, light and dark, 1280×800 and 900×600', () => {
     await page.getByTestId('field-os').selectOption('windows');
     await visit(page, '10-wizard-name');
     await page.getByTestId('wizard-next').click();
+    // The gallery is the first choice: the catalogue in the repo, nothing downloaded.
+    await page.getByTestId('gallery').waitFor();
+    await visit(page, '11-wizard-gallery');
     await page.getByTestId('media-iso').check();
     await page.getByTestId('field-iso').fill(iso);
-    await visit(page, '11-wizard-media');
+    await visit(page, '11-wizard-media-iso');
     await page.getByTestId('wizard-next').click();
     await page.getByTestId('wizard-step-hardware').waitFor();
     await visit(page, '12-wizard-hardware');
@@ -218,6 +221,18 @@ describe('every screen, light and dark, 1280×800 and 900×600', () => {
       'settings',
       '21-settings-network',
     );
+    for (const [tab, name] of [['resources', '21-settings-limits'], ['guest', '21-settings-shares-clipboard'], ['devices', '21-settings-devices']] as const) {
+      await dialog(
+        async () => {
+          await main.toolbar('settings').click();
+          await page.getByTestId(`settings-tab-${tab}`).click();
+        },
+        'settings',
+        name,
+      );
+    }
+    await dialog(() => page.getByTestId('tb-migrate').click(), 'move-dialog', '29-move-to-host');
+    await dialog(() => page.getByTestId('tb-images').click(), 'image-cache-dialog', '29-image-cache');
     await dialog(() => main.toolbar('delete').click(), 'delete-dialog', '22-delete');
     await dialog(() => page.getByTestId('details-clone').click(), 'clone-dialog', '23-clone');
     await dialog(() => page.getByTestId('details-export').click(), 'export-dialog', '24-export');
@@ -248,6 +263,10 @@ describe('every screen, light and dark, 1280×800 and 900×600', () => {
     await cons.displayTab();
     await page.locator('[data-testid="display-status"]', { hasText: 'connected' }).waitFor({ timeout: 30_000 });
     await visit(page, '31-console-display');
+    // The Terminal tab on a VM without SSH: its serial console, with a note saying so.
+    await cons.terminalTab();
+    await page.getByTestId('terminal-note').waitFor({ timeout: 30_000 });
+    await visit(page, '32-console-terminal');
     await page.getByTestId('console-back').click();
     await main.details.waitFor();
 
