@@ -4,7 +4,8 @@
 // of "Before restoring" snapshots, delete confirmation, the schedule set in the GUI and its snapshots in their own
 // lane, and the layout of a 900×600 window.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Page } from 'playwright-core';
 import { registerEngine, unregisterEngine } from '../../main/engines/registry.js';
@@ -245,5 +246,27 @@ describe('snapshot browsing', () => {
     await h.shot('54-snapshots-900x600');
     await h.page.setViewportSize({ width: 1280, height: 820 });
     expect(h.pageErrors.filter((e) => !/favicon/.test(e))).toEqual([]);
+  });
+
+  it('is photographed for docs/screenshots: the tree and the timeline, light and dark, at 1280×800 and 900×600', { timeout: 60_000 }, async () => {
+    const { h } = e2e;
+    const snaps = new SnapshotsPage(h.page);
+    const out = path.resolve('docs/screenshots');
+    mkdirSync(out, { recursive: true });
+    for (const [mode, name] of [['tree', '06-snapshot-tree'], ['timeline', '06-snapshot-timeline']] as const) {
+      await (mode === 'tree' ? snaps.treeMode() : snaps.timelineMode());
+      // The earlier cases zoomed and panned: the whole timeline, as a user opening it sees it.
+      if (mode === 'timeline') await h.page.getByRole('button', { name: 'Fit all' }).click();
+      for (const scheme of ['light', 'dark'] as const) {
+        await h.page.emulateMedia({ colorScheme: scheme });
+        for (const [width, height] of [[1280, 800], [900, 600]] as const) {
+          await h.page.setViewportSize({ width, height });
+          await h.page.evaluate(() => new Promise<void>((r) => requestAnimationFrame(() => requestAnimationFrame(() => r()))));
+          await h.page.screenshot({ path: path.join(out, `${name}-${scheme}-${width}x${height}.png`) });
+        }
+      }
+    }
+    await h.page.emulateMedia({ colorScheme: 'light' });
+    await h.page.setViewportSize({ width: 1280, height: 820 });
   });
 });
