@@ -1,19 +1,10 @@
-// The XML reader for OVF descriptors: saxes (a strict, streaming, linear-time parser) builds a small element
-// tree. The hand-written regex reader this replaces was quadratic (100 KB of '<' took 53 s). Descriptors come
-// from downloaded appliances, so DTDs (and with them entity definitions, the root of billion-laughs and XXE)
-// are refused, and size, element count, nesting depth and attributes per element are bounded.
-import { SaxesParser } from 'saxes';
-import { VmdeskError, ErrorCode } from '../../api/errors.js';
+// The XML reader for OVF descriptors: the bounded tree reader of platform/xml-tree.ts (it replaced a regex
+// reader that was quadratic: 100 KB of '<' took 53 s), with limits for descriptors, plus the lookups and the
+// escaping the OVF reader and writer use.
+import { ErrorCode } from '../../api/errors.js';
+import { parseXmlTree, type XmlLimits, type XmlNode } from '../../platform/xml-tree.js';
 
-export interface XmlNode {
-  /** Local name without namespace prefix (rasd:ResourceType -> ResourceType). */
-  name: string;
-  /** By local name; a null-prototype object, so "__proto__" is just a name. */
-  attrs: Record<string, string>;
-  children: XmlNode[];
-  text: string;
-}
-
+export type { XmlNode };
 export const XML_LIMITS = {
   /** Characters of the descriptor: VirtualBox and VMware write a few KB; 16 Mi is far past any real one. */
   chars: 16 * 1024 * 1024,
@@ -22,58 +13,9 @@ export const XML_LIMITS = {
   attributes: 64,
 } as const;
 
-function local(n: string): string {
-  const i = n.indexOf(':');
-  return i < 0 ? n : n.slice(i + 1);
-}
-
-function refuse(message: string): VmdeskError {
-  return new VmdeskError(ErrorCode.invalid, message);
-}
-
-/**
- * Parses a complete XML document into a tree under a '#root' node. Throws EINVAL for malformed XML, a
- * DOCTYPE, undefined entities or anything past XML_LIMITS; nothing else escapes.
- */
-export function parseXml(text: string, limits: { chars: number; elements: number; depth: number; attributes: number } = XML_LIMITS): XmlNode {
-  if (text.length > limits.chars) throw refuse(`the OVF descriptor is too large (${text.length} characters; at most ${limits.chars})`);
-  const root: XmlNode = { name: '#root', attrs: Object.create(null) as Record<string, string>, children: [], text: '' };
-  const stack: XmlNode[] = [root];
-  let elements = 0;
-  const parser = new SaxesParser({ xmlns: false, position: true });
-  parser.on('doctype', () => {
-    throw refuse('the OVF descriptor has a DOCTYPE; DTDs and entity definitions are not accepted');
-  });
-  parser.on('opentag', (tag) => {
-    if (++elements > limits.elements) throw refuse(`the OVF descriptor has more than ${limits.elements} elements`);
-    if (stack.length > limits.depth) throw refuse(`the OVF descriptor nests elements more than ${limits.depth} deep`);
-    const attrs = Object.create(null) as Record<string, string>;
-    let count = 0;
-    for (const [k, v] of Object.entries(tag.attributes)) {
-      if (++count > limits.attributes) throw refuse(`an element of the OVF descriptor has more than ${limits.attributes} attributes`);
-      attrs[local(k)] = String(v);
-    }
-    const node: XmlNode = { name: local(tag.name), attrs, children: [], text: '' };
-    stack[stack.length - 1]!.children.push(node);
-    stack.push(node);
-  });
-  parser.on('closetag', () => {
-    if (stack.length > 1) stack.pop();
-  });
-  parser.on('text', (t) => {
-    stack[stack.length - 1]!.text += t;
-  });
-  parser.on('cdata', (t) => {
-    stack[stack.length - 1]!.text += t;
-  });
-  try {
-    parser.write(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text).close();
-  } catch (e) {
-    if (e instanceof VmdeskError) throw e;
-    const msg = (e as Error)?.message ?? String(e);
-    throw refuse(`the OVF descriptor is not well-formed XML: ${msg.length > 200 ? `${msg.slice(0, 197)}...` : msg}`);
-  }
-  return root;
+/** Parses a complete descriptor (platform/xml-tree.ts); EINVAL for anything malformed or past the limits. */
+export function parseXml(text: string, limits: XmlLimits = XML_LIMITS): XmlNode {
+  return parseXmlTree(text, { what: 'the OVF descriptor', code: ErrorCode.invalid, limits });
 }
 
 /** First descendant (depth-first, document order) with this local name. */
