@@ -18,6 +18,9 @@ case "$(uname -s)" in
       missing=""
       # swtpm + swtpm-tools give guests a TPM 2.0 (Windows 11; the TPM tests).
       PKGS="$PKGS swtpm swtpm-tools"
+      # cloud-init seed ISOs (xorriso; genisoimage also gives the tests' isoinfo), ssh for vmdesk shell, gpgv/gpg
+      # for signed SHA256SUMS, iproute2 for the network-namespace tests, pngquant to keep screenshots small.
+      PKGS="$PKGS xorriso genisoimage openssh-client gpgv gpg iproute2 pngquant"
       for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
       if [ -n "$missing" ]; then
         say "installing system packages:$missing"
