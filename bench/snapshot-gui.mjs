@@ -104,7 +104,7 @@ function makeTree(config) {
 async function qcowSnapshots(file, tags) {
   const sock = path.join(path.dirname(file), 'bench-qmp.sock');
   rmSync(sock, { force: true });
-  const q = spawn('qemu-system-x86_64', ['-machine', 'none', '-nodefaults', '-display', 'none', '-S', '-blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'd0', file: { driver: 'file', filename: file, 'cache.no-flush': true } }), '-qmp', `unix:${sock},server=on,wait=off`], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const q = spawn('qemu-system-x86_64', ['-machine', 'none', '-nodefaults', '-display', 'none', '-S', '-blockdev', JSON.stringify({ driver: 'qcow2', 'node-name': 'd0', file: { driver: 'file', filename: file, cache: { 'no-flush': true } } }), '-qmp', `unix:${sock},server=on,wait=off`], { stdio: ['ignore', 'ignore', 'inherit'] });
   for (let i = 0; !existsSync(sock); i++) {
     if (i > 500) throw new Error('QEMU did not open its QMP socket');
     await new Promise((r) => setTimeout(r, 20));
