@@ -88,7 +88,16 @@ describe('image gate: references to other files', () => {
 
   it('refuses encrypted and corrupt qcow2 images', async () => {
     const enc = join(dir, 'enc.qcow2');
-    qemuImg('create', '-q', '--object', 'secret,id=s0,data=pw', '-f', 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=s0', enc, '1M');
+    // LUKS times its key derivation by the CPU time it used; QEMU gives up ("Unable to get accurate CPU usage")
+    // when that clock did not move, which happens now and then on a busy runner: try again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        qemuImg('create', '-q', '--object', 'secret,id=s0,data=pw', '-f', 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=s0', enc, '1M');
+        break;
+      } catch (e) {
+        if (attempt >= 5 || !/accurate CPU usage/.test(String((e as { stderr?: Buffer }).stderr ?? e))) throw e;
+      }
+    }
     await expect(admit(enc)).rejects.toThrow(/encrypted/);
     const c = join(dir, 'c.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', c, '1M');
