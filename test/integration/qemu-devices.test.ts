@@ -14,7 +14,7 @@ import path from 'node:path';
 import { Core } from '../../main/core/core.js';
 import { dispatch } from '../../main/daemon/dispatch.js';
 import type { RpcMethod, RpcParams, RpcResult } from '../../main/api/rpc.js';
-import type { SerialSession } from '../../main/core/serial.js';
+import { SerialConsole as Console, until } from '../helpers/serial-console.js';
 import type { QemuRuntime } from '../../main/engines/qemu/runtime.js';
 import { guestPaths, GUEST_READY_MARKER } from '../guest/guest.js';
 import { swtpmPath } from '../../main/engines/qemu/tpm.js';
@@ -28,41 +28,6 @@ let core: Core;
 
 function call<M extends RpcMethod>(method: M, params: RpcParams<M>): Promise<RpcResult<M>> {
   return dispatch(core, method, params, { emit: () => {} }) as Promise<RpcResult<M>>;
-}
-
-async function until<T>(what: string, fn: () => T | Promise<T>, ok: (v: T) => boolean, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(v).slice(-600)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** The guest's serial console: run a command, get its output. */
-class Console {
-  out = '';
-  private n = 0;
-  constructor(private readonly s: SerialSession) {
-    this.out = s.history.toString('latin1');
-    s.onData((d) => (this.out += d.toString('latin1')));
-  }
-  async waitFor(re: RegExp, timeoutMs = 120_000): Promise<void> {
-    await until(`${re} on the serial console`, () => this.out.match(re), (m) => !!m, timeoutMs);
-  }
-  async run(cmd: string, timeoutMs = 30_000): Promise<string> {
-    const id = `${Date.now()}${this.n++}`;
-    const start = this.out.length;
-    this.s.write(Buffer.from(`${cmd}; echo "__END_${id}__"\n`));
-    const re = new RegExp(`\\n__END_${id}__`);
-    await until(`"${cmd}" to finish`, () => this.out.slice(start), (t) => re.test(t.replace(/\r/g, '')), timeoutMs);
-    const text = this.out.slice(start).replace(/\r/g, '');
-    return text.slice(text.indexOf('\n') + 1, text.search(re));
-  }
-  close(): void {
-    this.s.close();
-  }
 }
 
 const { kernel, initrd } = guestPaths();
@@ -137,7 +102,7 @@ describe.runIf(hasSwtpm)('save state and TPM 2.0 on one guest', () => {
     expect(existsSync(path.join(bundle, 'saved-state', 'state.qemu'))).toBe(false);
     con = new Console(core.openSerial(name));
     // (a long command line wraps on the console: only the last line is the output)
-    expect((await con.run('echo "var=$MARK file=$(cat /tmp/ram-marker)"')).trim().split('\n').at(-1)).toBe(`var=${marker} file=${marker}`);
+    expect((await con.run('echo "var=$MARK file=$(cat /tmp/ram-marker)"')).output.trim().split('\n').at(-1)).toBe(`var=${marker} file=${marker}`);
     console.log(`resume: ${resumeMs} ms`);
     // The TPM came back with the guest.
     const rt2 = core.runtime(started.id) as QemuRuntime;
@@ -160,7 +125,7 @@ describe.runIf(hasSwtpm)('save state and TPM 2.0 on one guest', () => {
     await call('snapshot.take', { id: name, name: 'live-tpm' });
     await call('snapshot.restore', { id: name, snapshot: 'live-tpm', saveCurrent: false });
     expect(await (core.runtime(started.id) as QemuRuntime).command('query-tpm')).toHaveLength(1);
-    expect((await con.run('echo "var=$MARK"')).trim().split('\n').at(-1)).toBe(`var=${marker}`);
+    expect((await con.run('echo "var=$MARK"')).output.trim().split('\n').at(-1)).toBe(`var=${marker}`);
 
     // Suspend again, as a daemon that died right after writing the state leaves it (QEMU waiting after the
     // migration): the next daemon sees the complete state and lets QEMU quit; then throw the state away.
@@ -177,7 +142,7 @@ describe.runIf(hasSwtpm)('save state and TPM 2.0 on one guest', () => {
     await call('vm.start', { id: name });
     con = new Console(core.openSerial(name));
     await con.waitFor(new RegExp(GUEST_READY_MARKER));
-    expect((await con.run('echo "var=$MARK"; cat /tmp/ram-marker 2>/dev/null || echo none')).trim()).toMatch(/(^|\n)var=\nnone$/);
+    expect((await con.run('echo "var=$MARK"; cat /tmp/ram-marker 2>/dev/null || echo none')).output.trim()).toMatch(/(^|\n)var=\nnone$/);
     con.close();
 
     // TPM state goes with an offline snapshot: a TPM made anew after it (its state deleted, provisioned again
