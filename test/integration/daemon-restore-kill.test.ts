@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { guestPaths, GUEST_READY_MARKER } from '../guest/guest.js';
+import { connectDaemon } from '../../main/client/daemon-client.js';
 import { BIN, ConsoleSession, tempHome, vmdesk, vmdeskJson } from '../helpers/cli.js';
 
 describe('a restore outlives the client that asked for it', () => {
@@ -29,21 +30,29 @@ describe('a restore outlives the client that asked for it', () => {
     const a = await vmdeskJson(home, ['snapshot', 'take', 'rk', 'A']);
     await vmdeskJson(home, ['snapshot', 'take', 'rk', 'B']);
 
-    // The CLI asks for the restore and is killed once the daemon has started the job.
-    const cli = spawn(process.execPath, [BIN, '--home', home, 'snapshot', 'restore', 'rk', 'A'], { stdio: 'ignore' });
-    for (let i = 0; i < 400; i++) {
-      const info = await vmdeskJson(home, ['info', 'rk']);
-      if (info.job?.method === 'snapshot.restore') break;
-      await new Promise((r) => setTimeout(r, 25));
-    }
-    cli.kill('SIGKILL');
-    await new Promise((r) => cli.once('exit', r));
+    // The CLI asks for the restore and is killed once the daemon has started the job. The job is watched on one
+    // connection of the test's own (a CLI per poll is too slow on a loaded machine to see a short job).
+    const client = await connectDaemon(home);
+    try {
+      const cli = spawn(process.execPath, [BIN, '--home', home, 'snapshot', 'restore', 'rk', 'A'], { stdio: 'ignore' });
+      const exited = new Promise((r) => cli.once('exit', r));
+      let deadline = Date.now() + 60_000;
+      while ((await client.call('vm.get', { id: 'rk' })).job?.method !== 'snapshot.restore') {
+        if (cli.exitCode !== null) throw new Error(`the CLI ended (code ${cli.exitCode}) before the daemon was seen restoring`);
+        if (Date.now() > deadline) throw new Error('the daemon never started the restore');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      cli.kill('SIGKILL');
+      await exited;
 
-    // The job goes on in the daemon and ends; afterwards the tree says we are at A.
-    for (let i = 0; i < 600; i++) {
-      const info = await vmdeskJson(home, ['info', 'rk']);
-      if (!info.job) break;
-      await new Promise((r) => setTimeout(r, 100));
+      // The job goes on in the daemon and ends; afterwards the tree says we are at A.
+      deadline = Date.now() + 120_000;
+      while ((await client.call('vm.get', { id: 'rk' })).job) {
+        if (Date.now() > deadline) throw new Error('the restore did not end in 2 minutes');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      client.close();
     }
     const list = await vmdeskJson(home, ['snapshot', 'list', 'rk']);
     expect(list.current).toBe(a.id);

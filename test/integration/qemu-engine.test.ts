@@ -55,6 +55,15 @@ function makeConfig(extra: Partial<VmConfig> = {}): VmConfig {
   });
 }
 
+/** Whether a listener can bind 127.0.0.1:port right now. */
+function checkHostPortFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
 /** Collects console output and waits for patterns in what arrives after a given point. */
 class Console {
   text = '';
@@ -304,6 +313,8 @@ describe('QEMU engine with the test guest', () => {
     const exit = await qemuEngine.reapOrphan!(ctx);
     expect(exit?.reason).toBe('unknown');
     expect(exit?.detail).toMatch(/while no VMDesk daemon was watching/);
+    // Its passt, which outlives a killed QEMU for a moment, is gone too: the forwarded port is free again.
+    await expect(checkHostPortFree(hostPort)).resolves.toBe(true);
     expect(await qemuEngine.reapOrphan!(ctx)).toBeUndefined();
   }, 120_000);
 

@@ -2,7 +2,7 @@
 // next daemon adopts it, and its first list reconciles metadata with the disks.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Core } from '../../main/core/core.js';
@@ -64,8 +64,17 @@ describe('crash in the middle of a live snapshot', () => {
       if (text.includes('"interrupted"')) break;
       await new Promise((r) => setTimeout(r, 2));
     }
-    // Past the two QMP queries that come before snapshot-save, well before saving 400 MiB of noise ends.
-    await new Promise((r) => setTimeout(r, 150));
+    // Kill it once QEMU is writing the RAM into the disk (the qcow2 grows), well before 400 MiB of noise is
+    // saved: a fixed delay was too short on a slow machine, where the child had not yet sent snapshot-save.
+    const info = await core.get('crashy');
+    const disk = path.join(info.bundle, info.config.disks[0]!.path);
+    const before = statSync(disk).size;
+    for (;;) {
+      if (Date.now() > deadline + 60_000) throw new Error(`QEMU never started writing the snapshot; output: ${err}`);
+      if (child.exitCode !== null) throw new Error(`child exited (${child.exitCode}) too early: ${err}`);
+      if (statSync(disk).size > before + 16 * 1024 * 1024) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
     expect(err).not.toMatch(/done/);

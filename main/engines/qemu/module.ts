@@ -238,7 +238,7 @@ export const qemuEngine: EngineModule = {
     if (rt) followShares(ctx, rt);
     return rt;
   },
-  reapOrphan: async (ctx) => QemuRuntime.reapOrphan(ctx),
+  reapOrphan: (ctx) => QemuRuntime.reapOrphan(ctx),
   snapshots: qemuSnapshots,
   disks,
   savedState: { describe: describeSavedState, discard: discardSavedState } satisfies SavedStateProvider,

@@ -322,7 +322,7 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
   }
 
   /** A record whose QEMU ended while no daemon watched: one exit record, and the runtime files cleared. */
-  static reapOrphan(ctx: EngineContext): ExitRecord | undefined {
+  static async reapOrphan(ctx: EngineContext): Promise<ExitRecord | undefined> {
     const record = readRecord(ctx);
     if (!record || processRunning(record.pid, record.startTime || undefined)) return undefined;
     const files = bundleFiles(ctx.bundleDir);
@@ -336,8 +336,9 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     };
     writeFileAtomicSync(files.lastExit, JSON.stringify(exit, null, 2) + '\n');
     clearRuntimeFiles(ctx);
-    // --terminate ends swtpm with QEMU's connection; one that is somehow left goes now.
-    void endHelper(record.swtpm);
+    // --terminate ends swtpm with QEMU's connection, and passt quits when QEMU's socket closes, but neither at
+    // once: one still there goes now, so the VM's forwarded host ports are free when this returns.
+    await Promise.allSettled([endHelper(record.swtpm), ...(record.passtPids ?? []).map((p) => endHelper(p, 250))]);
     return exit;
   }
 
