@@ -13,6 +13,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFile, readFile, rm } from 'node:fs/promises';
+import { readlinkSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { guestPaths, GUEST_HTTP_PORT, GUEST_HTTP_TEXT, GUEST_READY_MARKER } from '../guest/guest.js';
 import { BIN, ConsoleSession, stopDaemon, tempHome, vmdesk, vmdeskJson } from '../helpers/cli.js';
@@ -122,9 +123,18 @@ describe.skipIf(!!nsProblem)(`network isolation (in network namespace ${NS})`, (
   async function startDaemonInNs(): Promise<void> {
     // It must not exit when idle between tests: the next CLI call would start a daemon outside the namespace.
     daemon = spawn('ip', ['netns', 'exec', NS, process.execPath, BIN, '--home', home, 'daemon', 'run'], { stdio: 'ignore', env: { ...process.env, VMDESK_DAEMON_IDLE_MS: String(24 * 3600_000) } });
-    for (let i = 0; i < 100; i++) {
+    // `daemon status` answers (exit 0, "daemon": false) before the daemon listens: wait for a daemon that runs
+    // in the namespace. Going on earlier let the next CLI call start a daemon outside it, where the host's port
+    // 47001 is free (the "host port is taken" case then failed).
+    const nsInode = statSync(`/run/netns/${NS}`).ino;
+    for (let i = 0; i < 200 && daemon.exitCode === null; i++) {
       const s = await vmdesk(home, ['daemon', 'status', '--json']);
-      if (s.code === 0) return;
+      const pid = s.code === 0 ? (JSON.parse(s.stdout) as { pid?: number }).pid : undefined;
+      if (pid) {
+        const netns = readlinkSync(`/proc/${pid}/ns/net`);
+        if (netns === `net:[${nsInode}]`) return;
+        throw new Error(`a daemon outside namespace ${NS} serves the library (pid ${pid}, ${netns})`);
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error('the daemon did not come up in the namespace');
@@ -302,7 +312,7 @@ describe.skipIf(!!nsProblem)(`network isolation (in network namespace ${NS})`, (
     const r = await vmdesk(home, ['create', 'clash', '--memory', '128', '--kernel', kernel, '--initrd', initrd, '--forward', `tcp:${servicePort}:22`]);
     expect(r.code, r.stderr).toBe(0);
     const start = await vmdesk(home, ['start', 'clash']);
-    expect(start.code).toBe(5);
+    expect(start.code, start.stderr).toBe(5);
     expect(start.stderr).toMatch(new RegExp(`host port ${servicePort} \\(forwarded to guest port 22\\) is already in use`));
     expect((await vmdeskJson(home, ['info', 'clash'])).state).toBe('stopped');
   });
