@@ -58,7 +58,8 @@ describe('VM lifecycle through the GUI', () => {
     await cons.serialTab();
     await cons.waitForSerial(new RegExp(GUEST_READY_MARKER), 120_000);
     // Wait for the shell prompt, then ask the guest to compute something we can recognise.
-    await cons.waitForSerial(/[#$] ?\s*$/m, 30_000);
+    // The shell prompt; a late kernel line may follow it on the same line ("/ # [ 5.7] IPv6: …").
+    await cons.waitForSerial(/^\S* ?[#$](?: |$)/m, 30_000);
     await cons.waitForQuiet();
     await cons.typeSerial('echo $((6*7))\n');
     await cons.waitForSerial(/^42\s*$/m, 30_000);
