@@ -20,7 +20,7 @@ import { readTree, thumbnailPath, TREE_FILE } from '../snapshots/store.js';
 import { SnapshotNode, SnapshotTree, isStateFileNode, normalizeTree, removeNode } from '../snapshots/tree.js';
 import { isStalePartial, partialPath, vmDiskSource, writerAlive, writerTag } from '../snapshots/sources.js';
 import { TarWriter, entryStream, hashEntry, readEntry, readTarIndex, type TarEntry } from './tar.js';
-import { TPM_STATE_DIR, TPM_STATE_FILES, TPM_STATE_FILE_MAX } from '../../engines/qemu/tpm.js';
+import { TPM_STATE_DIR, TPM_STATE_FILES, TPM_STATE_FILE_MAX } from '../../platform/tpm-state.js';
 
 export const ARCHIVE_FORMAT = 'vmdesk-export';
 export const ARCHIVE_VERSION = 1;

@@ -9,7 +9,7 @@ import type { BundleEntry } from '../library.js';
 import * as img from '../../platform/qemu-img.js';
 import { SnapshotManager } from './manager.js';
 import { isStalePartial, partialPath, uefiVarsDisk, vmDiskSource } from './sources.js';
-import { cloneTpmState } from '../../engines/qemu/tpm.js';
+import { cloneTpmState } from '../../platform/tpm-state.js';
 import { basesDir, readTree, snapshotDir, writeTree } from './store.js';
 import { SnapshotNode, findNode, updateNode } from './tree.js';
 import { uefiVarsFile, uniqueSnapshotName, type ProgressFn, type SnapshotCore } from './vm.js';

@@ -4,27 +4,17 @@
 // --terminate: it ends when QEMU's connection goes, and the runtime record keeps its pid and start time so
 // the daemon that sees QEMU end (or reaps it) makes sure it has gone.
 import { execFile, spawn } from 'node:child_process';
-import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import { findOnPath } from '../../platform/host-tools.js';
 import { connectUnixSocket, processRunning, processStartTime } from '../../platform/process.js';
+import { ensureTpmStateDir, TPM_STATE_FILES } from '../../platform/tpm-state.js';
 
 const run = promisify(execFile);
 
-/** The bundle's TPM state folder (swtpm's dir backend). */
-export const TPM_STATE_DIR = 'tpm';
-/** What swtpm's dir backend keeps for a TPM 2.0: permanent state, and the volatile/saved state it may write. */
-export const TPM_STATE_FILES = ['tpm2-00.permall', 'tpm2-00.volatilestate', 'tpm2-00.savestate'] as const;
-/** A TPM 2.0's permanent state is tens of KiB; a file past this is not one. */
-export const TPM_STATE_FILE_MAX = 4 * 1024 * 1024;
-
 export const SWTPM_MISSING = 'TPM 2.0 needs swtpm, which is not installed; install it with: sudo apt install swtpm swtpm-tools';
-
-export function tpmStateDir(bundleDir: string): string {
-  return join(bundleDir, TPM_STATE_DIR);
-}
 
 export function swtpmSocket(runtimeDir: string): string {
   return join(runtimeDir, 'swtpm.sock');
@@ -64,19 +54,6 @@ export function swtpmArgs(stateDir: string, socket: string, pidFile: string, log
     // Ends with QEMU's connection: a swtpm never outlives its guest.
     '--terminate',
   ];
-}
-
-/**
- * The bundle's tpm/ folder, made if absent: a real directory of ours (a symlink planted in a bundle must not
- * point swtpm's writes elsewhere).
- */
-export function ensureTpmStateDir(bundleDir: string): string {
-  const dir = tpmStateDir(bundleDir);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const st = lstatSync(dir);
-  if (!st.isDirectory() || st.isSymbolicLink()) throw new VmdeskError(ErrorCode.broken, `${dir} is not a folder; VMDesk keeps the VM's TPM state there`);
-  if (typeof process.getuid === 'function' && st.uid !== process.getuid()) throw new VmdeskError(ErrorCode.permission, `${dir} belongs to another user; VMDesk keeps the VM's TPM state there`);
-  return dir;
 }
 
 /**
@@ -182,65 +159,4 @@ export async function endHelper(p: HelperProcess | undefined, graceMs = 1000): P
   }
   for (let i = 0; i < 40 && alive(); i++) await new Promise((r) => setTimeout(r, 25));
   stopHelper(p);
-}
-
-// ---- snapshots -----------------------------------------------------------------------------------------
-// A live snapshot carries the TPM's state in its vmstate (QEMU's tpm-emulator fetches it from swtpm); a disk
-// snapshot of a stopped VM gets a copy of the state files here, put back when it is restored.
-
-function tpmSnapshotDir(bundleDir: string, snapshotId: string): string {
-  if (!/^[A-Za-z0-9._-]{1,128}$/.test(snapshotId) || snapshotId.startsWith('.')) throw new VmdeskError(ErrorCode.invalid, `snapshot id ${JSON.stringify(snapshotId.slice(0, 40))} cannot name a folder`);
-  return join(tpmStateDir(bundleDir), 'snapshots', snapshotId);
-}
-
-/** Regular files of ours only (a symlink planted in a bundle is not followed), within the size bound. */
-function copyStateFiles(from: string, to: string): number {
-  let n = 0;
-  for (const f of TPM_STATE_FILES) {
-    const src = join(from, f);
-    let st;
-    try {
-      st = lstatSync(src);
-    } catch {
-      continue;
-    }
-    if (!st.isFile() || st.size > TPM_STATE_FILE_MAX) continue;
-    mkdirSync(to, { recursive: true, mode: 0o700 });
-    writeFileSync(join(to, f), readFileSync(src), { mode: 0o600 });
-    n++;
-  }
-  return n;
-}
-
-/** Copies the TPM's state files next to a disk snapshot (nothing when the VM has no TPM state). */
-export function snapshotTpmState(bundleDir: string, snapshotId: string): void {
-  const state = tpmStateDir(bundleDir);
-  if (!existsSync(join(state, TPM_STATE_FILES[0]))) return;
-  const dir = tpmSnapshotDir(bundleDir, snapshotId);
-  rmSync(dir, { recursive: true, force: true });
-  copyStateFiles(state, dir);
-}
-
-/** Puts a disk snapshot's TPM state back (the VM is stopped: no swtpm holds it); a snapshot without one leaves the TPM as it is. */
-export function restoreTpmState(bundleDir: string, snapshotId: string): void {
-  const dir = tpmSnapshotDir(bundleDir, snapshotId);
-  if (!existsSync(join(dir, TPM_STATE_FILES[0]))) return;
-  const state = ensureTpmStateDir(bundleDir);
-  for (const f of TPM_STATE_FILES) rmSync(join(state, f), { force: true });
-  copyStateFiles(dir, state);
-}
-
-export function deleteTpmSnapshot(bundleDir: string, snapshotId: string): void {
-  rmSync(tpmSnapshotDir(bundleDir, snapshotId), { recursive: true, force: true });
-}
-
-/**
- * A clone's TPM: the state a disk snapshot kept when cloned from one, else the current state (a BitLocker
- * or measured-boot guest needs the TPM its disks were sealed with). Nothing when the source has none.
- */
-export function cloneTpmState(srcBundle: string, dstBundle: string, snapshotId?: string): void {
-  const snapCopy = snapshotId ? tpmSnapshotDir(srcBundle, snapshotId) : undefined;
-  const from = snapCopy && existsSync(join(snapCopy, TPM_STATE_FILES[0])) ? snapCopy : tpmStateDir(srcBundle);
-  if (!existsSync(join(from, TPM_STATE_FILES[0]))) return;
-  copyStateFiles(from, ensureTpmStateDir(dstBundle));
 }
