@@ -1,5 +1,6 @@
 import { defineConfig } from 'vitest/config';
 import vue from '@vitejs/plugin-vue';
+import LongestFirst from './test/sequencer';
 
 // One config for every suite; integration and e2e suites boot real QEMU/Chromium, so files run two at a time.
 export default defineConfig({
@@ -11,5 +12,6 @@ export default defineConfig({
     hookTimeout: 120_000,
     globalSetup: ['test/global-setup.ts'],
     reporters: ['default', './test/summary-reporter.ts'],
+    sequence: { sequencer: LongestFirst },
   },
 });
