@@ -258,6 +258,12 @@ export interface SnapshotProvider {
   deleteOffline(ctx: EngineContext, snap: SnapshotRef): Promise<void>;
   /** What the storage holds, read without disturbing a running guest when `live`. */
   stored(ctx: EngineContext, live: boolean): Promise<StoredSnapshots>;
+  /**
+   * Optional: a cheap token that changes whenever what `stored` reads may have changed (file identities, sizes,
+   * change times), or null when that cannot be told now (a file changed too recently to trust its times). Taken
+   * before `stored`, it lets the core reuse a reconciled listing (core/snapshots/listing-cache.ts).
+   */
+  stamp?(ctx: EngineContext): Promise<string | null>;
   /** Work the engine itself may still be doing, or left behind by a daemon that died (job names). */
   busy(rt: VmRuntime): Promise<string[]>;
   /** Clears what a dead daemon left in the engine (concluded jobs). */

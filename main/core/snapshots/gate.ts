@@ -9,6 +9,8 @@ interface VmGate {
   op?: string;
   /** Tail of the chain of reconciliations that write (lists), so takes wait for them rather than fail. */
   writes: Promise<unknown>;
+  /** The last reconciled listing and the stamp of what it was read from (listing-cache.ts). */
+  cached?: { stamp: string; value: unknown };
 }
 
 export class SnapshotGate {
@@ -37,12 +39,33 @@ export class SnapshotGate {
     }
     // Claimed before the first await, so two callers in the same tick cannot both get through.
     g.op = what;
+    // Whatever the operation changes, the next list reads afresh (the stamps would tell too; this costs nothing).
+    g.cached = undefined;
     try {
       await g.writes.catch(() => {});
       return await fn();
     } finally {
       g.op = undefined;
+      g.cached = undefined;
     }
+  }
+
+  /** The listing remembered for `stamp`, if that is still the one (only while no operation holds the VM). */
+  cachedListing<T>(vmId: string, stamp: string): T | undefined {
+    const g = this.vms.get(vmId);
+    return g && g.op === undefined && g.cached?.stamp === stamp ? (g.cached.value as T) : undefined;
+  }
+
+  /** Remembers a listing read from what `stamp` describes (ignored while an operation holds the VM). */
+  rememberListing(vmId: string, stamp: string, value: unknown): void {
+    const g = this.gate(vmId);
+    if (g.op === undefined) g.cached = { stamp, value };
+  }
+
+  /** Forgets the VM's remembered listing. */
+  forgetListing(vmId: string): void {
+    const g = this.vms.get(vmId);
+    if (g) g.cached = undefined;
   }
 
   /**

@@ -15,6 +15,8 @@ export interface Reconciled {
   notes: string[];
   /** Snapshot id → targets (or "vmstate") that should hold it but do not. */
   missing: Map<string, string[]>;
+  /** The storage was read, nothing was left pending and nothing written: the result holds while its inputs do. */
+  settled: boolean;
 }
 
 type Holders = Map<string, { vmStateBytes: number; dateSec: number }>;
@@ -124,7 +126,7 @@ export async function reconcile(vm: SnapVm, write: boolean): Promise<Reconciled>
     changed = true;
   }
   if (changed && write) await writeTree(entry.dir, tree);
-  return { tree, notes, missing };
+  return { tree, notes, missing, settled: stored !== null && tree.pending.length === 0 && !changed };
 }
 
 /** The node for a snapshot found in storage; it lives in its state file when one exists under our id. */

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import type { VmState } from '../../api/schema.js';
 import { gateOf } from './gate.js';
 import { reconcile } from './reconcile.js';
+import { cachedListing } from './listing-cache.js';
 import { readThumbnail, readTree, thumbnailPath } from './store.js';
 import { readSnapshotPrefs } from './prefs.js';
 import { schedulerOf, type ScheduleStatus } from './scheduler.js';
@@ -86,18 +87,26 @@ export async function listSnapshots(core: SnapshotCore, ref: string): Promise<Sn
   const vm = await loadVm(core, ref);
   const gate = gateOf(core);
   let readOnly = false;
-  const r = await gate.reconcile(vm.entry.id, (write) => {
+  const fresh = async (write: boolean) => {
+    const r = await reconcile(vm, write);
+    return { r, snapshots: views(r.tree, r.missing) };
+  };
+  // A writing reconciliation is remembered until what it read changes (listing-cache.ts); one that only reports
+  // (an operation holds the VM) is never cached.
+  const { r, snapshots } = await gate.reconcile(vm.entry.id, (write) => {
     readOnly = !write;
-    return reconcile(vm, write);
+    return write ? cachedListing(gate, vm, () => fresh(true), (v) => v.r.settled) : fresh(false);
   });
-  if (readOnly) r.notes.push('a snapshot operation is in progress; the list may change when it finishes');
+  const notes = [...r.notes];
+  if (readOnly) notes.push('a snapshot operation is in progress; the list may change when it finishes');
   return {
     vmId: vm.entry.id,
     vmName: vm.entry.config.name,
     state: vm.info.state,
     current: r.tree.current,
-    snapshots: views(r.tree, r.missing),
-    notes: r.notes,
+    // Shared with the cache: callers read the listing, never change it.
+    snapshots: [...snapshots],
+    notes,
     unsupported: unsupportedDisks(vm),
     schedule: await scheduleOf(core, vm),
     safetyKeep: (await readSnapshotPrefs(core.library.home)).safetyKeep,
