@@ -6,6 +6,7 @@
 // the partial file.
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, promises as fs } from 'node:fs';
+import type { Readable } from 'node:stream';
 import path from 'node:path';
 import type { Dispatcher } from 'undici';
 import { CachedImage, type DownloadInfo, type GalleryEntry, type ImageListing, type Verification } from '../../api/images.js';
@@ -15,6 +16,7 @@ import { fsyncDir, writeJsonAtomic } from '../../platform/atomic.js';
 import { ensurePrivateDir } from '../../platform/paths.js';
 import { admitImage } from './gate.js';
 import { ImageSources, allEntries, findEntry } from './catalogue.js';
+import { FileSink } from './sink.js';
 import { fetchSmall, makeDispatcher, open, responseHeader, describeHttpError, type HttpOptions } from './http.js';
 import { SIGNATURE_MAX_BYTES, SUMS_MAX_BYTES, clearsignedBody, gpgVerify, parseSums, pickFile } from './sums.js';
 
@@ -22,8 +24,10 @@ import { SIGNATURE_MAX_BYTES, SUMS_MAX_BYTES, clearsignedBody, gpgVerify, parseS
 const TICK_MS = 250;
 /** Speed is measured over this window. */
 const SPEED_WINDOW_MS = 3000;
-/** Writes are batched to this size (fewer system calls, hashing in larger steps). */
-const WRITE_BATCH = 1024 * 1024;
+/** Reads of a partial file being resumed go in steps of this size. */
+const READ_STEP = 1024 * 1024;
+/** The response body's buffer: bigger than undici's 64 KiB so the socket is paused less often. */
+const BODY_BUFFER = 1024 * 1024;
 /** Dropped connections resumed automatically before the download fails (it can still be resumed by hand). */
 const AUTO_RESUMES = 3;
 
@@ -401,8 +405,8 @@ export class ImageService {
     if (offset) await hashFile(f.part, offset, hash, signal);
     const fh = await fs.open(f.part, offset ? 'r+' : 'w', 0o600);
     let bytes = offset;
-    /** Where the next write goes (positions are explicit: the descriptor's own offset is not reset by truncate). */
-    let written = offset;
+    /** Writes behind the download (positions are explicit: the descriptor's own offset is not reset by truncate). */
+    let sink = new FileSink(fh, offset);
     const resumedFrom = offset || undefined;
     const samples: { t: number; b: number }[] = [{ t: Date.now(), b: bytes }];
     try {
@@ -417,7 +421,7 @@ export class ImageService {
         }
         let res;
         try {
-          res = await open(this.http(), exp.url, { headers, signal, accept: [416] });
+          res = await open(this.http(), exp.url, { headers, signal, accept: [416], highWaterMark: BODY_BUFFER });
         } catch (e) {
           if (d.stop) throw new Stop(d.stop);
           if (attempt < AUTO_RESUMES && isTransient(e)) {
@@ -457,26 +461,13 @@ export class ImageService {
         meta = { url: exp.url, expected: expectedKey, ...(etag ? { etag } : {}), ...(lastModified ? { lastModified } : {}) };
         await writeJsonAtomic(f.partMeta, meta);
         this.update(d, { state: 'running', bytes, totalBytes: total, ...(resumedFrom ? { resumedFrom } : {}) }, true);
-        let batch: Buffer[] = [];
-        let batchBytes = 0;
-        const flush = async () => {
-          if (!batchBytes) return;
-          const buf = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes);
-          batch = [];
-          batchBytes = 0;
-          await fh.write(buf, 0, buf.length, written);
-          written += buf.length;
-        };
         try {
-          for await (const chunk of res.body) {
-            const c = chunk as Buffer;
+          await eachChunk(res.body, (c) => {
             bytes += c.length;
             if (bytes > max) throw new VmdeskError(ErrorCode.invalid, `${exp.url} sends more than the ${max} bytes allowed for "${entry.id}"; nothing was kept`);
+            // Hashed as it arrives, written behind (the sink keeps the chunk; undici does not reuse it).
             hash.update(c);
-            batch.push(c);
-            batchBytes += c.length;
-            if (batchBytes >= WRITE_BATCH) {
-              await flush();
+            if (sink.push(c)) {
               const now = Date.now();
               samples.push({ t: now, b: bytes });
               while (samples.length > 2 && now - samples[0]!.t > SPEED_WINDOW_MS) samples.shift();
@@ -484,10 +475,14 @@ export class ImageService {
               const speed = now > first.t ? ((bytes - first.b) * 1000) / (now - first.t) : 0;
               this.update(d, { bytes, bytesPerSecond: Math.round(speed), etaSeconds: total && speed > 0 ? Math.ceil((total - bytes) / speed) : undefined });
             }
-          }
-          await flush();
+            return sink.full ? sink.room() : undefined;
+          });
+          await sink.drain();
         } catch (e) {
-          await flush().catch(() => {});
+          // What arrived is written before anything else (resuming continues after it); a failed write ends it.
+          await sink.drain().catch((w: unknown) => {
+            throw writeError(w, f.part);
+          });
           if (d.stop) throw new Stop(d.stop);
           if (e instanceof VmdeskError) throw e;
           if (attempt < AUTO_RESUMES && isTransient(e)) {
@@ -503,8 +498,12 @@ export class ImageService {
         }
         break;
       }
+      await sink.drain().catch((w: unknown) => {
+        throw writeError(w, f.part);
+      });
       await fh.sync();
     } catch (e) {
+      await sink.settle();
       await fh.close().catch(() => {});
       if (e instanceof Stop || d.stop) {
         if (d.stop === 'cancel') await this.dropPartial(f);
@@ -558,7 +557,8 @@ export class ImageService {
 
     async function restart(): Promise<void> {
       bytes = 0;
-      written = 0;
+      await sink.drain();
+      sink = new FileSink(fh, 0);
       hash = createHash(exp.algorithm);
       await fh.truncate(0);
       samples.splice(0, samples.length, { t: Date.now(), b: 0 });
@@ -573,8 +573,59 @@ export class ImageService {
 
 /** Feeds the first `bytes` of a file into a hash (a resumed download's earlier part). */
 async function hashFile(file: string, bytes: number, hash: Hash, signal: AbortSignal): Promise<void> {
-  const rs = createReadStream(file, { start: 0, end: bytes - 1, highWaterMark: WRITE_BATCH, signal });
+  const rs = createReadStream(file, { start: 0, end: bytes - 1, highWaterMark: READ_STEP, signal });
   for await (const c of rs) hash.update(c as Buffer);
+}
+
+/**
+ * Every chunk of a response body to `onChunk` as it came off the socket (flowing mode: chunks are never joined
+ * into a bigger buffer, as reading a paused stream does). A promise from `onChunk` pauses the body until it
+ * settles; a throw or a rejection ends the body and rejects.
+ */
+function eachChunk(body: Readable, onChunk: (c: Buffer) => Promise<void> | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const fail = (e: unknown) => {
+      if (done) return;
+      done = true;
+      body.off('data', onData);
+      body.destroy();
+      reject(e);
+    };
+    const onData = (c: Buffer) => {
+      if (done) return;
+      let wait: Promise<void> | undefined;
+      try {
+        wait = onChunk(c);
+      } catch (e) {
+        fail(e);
+        return;
+      }
+      if (wait) {
+        body.pause();
+        wait.then(() => {
+          if (!done) body.resume();
+        }, fail);
+      }
+    };
+    body.on('data', onData);
+    body.on('error', fail);
+    body.once('end', () => {
+      if (done) return;
+      done = true;
+      resolve();
+    });
+    body.once('close', () => fail(Object.assign(new Error('the response ended early'), { code: 'UND_ERR_SOCKET' })));
+  });
+}
+
+/** A failed write of the partial file, said as such (not as a network failure). */
+function writeError(e: unknown, file: string): VmdeskError {
+  if (e instanceof VmdeskError) return e;
+  const code = (e as NodeJS.ErrnoException).code ?? '';
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new VmdeskError(ErrorCode.noSpace, `the disk holding the image cache is full (writing ${file}); free some space and pull again to resume`);
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return new VmdeskError(ErrorCode.permission, `cannot write ${file} (${code})`);
+  return new VmdeskError(ErrorCode.host, `writing ${file} failed: ${(e as Error).message ?? String(e)}`);
 }
 
 function isTransient(e: unknown): boolean {

@@ -65,12 +65,12 @@ function describe(e: unknown, url: string): VmdeskError {
  * GET with redirects followed (same rules as browsers for the method, stricter for the scheme). Statuses other
  * than 2xx are errors, except those listed in `accept` (206, 416 for ranges).
  */
-export async function open(dispatcher: Dispatcher, url: string, opts: { headers?: Record<string, string>; signal?: AbortSignal; accept?: number[] } = {}): Promise<OpenResponse> {
+export async function open(dispatcher: Dispatcher, url: string, opts: { headers?: Record<string, string>; signal?: AbortSignal; accept?: number[]; highWaterMark?: number } = {}): Promise<OpenResponse> {
   let current = url;
   for (let hop = 0; ; hop++) {
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(current, { method: 'GET', dispatcher, headers: { 'user-agent': 'VMDesk/0.1', ...opts.headers }, signal: opts.signal });
+      res = await request(current, { method: 'GET', dispatcher, headers: { 'user-agent': 'VMDesk/0.1', ...opts.headers }, signal: opts.signal, ...(opts.highWaterMark ? { highWaterMark: opts.highWaterMark } : {}) });
     } catch (e) {
       throw describe(e, current);
     }
