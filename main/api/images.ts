@@ -3,7 +3,7 @@
 // Everything here describes values that come from outside (the catalogue, user sources, upstream files):
 // every string is bounded and every URL is checked before anything is fetched.
 import { z } from 'zod';
-import { Firmware, LIMITS, OsType, VmName } from './schema.js';
+import { Accel, Firmware, LIMITS, NetAdapter, OsType, VmName } from './schema.js';
 
 /** A gallery entry's or user source's id: it names cache files, so a conservative character set. */
 export const ImageId = z
@@ -225,6 +225,9 @@ export const CreateFromImageRequest = z
     cloudInit: CloudInitOptions.optional(),
     /** Host port (127.0.0.1) forwarded to the guest's SSH port; a free one is picked when absent. */
     sshPort: z.number().int().min(1024).max(65535).optional(),
+    accel: Accel.optional(),
+    /** The network cards (default: one nat). A cloud image's SSH forward goes to the first nat/nat-host card. */
+    network: z.array(NetAdapter).min(1).max(4).optional(),
   })
   .strict();
 export type CreateFromImageRequest = z.input<typeof CreateFromImageRequest>;

@@ -7,6 +7,7 @@ import type { CachedImage, DownloadInfo, GuestInfo, ImageListing, UserSourceInpu
 import { ErrorCode, VmdeskError } from '../api/errors.js';
 import { parseSize } from '../api/values.js';
 import type { Rpc } from './rpc.js';
+import { networkFrom } from './resources.js';
 
 export interface ImagesIo {
   stdout: NodeJS.WritableStream;
@@ -241,6 +242,9 @@ const CREATE_OPTIONS = {
   package: { type: 'string', multiple: true },
   'user-data': { type: 'string' },
   'ssh-port': { type: 'string' },
+  accel: { type: 'string' },
+  net: { type: 'string', multiple: true },
+  forward: { type: 'string', multiple: true },
 } as const satisfies ParseArgsConfig['options'];
 
 const USER_DATA_MAX = 256 * 1024;
@@ -277,6 +281,7 @@ export async function createFromImageCli(rpc: () => Promise<Rpc>, args: string[]
     ...(Array.isArray(v.package) && v.package.length ? { packages: v.package.flatMap((p) => p.split(',')).filter(Boolean) } : {}),
     ...(userData !== undefined ? { userData } : {}),
   };
+  const network = networkFrom(values);
   const req = {
     name: pos[0]!,
     image: String(v.image),
@@ -287,6 +292,8 @@ export async function createFromImageCli(rpc: () => Promise<Rpc>, args: string[]
     ...(v.os ? { osType: String(v.os) as 'linux' } : {}),
     ...(Object.keys(cloudInit).length ? { cloudInit } : {}),
     ...(v['ssh-port'] !== undefined ? { sshPort: num(v['ssh-port'], '--ssh-port') } : {}),
+    ...(v.accel ? { accel: String(v.accel) as 'auto' } : {}),
+    ...(network ? { network } : {}),
   };
   const r = await rpc();
   // Download first, with a progress line, when the image is not cached yet.

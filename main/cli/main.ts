@@ -40,9 +40,11 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
                                         balloon; --disk-iops/--disk-bps: all disks together
   create NAME --image ID [--user U] [--hostname H] [--package P]... [--user-data FILE]
               [--ssh-port N] [--cpus N] [--memory MIB] [--disk SIZE] [--firmware F] [--os OS]
+              [--accel A] [--net MODE]... [--forward SPEC]...
                                         a VM from the gallery (vmdesk images list): cloud images
                                         get cloud-init (user, their own SSH key, host name),
-                                        installers an empty disk; downloads it first if needed
+                                        installers an empty disk; downloads it first if needed.
+                                        The SSH forward goes to the first nat/nat-host card
   images list|pull|pause|cancel|rm|add|forget ...   the image gallery and cache (vmdesk images --help)
   shell NAME [--serial|--ssh] [--wait SECONDS] [-- COMMAND...]
                                         a shell in the guest: ssh with the VM's key through its

@@ -105,7 +105,7 @@ describe('gallery and terminal', () => {
     await wizard.diskGiB(1);
     await wizard.next();
     await wizard.waitForStep('network');
-    expect(await page.getByTestId('gallery-network-note').textContent()).toMatch(/SSH port forwarded from a free port on 127\.0\.0\.1/);
+    expect(await page.getByTestId('gallery-network-note').textContent()).toMatch(/SSH port is forwarded from a free port on 127\.0\.0\.1/);
     await wizard.next();
     await wizard.waitForStep('summary');
     expect(await page.getByTestId('summary-media').textContent()).toBe('VMDesk test guest (cloud image, cached)');

@@ -145,9 +145,23 @@ describe('vmdesk images, create --image and shell', () => {
 
   it('reuses the cache for the next VM and removes cached images on request', async () => {
     const before = diskRequests();
-    const r = await vmdesk(home, ['create', 'g2', '--image', 'testguest', '--memory', '256', '--cpus', '1']);
-    expect(r.code, r.stderr).toBe(0);
+    // The cards and accelerator asked for: the SSH forward goes to the first nat card (eth1 here).
+    const r = await vmdesk(home, ['create', 'g2', '--image', 'testguest', '--memory', '256', '--cpus', '1', '--accel', 'tcg', '--net', 'internal:lab', '--net', 'nat', '--forward', 'tcp:0:80']);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/port/);
+    const ok = await vmdesk(home, ['create', 'g2', '--image', 'testguest', '--memory', '256', '--cpus', '1', '--accel', 'tcg', '--net', 'internal:lab', '--net', 'nat']);
+    expect(ok.code, ok.stderr).toBe(0);
     expect(diskRequests()).toBe(before);
+    const cfg = (await vmdeskJson(home, ['info', 'g2'])).config;
+    expect(cfg.accel).toBe('tcg');
+    expect(cfg.network.map((n: { mode: string }) => n.mode)).toEqual(['internal', 'nat']);
+    expect(cfg.network[0].forwards).toEqual([]);
+    expect(cfg.network[1].forwards).toMatchObject([{ protocol: 'tcp', guestPort: 22 }]);
+    // No nat card: no SSH forward, and the user is told how the terminal reaches the guest.
+    const none = await vmdesk(home, ['create', 'g3', '--image', 'testguest', '--memory', '256', '--net', 'none']);
+    expect(none.code, none.stderr).toBe(0);
+    expect(none.stderr).toMatch(/no nat or nat-host network card: .*serial console/);
+    expect((await vmdeskJson(home, ['info', 'g3'])).config.network).toEqual([{ mode: 'none', forwards: [] }]);
     const rm = await vmdesk(home, ['images', 'rm', 'testguest']);
     expect(rm.code, rm.stderr).toBe(0);
     expect(rm.stdout).toMatch(/removed testguest \(\d+(\.\d)? MiB freed\)/);

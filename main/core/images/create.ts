@@ -82,7 +82,9 @@ export async function createFromImage(core: Core, input: unknown, progress: Prog
   const memoryMiB = req.memoryMiB ?? d.memoryMiB;
   const warnings = checkResources({ cpus, memoryMiB }, hostCapacity());
   const eng = await engineModule('qemu');
-  if (!eng.capabilities.networkModes.includes('nat')) throw new VmdeskError(ErrorCode.host, 'the QEMU engine offers no NAT network here');
+  for (const mode of new Set((req.network ?? [{ mode: 'nat' as const }]).map((n) => n.mode))) {
+    if (!eng.capabilities.networkModes.includes(mode)) throw new VmdeskError(ErrorCode.host, `the QEMU engine offers no "${mode}" network here`);
+  }
 
   let cached: CachedImage;
   if (!(await images.cached(entry.id))) progress('downloading', 0);
@@ -95,8 +97,17 @@ export async function createFromImage(core: Core, input: unknown, progress: Prog
     await admitImage({ path: cached.file }, { what: `the cached image "${entry.id}"`, purpose: cloud ? 'disk' : 'cdrom', ...(cloud ? { stated: cached.format === 'raw' ? 'raw' : 'qcow2' } : {}) });
     const user = req.cloudInit?.user ?? defaultUser();
     const hostname = req.cloudInit?.hostname ?? hostnameFor(req.name);
-    const sshPort = cloud ? (req.sshPort ?? (await pickSshPort(core))) : undefined;
-    const network: NetAdapter[] = [{ mode: 'nat', forwards: sshPort ? [{ protocol: 'tcp', hostPort: sshPort, guestPort: 22 }] : [] }];
+    // The SSH forward (cloud images) goes to the first nat/nat-host card, beside the forwards asked for there;
+    // without one the guest has no SSH from the host, and `vmdesk shell` uses the serial console.
+    const asked: NetAdapter[] = req.network ?? [{ mode: 'nat', forwards: [] }];
+    const natIndex = asked.findIndex((n) => n.mode === 'nat' || n.mode === 'nat-host');
+    if (cloud && natIndex < 0) warnings.push('no nat or nat-host network card: the guest cannot be reached over SSH from this host; `vmdesk shell` and the Terminal tab use its serial console');
+    if (req.sshPort !== undefined && natIndex < 0) throw new VmdeskError(ErrorCode.invalid, 'an SSH port needs a nat or nat-host network card to forward it');
+    const sshPort = cloud && natIndex >= 0 ? (req.sshPort ?? (await pickSshPort(core))) : undefined;
+    if (sshPort !== undefined && asked[natIndex]!.forwards.some((f) => f.protocol === 'tcp' && (f.hostPort === sshPort || f.guestPort === 22))) {
+      throw new VmdeskError(ErrorCode.invalid, `the forwards asked for already use host port ${sshPort} or the guest's SSH port 22, which VMDesk forwards for \`vmdesk shell\`; leave that forward out`);
+    }
+    const network: NetAdapter[] = asked.map((n, i) => (i === natIndex && sshPort !== undefined ? { ...n, forwards: [{ protocol: 'tcp', hostPort: sshPort, guestPort: 22 }, ...n.forwards] } : n));
     const info = await core.createVmBundle(req.name, async (staging, id) => {
       await fs.mkdir(path.join(staging, 'disks'), { recursive: true, mode: 0o700 });
       const disks: Disk[] = [];
@@ -155,7 +166,7 @@ export async function createFromImage(core: Core, input: unknown, progress: Prog
         name: req.name,
         osType: req.osType ?? presetOsType(d.preset),
         engine: 'qemu',
-        accel: 'auto',
+        accel: req.accel ?? 'auto',
         firmware: req.firmware ?? d.firmware,
         cpus,
         memoryMiB,

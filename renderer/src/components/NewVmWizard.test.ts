@@ -186,7 +186,7 @@ describe('New VM wizard, from the gallery', () => {
     await byTestId(w, 'wizard-next').trigger('click');
     expect((byTestId(w, 'field-disk-size').element as HTMLInputElement).value).toBe('4');
     await byTestId(w, 'wizard-next').trigger('click');
-    expect(byTestId(w, 'gallery-network-note').text()).toMatch(/SSH port forwarded/);
+    expect(byTestId(w, 'gallery-network-note').text()).toMatch(/SSH port is forwarded/);
     await byTestId(w, 'wizard-next').trigger('click');
     expect(step(w)).toBe('summary');
     expect(byTestId(w, 'summary-media').text()).toBe('Alpine 3.21 (cloud) (cloud image, downloaded first)');
@@ -205,7 +205,7 @@ describe('New VM wizard, from the gallery', () => {
     finishPull();
     await flushPromises();
     expect(rpc.callsOf('vm.createFromImage')).toEqual([
-      { name: 'Alpine Box', image: 'alpine-3.21-cloud', cpus: 1, memoryMiB: 512, firmware: 'bios', osType: 'linux', diskBytes: 4 * GiB, cloudInit: { user: 'alice', packages: ['git', 'curl'] } },
+      { name: 'Alpine Box', image: 'alpine-3.21-cloud', cpus: 1, memoryMiB: 512, firmware: 'bios', osType: 'linux', accel: 'auto', network: [{ mode: 'nat', forwards: [] }], diskBytes: 4 * GiB, cloudInit: { user: 'alice', packages: ['git', 'curl'] } },
     ]);
     expect(w.emitted('close')).toBeTruthy();
   });

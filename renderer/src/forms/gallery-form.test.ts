@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest';
 import type { GalleryEntry } from '../../../main/api/images';
 import { CreateFromImageRequest, UserSourceInput } from '../../../main/api/images';
 import { emptyForm } from './vm-form';
-import { applyEntryDefaults, downloadLine, emptyGalleryChoice, emptySourceDraft, formatEta, galleryErrors, hostnameFromName, sourceErrors, sourceIdFor, toCreateFromImage, toUserSource } from './gallery-form';
+import { applyEntryDefaults, downloadLine, emptyGalleryChoice, emptySourceDraft, formatEta, galleryErrors, hostnameFromName, sourceErrors, sourceIdFor, imageFollowUpPatch, toCreateFromImage, toUserSource } from './gallery-form';
+import { VmSettingsPatch } from '../../../main/api/schema';
 
 const GiB = 1024 ** 3;
 const debian: GalleryEntry = {
@@ -33,7 +34,15 @@ describe('gallery form', () => {
     f.name = 'web 1';
     applyEntryDefaults(f, debian, new Set());
     const g = emptyGalleryChoice();
-    expect(toCreateFromImage(f, g, debian)).toEqual({ name: 'web 1', image: 'debian-12', cpus: 2, memoryMiB: 2048, firmware: 'bios', osType: 'linux', diskBytes: 20 * GiB });
+    expect(toCreateFromImage(f, g, debian)).toEqual({ name: 'web 1', image: 'debian-12', cpus: 2, memoryMiB: 2048, firmware: 'bios', osType: 'linux', accel: 'auto', network: [{ mode: 'nat', forwards: [] }], diskBytes: 20 * GiB });
+    // The network page counts for an image too.
+    f.adapters[0]!.mode = 'internal';
+    f.adapters[0]!.network = 'lab';
+    f.accel = 'tcg';
+    expect(toCreateFromImage(f, g, debian)).toMatchObject({ accel: 'tcg', network: [{ mode: 'internal', network: 'lab', forwards: [] }] });
+    expect(CreateFromImageRequest.safeParse(toCreateFromImage(f, g, debian)).success).toBe(true);
+    f.adapters[0]!.mode = 'nat';
+    f.accel = 'auto';
     Object.assign(g, { user: 'alice', hostname: 'web-1', packages: 'git, curl  htop', userData: '#cloud-config\n' });
     const req = toCreateFromImage(f, g, debian);
     expect(req.cloudInit).toEqual({ user: 'alice', hostname: 'web-1', packages: ['git', 'curl', 'htop'], userData: '#cloud-config\n' });
@@ -41,6 +50,17 @@ describe('gallery form', () => {
     expect(galleryErrors(f, g, debian)).toEqual({});
     // An installer takes no cloud-init.
     expect(toCreateFromImage(f, g, { ...debian, kind: 'installer', format: 'iso' }).cloudInit).toBeUndefined();
+  });
+
+  it('carries what vm.createFromImage does not take (limits, integration, devices) in a follow-up patch', () => {
+    const f = emptyForm();
+    f.name = 'web 1';
+    applyEntryDefaults(f, debian, new Set());
+    expect(imageFollowUpPatch(f)).toBeUndefined();
+    f.clipboard = true;
+    f.tpm = true;
+    expect(imageFollowUpPatch(f)).toEqual({ clipboard: true, tpm: true });
+    expect(VmSettingsPatch.strict().safeParse(imageFollowUpPatch(f)).success).toBe(true);
   });
 
   it('says what is wrong with the cloud-init fields, the choice and the disk size', () => {

@@ -4,7 +4,8 @@
 import '../zod-config';
 import { CloudInitOptions, CreateFromImageRequest, UserSourceInput, type DownloadInfo, type GalleryEntry, type ImageListing } from '../../../main/api/images';
 import { formatBytes } from '../format';
-import type { FieldErrors, VmForm } from './vm-form';
+import type { VmSettingsPatch } from '../../../main/api/schema';
+import { networkOf, toCreateRequest, type FieldErrors, type VmForm } from './vm-form';
 
 export type ListingItem = ImageListing['images'][number];
 
@@ -73,7 +74,16 @@ function cloudInitOf(g: GalleryChoice): CloudInitOptions {
 
 /** The request for vm.createFromImage: the form's hardware, cloud-init for cloud images. */
 export function toCreateFromImage(form: VmForm, g: GalleryChoice, entry: GalleryEntry): CreateFromImageRequest {
-  const req: CreateFromImageRequest = { name: form.name, image: entry.id, cpus: form.cpus, memoryMiB: form.memoryMiB, firmware: form.firmware, osType: form.osType };
+  const req: CreateFromImageRequest = {
+    name: form.name,
+    image: entry.id,
+    cpus: form.cpus,
+    memoryMiB: form.memoryMiB,
+    firmware: form.firmware,
+    osType: form.osType,
+    accel: form.accel,
+    network: networkOf(form),
+  };
   const gib = Number(form.diskGiB);
   if (Number.isFinite(gib) && gib > 0) req.diskBytes = Math.round(gib * 1024 ** 3);
   if (entry.kind === 'cloud') {
@@ -81,6 +91,19 @@ export function toCreateFromImage(form: VmForm, g: GalleryChoice, entry: Gallery
     if (Object.keys(ci).length) req.cloudInit = ci;
   }
   return req;
+}
+
+/**
+ * What the wizard's other pages set that vm.createFromImage does not take (limits, guest integration, devices):
+ * applied with vm.update right after, as Settings would; undefined when all are at their defaults.
+ */
+export function imageFollowUpPatch(form: VmForm): VmSettingsPatch | undefined {
+  const all = toCreateRequest(form);
+  const patch: VmSettingsPatch = {};
+  for (const k of ['limits', 'clipboard', 'guestAgent', 'display', 'tpm', 'secureBoot', 'usbTablet', 'audio', 'virtioDrivers'] as const) {
+    if (all[k] !== undefined) (patch as Record<string, unknown>)[k] = all[k];
+  }
+  return Object.keys(patch).length ? patch : undefined;
 }
 
 /** Field errors of the gallery page (keys: image, ciUser, ciHostname, ciPackages, ciUserData, vendorIso) and of the disk size. */
