@@ -94,11 +94,20 @@ describe('New VM wizard', () => {
     await byTestId(w, 'field-disk-size').setValue('0');
     await byTestId(w, 'wizard-next').trigger('click');
     await byTestId(w, 'add-forward').trigger('click');
+    // A shared folder, checked with the daemon, added once the VM exists.
+    rpc.on('files.stat', (p) => ({ path: p.path, exists: true, readable: true, kind: 'dir' }) as never).on('share.add', (p) => ({ share: { tag: p.tag, hostPath: p.hostPath, readOnly: !!p.readOnly }, notes: [] }) as never);
+    await byTestId(w, 'share-path').setValue('/srv/data');
+    await byTestId(w, 'share-readonly').setValue(true);
+    await byTestId(w, 'share-add').trigger('click');
+    await flushPromises();
+    expect(byTestId(w, 'share-data').exists()).toBe(true);
     await byTestId(w, 'wizard-next').trigger('click');
     expect(step(w)).toBe('summary');
     expect(byTestId(w, 'wizard-summary').text()).toContain('kernel /k/vmlinuz');
+    expect(byTestId(w, 'wizard-summary').text()).toContain('data → /srv/data (read-only)');
     await byTestId(w, 'wizard-create').trigger('click');
     await flushPromises();
+    expect(rpc.callsOf('share.add')).toEqual([{ id: vmInfo('kernel-vm').id, hostPath: '/srv/data', tag: 'data', readOnly: true }]);
     const [params] = rpc.callsOf('vm.create');
     expect(params).toMatchObject({ name: 'kernel-vm', cpus: 2, memoryMiB: 256, accel: 'tcg', directKernel: { kernel: '/k/vmlinuz', initrd: '/k/initrd.gz', cmdline: 'console=tty0 console=ttyS0' }, network: [{ mode: 'nat', forwards: [{ protocol: 'tcp', hostPort: 2222, guestPort: 22 }] }] });
     expect(params.diskBytes).toBeUndefined();
