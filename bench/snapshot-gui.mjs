@@ -4,9 +4,10 @@
 // reconciles against the disk), then in Chromium: the Snapshots tab from click to a painted tree, the tree's
 // render after the listing arrives, switching views and filtering; the timeline panned by wheel events for a few
 // seconds at three zoom levels, with frames per second and the slowest frames.
-// Run after `npm run build` (uses dist/main and dist/renderer). BENCH_SNAPSHOTS, BENCH_RUNS, BENCH_PAN_MS.
+// Run after `npm run build` (uses dist/main and dist/renderer). BENCH_SNAPSHOTS, BENCH_RUNS, BENCH_PAN_MS;
+// BENCH_LIBRARY=dir keeps the library there and reuses it on the next run (making 1,000 snapshots takes a minute).
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
@@ -174,8 +175,17 @@ async function stopDaemon(home) {
   await new Promise((r) => (c.isClosed ? r() : c.onClosed(r)));
 }
 
-const home = mkdtempSync(path.join(os.tmpdir(), 'vmd-bsnap-'));
-const built = await makeLibrary(home);
+const keep = process.env.BENCH_LIBRARY;
+const home = keep ?? mkdtempSync(path.join(os.tmpdir(), 'vmd-bsnap-'));
+const saved = keep && path.join(keep, 'bench-tree.json');
+let built;
+if (saved && existsSync(saved)) built = { qmpMs: 0, tree: JSON.parse(readFileSync(saved, 'utf8')) };
+else {
+  if (keep) mkdirSync(keep, { recursive: true });
+  built = await makeLibrary(home);
+  if (saved) writeFileSync(saved, JSON.stringify(built.tree));
+}
+if (built.tree.nodes.length !== COUNT) throw new Error(`${home} holds a library of ${built.tree.nodes.length} snapshots, not ${COUNT}`);
 const branches = built.tree.nodes.filter((n, i, all) => all.filter((m) => m.parent === n.id).length > 1).length;
 console.log(`library: ${COUNT} snapshots (${built.tree.nodes.filter((n) => n.auto).length} automatic, ${branches} branch points, ${built.tree.nodes.filter((n) => n.thumbnail).length} thumbnails), qcow2 internal snapshots made over QMP in ${ms(built.qmpMs)}`);
 
@@ -190,13 +200,14 @@ try {
     rpc.push(performance.now() - t0);
     if (l.snapshots.length !== COUNT || l.snapshots.some((s) => s.missingOn.length)) throw new Error(`listing has ${l.snapshots.length} snapshots, ${l.snapshots.filter((s) => s.missingOn.length).length} missing`);
   }
-  console.log(`snapshot.list (reconciled against the qcow2): median ${ms(median(rpc))} over 3 calls`);
+  console.log(`snapshot.list over the daemon socket: first call ${ms(rpc[0])}, then median ${ms(median(rpc.slice(1)))} (the daemon keeps the reconciled listing while the disks and tree.json are unchanged; its start-up check already read it)`);
 
   const context = await browser.newContext({ viewport: { width: 1280, height: 820 } });
   const page = await context.newPage();
   await page.goto(server.url);
   const tab = [];
   const render = [];
+  const parts = [];
   for (let run = 0; run < RUNS; run++) {
     await page.goto(`http://127.0.0.1:${server.port}/`);
     await page.locator('[data-testid="vm-item"]').first().click();
@@ -208,15 +219,16 @@ try {
     await page.waitForFunction(() => document.querySelectorAll('[data-testid="snap-tree"] [role="treeitem"]').length > 5, null, { polling: 'raf', timeout: 60_000 });
     const t1 = await page.evaluate(() => performance.now());
     tab.push(t1 - t0);
-    render.push(
-      await page.evaluate(() => {
-        const at = (n) => performance.getEntriesByName(n).at(-1)?.startTime ?? NaN;
-        return at('vmdesk:snapshots-rendered') - at('vmdesk:snapshots-received');
-      }),
-    );
+    const p = await page.evaluate((t0) => {
+      const at = (n) => performance.getEntriesByName(n).at(-1)?.startTime ?? NaN;
+      return { mount: at('vmdesk:snapshots-requested') - t0, list: at('vmdesk:snapshots-received') - at('vmdesk:snapshots-requested'), render: at('vmdesk:snapshots-rendered') - at('vmdesk:snapshots-received') };
+    }, t0);
+    render.push(p.render);
+    parts.push(p);
   }
   const rows = await page.locator('[data-testid="snap-tree"] [role="treeitem"]').count();
   console.log(`Snapshots tab, click → tree painted: median ${ms(median(tab))}, max ${ms(Math.max(...tab))} over ${RUNS} (includes snapshot.list); tree render after the listing arrives: median ${ms(median(render))}, max ${ms(Math.max(...render))}; ${rows} rows in the DOM of ${COUNT + 1}+`);
+  console.log(`  of which (medians): click → listing requested ${ms(median(parts.map((p) => p.mount)))}, requested → received (daemon, socket, WebSocket, JSON) ${ms(median(parts.map((p) => p.list)))}, received → rendered ${ms(median(parts.map((p) => p.render)))}`);
 
   // Switching views and filtering.
   const switches = [];
@@ -267,7 +279,8 @@ try {
       });
       const secs = (performance.now() - t0) / 1000;
       const nodes = el.querySelectorAll('[role="option"]').length;
-      return { fps: frames.length / secs, p95: [...frames].sort((a, b) => a - b)[Math.floor(frames.length * 0.95)], max: Math.max(...frames.slice(1)), nodes };
+      const elements = el.querySelectorAll('*').length;
+      return { fps: frames.length / secs, p95: [...frames].sort((a, b) => a - b)[Math.floor(frames.length * 0.95)], max: Math.max(...(frames.length > 1 ? frames.slice(1) : frames)), nodes, elements };
     }, PAN_MS);
   const zoomLabel = async () => (await page.getByTestId('snap-tl-zoom').textContent()).trim();
   const results = [];
@@ -276,13 +289,13 @@ try {
   results.push({ zoom: await zoomLabel(), ...(await pan()) });
   await page.getByTestId('snap-tl-fit').click();
   results.push({ zoom: await zoomLabel(), ...(await pan()) });
-  for (const r of results) console.log(`timeline pan at ${r.zoom}: ${r.fps.toFixed(1)} fps, p95 frame ${ms(r.p95)}, slowest ${ms(r.max)} (${r.nodes} nodes in the DOM)`);
+  for (const r of results) console.log(`timeline pan at ${r.zoom}: ${r.fps.toFixed(1)} fps, p95 frame ${ms(r.p95)}, slowest ${ms(r.max)} (${r.nodes} node elements, ${r.elements} elements in all in the timeline's DOM)`);
   await context.close();
 } finally {
   await browser.close();
   client.close();
   await server.close();
   await stopDaemon(home);
-  rmSync(home, { recursive: true, force: true });
+  if (!keep) rmSync(home, { recursive: true, force: true });
 }
 process.exit(0);

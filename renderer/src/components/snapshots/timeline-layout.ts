@@ -6,6 +6,7 @@
 // placed per zoom level so that none overlaps another (what does not fit is shortened or left to the hover
 // card). Units: x is in slots (one snapshot per slot); the view multiplies by its zoom (pixels per slot).
 import { byTime, continuation, forest, type Snap } from './layout';
+import { dateFormat } from './words';
 
 /** A pause longer than this between two snapshots is drawn as a gap with its length in words. */
 export const GAP_MS = 60 * 60_000;
@@ -72,7 +73,7 @@ const localDayKey = (ms: number) => {
   const d = new Date(ms);
   return `${d.getFullYear()}-${d.getMonth()}-${d.getDate()}`;
 };
-const localDayLabel = (ms: number) => new Date(ms).toLocaleDateString(undefined, { weekday: 'short', day: 'numeric', month: 'short', year: 'numeric' });
+const localDayLabel = (ms: number) => dateFormat({ weekday: 'short', day: 'numeric', month: 'short', year: 'numeric' }).format(ms);
 
 /** "3 days later", "5 hours later": a pause in words. */
 export function pauseWords(ms: number): string {
@@ -310,10 +311,11 @@ export function placeTicks(nodes: readonly TlNode[], scale: number, measure: Mea
   const out: { id: string; x: number; text: string }[] = [];
   let right = -Infinity;
   let lastMinute = '';
+  const hhmmFormat = dateFormat({ hour: '2-digit', minute: '2-digit' });
   for (const n of nodes) {
     const d = new Date(Date.parse(n.snap.time));
     const minute = `${d.getFullYear()}-${d.getMonth()}-${d.getDate()} ${d.getHours()}:${d.getMinutes()}`;
-    const hhmm = d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
+    const hhmm = hhmmFormat.format(d);
     const text = minute !== lastMinute ? hhmm : `:${String(d.getSeconds()).padStart(2, '0')}`;
     // The same second again says nothing new.
     if (text === out[out.length - 1]?.text) continue;
@@ -356,6 +358,73 @@ export function visibleRange(sorted: readonly TlNode[], scale: number, from: num
     return lo;
   };
   return [lower(from), lower(to)];
+}
+
+// ---- level of detail and culling: what a frame draws ---------------------------------------------------------
+
+/** Below this many pixels per slot nodes are dots on a few shared paths: no elements of their own, no thumbnails. */
+export const DOTS_BELOW = 16;
+
+export type Detail = 'full' | 'dots';
+
+export function detailAt(scale: number): Detail {
+  return scale < DOTS_BELOW ? 'dots' : 'full';
+}
+
+/** What touches the pixel window [from, to] (slots times `scale`; a viewport plus a margin each side). */
+export interface TlWindow {
+  nodes: TlNode[];
+  edges: TlEdge[];
+  gaps: TlGap[];
+  days: TlDay[];
+}
+
+/**
+ * The part of the layout that touches [from, to] pixels at `scale`: nodes by binary search (they are in x order),
+ * edges whose span crosses the window (a long branch line passes through it with both ends outside), gaps and day
+ * separators. The node `keep` (the active one) is always included, so the keyboard's target has its element.
+ */
+export function cull(l: TimelineLayout, scale: number, from: number, to: number, keep?: string): TlWindow {
+  const [a, b] = visibleRange(l.nodes, scale, from, to);
+  const nodes = l.nodes.slice(a, b);
+  const k = keep ? l.byId.get(keep) : undefined;
+  if (k && (k.index < a || k.index >= b)) nodes.push(k);
+  const touches = (x0: number, x1: number) => Math.max(x0, x1) * scale >= from && Math.min(x0, x1) * scale <= to;
+  return {
+    nodes,
+    edges: l.edges.filter((e) => touches(e.from.x, e.to ? e.to.x : l.now.x)),
+    gaps: l.gaps.filter((g) => touches(g.x0, g.x1)),
+    days: l.days.filter((d) => touches(d.x, d.x)),
+  };
+}
+
+/** One SVG path of circles of radius `r` at the given centres: a thousand dots, one element to paint. */
+export function dotsPath(points: Iterable<readonly [number, number]>, r: number): string {
+  const out: string[] = [];
+  const d = 2 * r;
+  for (const [x, y] of points) out.push(`M${(x - r).toFixed(1)} ${y.toFixed(1)}a${r} ${r} 0 1 0 ${d} 0a${r} ${r} 0 1 0 ${-d} 0`);
+  return out.join('');
+}
+
+/**
+ * The node under a point where nodes have no element of their own (dots): `x` in content pixels (slots times
+ * `scale`), `y` in the SVG's pixels, `yOf` a lane's node centre; the nearest within `radius`, else null.
+ */
+export function nodeAt(sorted: readonly TlNode[], scale: number, x: number, y: number, yOf: (lane: number) => number, radius: number): TlNode | null {
+  const [a, b] = visibleRange(sorted, scale, x - radius, x + radius + 1e-9);
+  let best: TlNode | null = null;
+  let bestD = radius * radius;
+  for (let i = a; i < b; i++) {
+    const n = sorted[i]!;
+    const dx = n.x * scale - x;
+    const dy = yOf(n.lane) - y;
+    const dd = dx * dx + dy * dy;
+    if (dd <= bestD) {
+      best = n;
+      bestD = dd;
+    }
+  }
+  return best;
 }
 
 /** Neighbours for keyboard walking: the previous/next in time, and the nearest node in the lane above/below. */
