@@ -175,6 +175,33 @@ describe('image downloads', () => {
     expect(imageRequests().length).toBe(n);
   });
 
+  it('bounds a body that states no length: a chunked response past the limit is cut off and nothing is kept', async () => {
+    const http = await import('node:http');
+    const chunked = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      let left = 6;
+      const more = () => {
+        while (left > 0) {
+          left--;
+          if (!res.write(image.subarray(0, MiB))) return void res.once('drain', more);
+        }
+        res.end();
+      };
+      more();
+    });
+    await new Promise<void>((r) => chunked.listen(0, '127.0.0.1', r));
+    try {
+      const { svc } = service();
+      const port = (chunked.address() as { port: number }).port;
+      await svc.sources.add({ id: 'chunked', format: 'qcow2', url: `http://127.0.0.1:${port}/x.qcow2`, verify: { checksum: `sha256:${sha256}` }, maxBytes: 4 * MiB });
+      await expect(svc.pull('chunked')).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/sends more than the 4194304 bytes allowed/) });
+      expect(readdirSync(svc.partialDir)).toEqual([]);
+    } finally {
+      chunked.closeAllConnections();
+      await new Promise((r) => chunked.close(r));
+    }
+  });
+
   it('passes the image gate before use: a qcow2 naming a backing file is refused even with a matching checksum', async () => {
     const base = path.join(work, 'base.qcow2');
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', base, '16M']);
