@@ -2,7 +2,7 @@
 // CD drive while the guest runs, disks detached and reordered (boot order), bounded log tails, port checks
 // before start, and cancelling a long call. Part of the one contract: rpc.ts spreads them into AllRpcMethods.
 import { z } from 'zod';
-import { HostPath, PortForward, VmInfo } from './schema.js';
+import { DiskBus, HostPath, PortForward, VmInfo } from './schema.js';
 
 const VmRef = z.string().min(1, 'a VM name or id is required').max(128);
 const DiskId = z.string().min(1).max(40);
@@ -74,6 +74,14 @@ export const ToolRpcMethods = {
    * library's kept-disks folder (`keptFile`), never deleted: attaching that file again undoes it.
    */
   'disk.detach': { params: z.object({ id: VmRef, disk: DiskId }).strict(), result: z.object({ info: VmInfo, keptFile: z.string().optional() }) },
+  /** A stopped VM's disk on another bus, or made read-only / writable again. */
+  'disk.set': {
+    params: z
+      .object({ id: VmRef, disk: DiskId, bus: DiskBus.optional(), readOnly: z.boolean().optional() })
+      .strict()
+      .refine((p) => p.bus !== undefined || p.readOnly !== undefined, 'say what to change: bus or readOnly'),
+    result: VmInfo,
+  },
   /** The disks in a new order: the guest boots from the first (after a CD, while one is inserted). */
   'disk.reorder': { params: z.object({ id: VmRef, order: z.array(DiskId).min(1).max(16) }).strict(), result: VmInfo },
   /** Can these host ports be forwarded now? `id`: the VM asking, whose own running forwards do not count. */

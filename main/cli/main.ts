@@ -89,6 +89,7 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
   screenshot NAME FILE.png
   disk create NAME SIZE | disk resize NAME DISK SIZE
   disk attach NAME PATH [--format qcow2|raw|vmdk|vdi|vhdx|vpc] [--bus virtio|sata|ide|scsi] [--read-only]
+  disk set NAME DISK [--bus virtio|sata|ide|scsi] [--read-only|--read-write]   (VM stopped)
                                         (the format is checked against the file's header;
                                         images naming other files are refused)
   host [--json]                         CPUs, memory, QEMU, accelerators, what running VMs have
@@ -392,8 +393,17 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
         const { values, pos } = parse(rest, {}, 3, ['NAME', 'DISK', 'SIZE']);
         info = await (await rpc()).call('disk.resize', { id: pos[0]!, disk: pos[1]!, bytes: size(pos[2]!, 'SIZE') });
         print(io, !!values.json, info, `resized ${pos[1]} of "${info.name}"`);
+      } else if (sub === 'set') {
+        const { values, pos } = parse(rest, { bus: { type: 'string' }, 'read-only': { type: 'boolean' }, 'read-write': { type: 'boolean' } }, 2, ['NAME', 'DISK']);
+        const bus = oneOf(values.bus as string | undefined, '--bus', DISK_BUSES);
+        if (values['read-only'] && values['read-write']) throw new VmdeskError(ErrorCode.invalid, '--read-only and --read-write contradict each other');
+        const readOnly = values['read-only'] ? true : values['read-write'] ? false : undefined;
+        if (!bus && readOnly === undefined) throw new VmdeskError(ErrorCode.invalid, 'say what to change: --bus virtio|sata|ide|scsi, --read-only or --read-write');
+        info = await (await rpc()).call('disk.set', { id: pos[0]!, disk: pos[1]!, ...(bus ? { bus } : {}), ...(readOnly !== undefined ? { readOnly } : {}) });
+        const d = info.config?.disks.find((x) => x.id === pos[1]);
+        print(io, !!values.json, info, `disk ${pos[1]} of "${info.name}": ${d?.bus ?? 'virtio'} bus, ${d?.readOnly ? 'read-only' : 'read-write'}`);
       } else {
-        throw new VmdeskError(ErrorCode.invalid, 'usage: vmdesk disk create|attach|resize ...');
+        throw new VmdeskError(ErrorCode.invalid, 'usage: vmdesk disk create|attach|resize|set ...');
       }
       return 0;
     }

@@ -8,7 +8,8 @@ import path from 'node:path';
 import type { VmEvent } from '../api/events.js';
 import { ErrorCode, VmdeskError } from '../api/errors.js';
 import { FILES_LIST_MAX, LOG_TAIL_MAX, type FileEntry, type FileKind, type LogSource, type PortStatus } from '../api/rpc-tools.js';
-import type { VmConfig, VmInfo } from '../api/schema.js';
+import type { DiskBus, VmConfig, VmInfo } from '../api/schema.js';
+import { engine as engineModule } from '../engines/registry.js';
 import { isAlive } from '../api/states.js';
 import { containedPath } from '../platform/contain.js';
 import type { Core } from './core.js';
@@ -312,4 +313,28 @@ export async function reorderDisks(core: Core, ref: string, order: string[]): Pr
     throw new VmdeskError(ErrorCode.invalid, `the new order must name each disk once (disks: ${ids.join(', ')})`);
   }
   return core.saveConfig(e.id, { ...e.config, disks: order.map((id) => e.config.disks.find((d) => d.id === id)!) });
+}
+
+/**
+ * Changes one disk of a stopped VM: its bus (a Windows guest without virtio drivers needs SATA; a guest
+ * installed on SATA can move to virtio once it has them) or whether the guest may write it. A saved VM is
+ * refused: its device state was saved with the old bus.
+ */
+export async function setDisk(core: Core, ref: string, diskId: string, change: { bus?: DiskBus; readOnly?: boolean }): Promise<VmInfo> {
+  const e = await core.usable(ref);
+  const vm = await core.get(e.id);
+  if (isAlive(vm.state)) throw new VmdeskError(ErrorCode.state, `cannot change a disk while "${e.config.name}" is ${vm.state}; shut it down first`);
+  if (vm.state === 'saved') throw new VmdeskError(ErrorCode.state, `"${e.config.name}" has a saved state, taken with its disks as they are; start it and shut it down (or discard the state) first`);
+  const disk = e.config.disks.find((d) => d.id === diskId);
+  if (!disk) throw new VmdeskError(ErrorCode.notFound, `"${e.config.name}" has no disk "${diskId}" (disks: ${e.config.disks.map((d) => d.id).join(', ') || 'none'})`);
+  const eng = await engineModule(e.config.engine);
+  if (change.bus && !eng.capabilities.diskBuses.includes(change.bus)) {
+    throw new VmdeskError(ErrorCode.invalid, `the ${eng.kind} engine has no ${change.bus} disk bus (buses: ${eng.capabilities.diskBuses.join(', ')})`);
+  }
+  const next: VmConfig = {
+    ...e.config,
+    disks: e.config.disks.map((d) => (d.id === diskId ? { ...d, ...(change.bus ? { bus: change.bus } : {}), ...(change.readOnly !== undefined ? { readOnly: change.readOnly } : {}) } : d)),
+  };
+  eng.validate(next);
+  return core.saveConfig(e.id, next);
 }

@@ -4,7 +4,7 @@ import type { z } from 'zod';
 import type { Core } from '../core/core.js';
 import type { ToolRpcMethods, ToolRpcMethod } from '../api/rpc-tools.js';
 import { SnapshotManager } from '../core/snapshots/manager.js';
-import { changeMedia, checkPorts, detachDisk, listFiles, reorderDisks, statFile, vmLogs } from '../core/tools.js';
+import { changeMedia, checkPorts, detachDisk, listFiles, reorderDisks, setDisk, statFile, vmLogs } from '../core/tools.js';
 
 type Parsed<M extends ToolRpcMethod> = z.output<(typeof ToolRpcMethods)[M]['params']>;
 type Result<M extends ToolRpcMethod> = z.input<(typeof ToolRpcMethods)[M]['result']>;
@@ -22,6 +22,7 @@ export const toolHandlers: ToolHandlers = {
   // Changing the disc is no hardware change (the drive stays): allowed while the guest runs.
   'vm.media': (core, p) => core.job(p.id, 'update', 'vm.media', () => changeMedia(core, p.id, p.cdrom)),
   'disk.detach': (core, p) => core.job(p.id, 'disk', 'disk.detach', () => detachDisk(core, p.id, p.disk, (vm, disk) => diskHasSnapshots(core, vm, disk))),
+  'disk.set': (core, p) => core.job(p.id, 'disk', 'disk.set', () => setDisk(core, p.id, p.disk, { bus: p.bus, readOnly: p.readOnly })),
   'disk.reorder': (core, p) => core.job(p.id, 'disk', 'disk.reorder', () => reorderDisks(core, p.id, p.order)),
   'host.ports': (core, p) => checkPorts(core, p.forwards, p.id),
 };

@@ -150,6 +150,8 @@ describe('the CD drive and the disks', () => {
       expect((await call('vm.media', { id: vm.id, cdrom: null })).config?.cdrom).toBeUndefined();
       expect(await inserted()).toBeUndefined();
       await expect(call('vm.media', { id: vm.id, cdrom: path.join(home, 'missing.iso') })).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/does not exist/) });
+      // A disk's bus is hardware: not while the guest runs.
+      await expect(call('disk.set', { id: vm.id, disk: 'disk0', bus: 'sata' })).rejects.toMatchObject({ code: 'ESTATE' });
     } finally {
       await call('vm.kill', { id: vm.id });
     }
@@ -172,6 +174,13 @@ describe('the CD drive and the disks', () => {
     const reordered = await call('disk.reorder', { id: made.id, order: ['ext0', 'disk0'] });
     expect(reordered.config?.disks.map((d) => d.id)).toEqual(['ext0', 'disk0']);
     await expect(call('disk.reorder', { id: made.id, order: ['ext0'] })).rejects.toMatchObject({ code: 'EINVAL' });
+    // Another bus and read-only, one disk at a time; a missing disk or an empty change is refused.
+    const sata = await call('disk.set', { id: made.id, disk: 'ext0', bus: 'sata', readOnly: true });
+    expect(sata.config?.disks.find((d) => d.id === 'ext0')).toMatchObject({ bus: 'sata', readOnly: true });
+    expect(sata.config?.disks.find((d) => d.id === 'disk0')?.bus).toBeUndefined();
+    expect((await call('disk.set', { id: made.id, disk: 'ext0', readOnly: false })).config?.disks.find((d) => d.id === 'ext0')).toMatchObject({ bus: 'sata', readOnly: false });
+    await expect(call('disk.set', { id: made.id, disk: 'nope', bus: 'ide' })).rejects.toMatchObject({ code: 'ENOTFOUND', message: expect.stringMatching(/no disk "nope" \(disks: ext0, disk0\)/) });
+    await expect(call('disk.set', { id: made.id, disk: 'ext0' } as never)).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/bus or readOnly/) });
 
     const d1 = await call('disk.detach', { id: made.id, disk: 'ext0' });
     expect(d1.keptFile).toBeUndefined();
