@@ -208,26 +208,36 @@ try {
   const tab = [];
   const render = [];
   const parts = [];
+  const outer = [];
   for (let run = 0; run < RUNS; run++) {
     await page.goto(`http://127.0.0.1:${server.port}/`);
     await page.locator('[data-testid="vm-item"]').first().click();
     await page.getByTestId('vm-details').waitFor();
-    await page.evaluate(() => performance.clearMarks());
-    const t0 = await page.evaluate(() => performance.now());
+    await page.evaluate(() => {
+      performance.clearMarks();
+      // The click as the page gets it (Playwright's own checks and messages before it are no part of the GUI's time).
+      window.__benchClick = null;
+      window.__benchPainted = null;
+      document.addEventListener('click', (e) => (window.__benchClick = e.timeStamp), { capture: true, once: true });
+    });
+    const o0 = await page.evaluate(() => performance.now());
     await page.getByTestId('tab-snapshots').click();
-    // Painted: the first rows are in the DOM, checked every animation frame.
-    await page.waitForFunction(() => document.querySelectorAll('[data-testid="snap-tree"] [role="treeitem"]').length > 5, null, { polling: 'raf', timeout: 60_000 });
-    const t1 = await page.evaluate(() => performance.now());
-    tab.push(t1 - t0);
-    const p = await page.evaluate((t0) => {
+    // Painted: the first rows are in the DOM at an animation frame (so in that frame's paint), noted by the page.
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="snap-tree"] [role="treeitem"]').length > 5 && (window.__benchPainted ??= performance.now()), null, { polling: 'raf', timeout: 60_000 });
+    const o1 = await page.evaluate(() => performance.now());
+    outer.push(o1 - o0);
+    const p = await page.evaluate(() => {
       const at = (n) => performance.getEntriesByName(n).at(-1)?.startTime ?? NaN;
-      return { mount: at('vmdesk:snapshots-requested') - t0, list: at('vmdesk:snapshots-received') - at('vmdesk:snapshots-requested'), render: at('vmdesk:snapshots-rendered') - at('vmdesk:snapshots-received') };
-    }, t0);
+      const t0 = window.__benchClick;
+      return { tab: window.__benchPainted - t0, mount: at('vmdesk:snapshots-requested') - t0, list: at('vmdesk:snapshots-received') - at('vmdesk:snapshots-requested'), render: at('vmdesk:snapshots-rendered') - at('vmdesk:snapshots-received') };
+    });
+    tab.push(p.tab);
     render.push(p.render);
     parts.push(p);
   }
   const rows = await page.locator('[data-testid="snap-tree"] [role="treeitem"]').count();
   console.log(`Snapshots tab, click → tree painted: median ${ms(median(tab))}, max ${ms(Math.max(...tab))} over ${RUNS} (includes snapshot.list); tree render after the listing arrives: median ${ms(median(render))}, max ${ms(Math.max(...render))}; ${rows} rows in the DOM of ${COUNT + 1}+`);
+  console.log(`  (from before Playwright's click call to its check's answer, as this benchmark measured it before, Playwright's checks and round trips included: median ${ms(median(outer))})`);
   console.log(`  of which (medians): click → listing requested ${ms(median(parts.map((p) => p.mount)))}, requested → received (daemon, socket, WebSocket, JSON) ${ms(median(parts.map((p) => p.list)))}, received → rendered ${ms(median(parts.map((p) => p.render)))}`);
 
   // Switching views and filtering.

@@ -213,7 +213,8 @@ export type RestorePlanWire = z.infer<typeof RestorePlanSchema>;
 export const SnapshotPrefsSchema = z.object({ safetyKeep: z.number().int().min(1).max(100).nullable() });
 
 export const SnapshotRpcMethods = {
-  'snapshot.list': { params: ById, result: SnapshotListingSchema },
+  /** brief: each snapshot's config is left out (null; snapshot.info has it): the GUI's listing, half the bytes. */
+  'snapshot.list': { params: z.object({ id: VmRef, brief: z.boolean().optional() }).strict(), result: SnapshotListingSchema },
   'snapshot.info': {
     params: z.object({ id: VmRef, snapshot: SnapRef }).strict(),
     result: SnapshotViewSchema.extend({

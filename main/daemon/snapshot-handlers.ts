@@ -24,7 +24,7 @@ export function snaps(core: Core): SnapshotManager {
 
 // Every method that changes a VM runs as that VM's one job (core.job): a second one is refused with EBUSY.
 export const snapshotHandlers: SnapshotHandlers = {
-  'snapshot.list': (core, p) => snaps(core).list(p.id),
+  'snapshot.list': (core, p) => snaps(core).list(p.id, { brief: p.brief }),
   'snapshot.info': (core, p) => snaps(core).info(p.id, p.snapshot),
   'snapshot.thumbnail': async (core, p) => ({ png: (await snaps(core).thumbnail(p.id, p.snapshot))?.toString('base64') ?? null }),
   'snapshot.take': (core, p, { progress }) => core.job(p.id, 'snapshot.take', 'snapshot.take', () => snaps(core).take(p.id, { name: p.name, description: p.description, onProgress: progress })),

@@ -47,6 +47,11 @@ describe('the reconciled listing cache', () => {
     expect(stored).not.toHaveBeenCalled();
     expect(b.snapshots.map((s) => s.name)).toEqual(['one', 'two']);
     expect(b).toEqual(a);
+    // The GUI's brief listing: the same but for each snapshot's settings (snapshot.info has them).
+    const brief = await snaps.list(VM, { brief: true });
+    expect(a.snapshots.every((s) => s.config?.name === VM)).toBe(true);
+    expect(brief.snapshots.every((s) => s.config === null)).toBe(true);
+    expect(brief.snapshots).toEqual(a.snapshots.map((s) => ({ ...s, config: null })));
   });
 
   it('does not trust files changed within the last second (their times are coarse)', async () => {

@@ -44,8 +44,8 @@ export class SnapshotManager {
    * The tree with reconciliation: snapshots recorded but missing from storage are reported; snapshots in
    * storage that the metadata lacks are adopted (and written back, when no snapshot operation runs).
    */
-  list(ref: string): Promise<SnapshotListing> {
-    return listSnapshots(this.core, ref);
+  list(ref: string, opts: { brief?: boolean } = {}): Promise<SnapshotListing> {
+    return listSnapshots(this.core, ref, opts);
   }
 
   /**

@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import type { VmState } from '../../api/schema.js';
 import { gateOf } from './gate.js';
-import { reconcile } from './reconcile.js';
+import { reconcile, type Reconciled } from './reconcile.js';
 import { cachedListing } from './listing-cache.js';
 import { readThumbnail, readTree, thumbnailPath } from './store.js';
 import { readSnapshotPrefs } from './prefs.js';
@@ -83,20 +83,23 @@ function views(tree: SnapshotTree, missing: Map<string, string[]>): SnapshotView
  * The tree with reconciliation. While another snapshot operation runs on the VM it only reports (never
  * adopting that operation's half-made snapshot) and says so.
  */
-export async function listSnapshots(core: SnapshotCore, ref: string): Promise<SnapshotListing> {
+export async function listSnapshots(core: SnapshotCore, ref: string, opts: { brief?: boolean } = {}): Promise<SnapshotListing> {
   const vm = await loadVm(core, ref);
   const gate = gateOf(core);
   let readOnly = false;
-  const fresh = async (write: boolean) => {
+  const fresh = async (write: boolean): Promise<{ r: Reconciled; snapshots: SnapshotView[]; brief?: SnapshotView[] }> => {
     const r = await reconcile(vm, write);
     return { r, snapshots: views(r.tree, r.missing) };
   };
   // A writing reconciliation is remembered until what it read changes (listing-cache.ts); one that only reports
   // (an operation holds the VM) is never cached.
-  const { r, snapshots } = await gate.reconcile(vm.entry.id, (write) => {
+  const got = await gate.reconcile(vm.entry.id, (write) => {
     readOnly = !write;
     return write ? cachedListing(gate, vm, () => fresh(true), (v) => v.r.settled) : fresh(false);
   });
+  const { r } = got;
+  // Brief (the GUI): without each snapshot's settings, made once per cached listing.
+  const snapshots = opts.brief ? (got.brief ??= got.snapshots.map((s) => ({ ...s, config: null }))) : got.snapshots;
   const notes = [...r.notes];
   if (readOnly) notes.push('a snapshot operation is in progress; the list may change when it finishes');
   return {
