@@ -1,6 +1,7 @@
 // The daemon keeps a VM's reconciled snapshot listing while nothing it was read from changes
 // (main/core/snapshots/listing-cache.ts): a second list of an unchanged VM does not ask qemu-img again, and a
-// change made by any other path (qemu-img by hand, tree.json edited, a state of the VM) is seen by the next list.
+// change made by any other path (qemu-img by hand, tree.json edited, a state of the VM) is seen by the next list;
+// a list that found the files too fresh to keep lists once more by itself when they have settled.
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -60,6 +61,15 @@ describe('the reconciled listing cache', () => {
     await snaps.list(VM);
     await snaps.list(VM);
     expect(stored).toHaveBeenCalledTimes(2);
+  });
+
+  it('lists once more by itself when the files have settled, so the next visit finds the listing ready', async () => {
+    await snaps.take(VM, { name: 'four' });
+    await snaps.list(VM); // too fresh to keep: asks for one more list in RACY_MS
+    await new Promise((r) => setTimeout(r, RACY_MS + 600));
+    stored.mockClear();
+    expect((await snaps.list(VM)).snapshots.map((s) => s.name)).toContain('four');
+    expect(stored).not.toHaveBeenCalled();
   });
 
   it('sees a snapshot made and one deleted by hand with qemu-img', async () => {

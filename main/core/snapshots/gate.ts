@@ -62,6 +62,19 @@ export class SnapshotGate {
     if (g.op === undefined) g.cached = { stamp, value };
   }
 
+  private readonly timers = new Map<string, ReturnType<typeof setTimeout>>();
+
+  /** Runs `fn` once after `ms`, one per VM (a later call postpones it); it never keeps the process alive, and its failure is ignored. */
+  later(vmId: string, ms: number, fn: () => Promise<unknown>): void {
+    clearTimeout(this.timers.get(vmId));
+    const t = setTimeout(() => {
+      this.timers.delete(vmId);
+      fn().catch(() => {});
+    }, ms);
+    t.unref?.();
+    this.timers.set(vmId, t);
+  }
+
   /** Forgets the VM's remembered listing. */
   forgetListing(vmId: string): void {
     const g = this.vms.get(vmId);

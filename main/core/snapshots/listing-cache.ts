@@ -11,6 +11,8 @@
 // in the same tick), and so does a listing that could not read the storage or left a take pending. Snapshot
 // operations of this daemon also drop the entry (gate.ts). So a change by any path (this daemon, qemu-img by
 // hand, another tool, a crash that left tree.json behind) changes a stamp and the next list reconciles afresh.
+// A list that found files too fresh to stamp asks for one more list once they have settled (rewarm), so the
+// next visit to the Snapshots tab after a take or a scheduled snapshot finds the listing ready.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { SnapshotGate } from './gate.js';
@@ -50,7 +52,7 @@ export async function listingStamp(vm: SnapVm): Promise<string | null> {
  * `read()` (a writing reconciliation and what is derived from it), or what it returned last time when the
  * stamp is the same. `settled(value)` says whether a fresh value may be remembered.
  */
-export async function cachedListing<T>(gate: SnapshotGate, vm: SnapVm, read: () => Promise<T>, settled: (v: T) => boolean): Promise<T> {
+export async function cachedListing<T>(gate: SnapshotGate, vm: SnapVm, read: () => Promise<T>, settled: (v: T) => boolean, rewarm?: () => Promise<unknown>): Promise<T> {
   const stamp = await listingStamp(vm);
   if (stamp !== null) {
     const hit = gate.cachedListing<T>(vm.entry.id, stamp);
@@ -58,6 +60,10 @@ export async function cachedListing<T>(gate: SnapshotGate, vm: SnapVm, read: () 
   }
   const value = await read();
   if (stamp !== null && settled(value)) gate.rememberListing(vm.entry.id, stamp, value);
-  else gate.forgetListing(vm.entry.id);
+  else {
+    gate.forgetListing(vm.entry.id);
+    // Too fresh to stamp (an engine that can stamp): one more list once the files have settled.
+    if (rewarm && vm.eng.snapshots.stamp) gate.later(vm.entry.id, RACY_MS + 100, rewarm);
+  }
   return value;
 }

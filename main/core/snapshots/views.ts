@@ -83,7 +83,7 @@ function views(tree: SnapshotTree, missing: Map<string, string[]>): SnapshotView
  * The tree with reconciliation. While another snapshot operation runs on the VM it only reports (never
  * adopting that operation's half-made snapshot) and says so.
  */
-export async function listSnapshots(core: SnapshotCore, ref: string, opts: { brief?: boolean } = {}): Promise<SnapshotListing> {
+export async function listSnapshots(core: SnapshotCore, ref: string, opts: { brief?: boolean; rewarm?: boolean } = {}): Promise<SnapshotListing> {
   const vm = await loadVm(core, ref);
   const gate = gateOf(core);
   let readOnly = false;
@@ -95,7 +95,9 @@ export async function listSnapshots(core: SnapshotCore, ref: string, opts: { bri
   // (an operation holds the VM) is never cached.
   const got = await gate.reconcile(vm.entry.id, (write) => {
     readOnly = !write;
-    return write ? cachedListing(gate, vm, () => fresh(true), (v) => v.r.settled) : fresh(false);
+    // A list whose files were too fresh to cache lists once more when they have settled (that one does not again).
+    const rewarm = opts.rewarm === false ? undefined : () => listSnapshots(core, vm.entry.id, { rewarm: false });
+    return write ? cachedListing(gate, vm, () => fresh(true), (v) => v.r.settled, rewarm) : fresh(false);
   });
   const { r } = got;
   // Brief (the GUI): without each snapshot's settings, made once per cached listing.
