@@ -96,23 +96,34 @@ async function downloadBench(work) {
     for (let i = 0; i < ROUNDS + 1; i++) {
       // curl -o: the reference; then with the checksum; then with the checksum and sync.
       const sum = ['openssl', 'dgst', '-sha256', '-r'];
-      const c = await timeCurl([]);
-      const cs = await timeCurl([sum]);
-      const css = await timeCurl([sum, ['sync']]);
+      const refs = async () => [await timeCurl([]), await timeCurl([sum]), await timeCurl([sum, ['sync']])];
       // VMDesk: a fresh cache each round (a cached image would not be fetched at all).
-      const home = await mkdtemp(path.join(work, 'home-'));
-      const svc = new ImageService(home, () => {}, { env: {} });
-      await svc.sources.add({ id: 'bench', format: 'raw', url: `${server.url}/image.raw`, verify: { checksum: `sha256:${sha}` }, maxBytes: bytes });
-      let t = performance.now();
-      const rec = await svc.pull('bench');
-      const o = performance.now() - t;
-      await svc.close();
-      if (rec.bytes !== bytes || rec.verification.digest !== sha) throw new Error('size or digest mismatch');
-      // The gate alone, as the pull ran it (header checks of the cached file).
-      t = performance.now();
-      await admitImage({ path: rec.file }, { what: 'the bench image', purpose: 'disk', stated: 'raw' });
-      const g = performance.now() - t;
-      await rm(home, { recursive: true, force: true });
+      const pull = async () => {
+        const home = await mkdtemp(path.join(work, 'home-'));
+        const svc = new ImageService(home, () => {}, { env: {} });
+        await svc.sources.add({ id: 'bench', format: 'raw', url: `${server.url}/image.raw`, verify: { checksum: `sha256:${sha}` }, maxBytes: bytes });
+        let t = performance.now();
+        const rec = await svc.pull('bench');
+        const o = performance.now() - t;
+        await svc.close();
+        if (rec.bytes !== bytes || rec.verification.digest !== sha) throw new Error('size or digest mismatch');
+        // The gate alone, as the pull ran it (header checks of the cached file).
+        t = performance.now();
+        await admitImage({ path: rec.file }, { what: 'the bench image', purpose: 'disk', stated: 'raw' });
+        const g = performance.now() - t;
+        await rm(home, { recursive: true, force: true });
+        return [o, g];
+      };
+      // Which goes first alternates: on this machine's virtual disk a run right after another's writes and
+      // deletions is measurably slower (its fsync waits for theirs), and the order must not pick the winner.
+      let c, cs, css, o, g;
+      if (i % 2) {
+        [o, g] = await pull();
+        [c, cs, css] = await refs();
+      } else {
+        [c, cs, css] = await refs();
+        [o, g] = await pull();
+      }
       if (i > 0) {
         curl.push(c);
         curlSum.push(cs);
