@@ -213,7 +213,7 @@ describe('the VM surface on a running guest', () => {
   it('the image cache dialog shows a downloaded image with its size and removes it after confirming', { timeout: 120_000 }, async () => {
     const page = e2e.h.page;
     const surf = new VmSurfacePage(page);
-    // A real download into the cache: the test guest's disk from a local server, checked against its SHA256SUMS.
+    // A real download into the cache: the test guest's disk (made by test/global-setup.ts) from a local server, checked against its SHA256SUMS.
     const disk = readFileSync(path.resolve('.cache/guest/disk.qcow2'));
     const sha = createHash('sha256').update(disk).digest('hex');
     const server = await startImageServer({ '/g/disk.qcow2': disk, '/g/SHA256SUMS': Buffer.from(`${sha}  disk.qcow2\n`) });
