@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Core } from '../../main/core/core.js';
 import { SnapshotManager, diskFile } from '../../main/core/snapshots/manager.js';
-import { RACY_MS } from '../../main/core/snapshots/listing-cache.js';
+import { RACY_MS } from '../../main/platform/file-stamp.js';
 import { qemuSnapshots } from '../../main/engines/qemu/snapshots.js';
 
 const settle = () => new Promise((r) => setTimeout(r, RACY_MS + 100));

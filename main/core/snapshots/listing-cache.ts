@@ -13,26 +13,11 @@
 // hand, another tool, a crash that left tree.json behind) changes a stamp and the next list reconciles afresh.
 // A list that found files too fresh to stamp asks for one more list once they have settled (rewarm), so the
 // next visit to the Snapshots tab after a take or a scheduled snapshot finds the listing ready.
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { fileStamp, RACY_MS } from '../../platform/file-stamp.js';
 import type { SnapshotGate } from './gate.js';
 import { snapshotDir, TREE_FILE } from './store.js';
 import type { SnapVm } from './vm.js';
-
-/** A file changed less than this long ago (ms) is not trusted to show its next change in its times. */
-export const RACY_MS = 1000;
-
-async function fileStamp(file: string, now: number): Promise<string | null> {
-  let st;
-  try {
-    st = await fs.stat(file, { bigint: true });
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'none' : null;
-  }
-  const newest = Number((st.mtimeNs > st.ctimeNs ? st.mtimeNs : st.ctimeNs) / 1_000_000n);
-  if (now - newest < RACY_MS) return null;
-  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
-}
 
 /** The stamp of everything a reconciliation of `vm` reads, or null when it cannot be cached now. */
 export async function listingStamp(vm: SnapVm): Promise<string | null> {

@@ -1,7 +1,7 @@
 // QEMU's snapshots: internal qcow2 snapshots over every writable disk and the UEFI variable store. A running
 // guest is saved and loaded by QMP jobs (snapshot-save/-load/-delete over block node names); a stopped one
 // by qemu-img snapshot, always with the format stated.
-import { existsSync, promises as fs } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import type { Disk, VmConfig } from '../../api/schema.js';
@@ -12,9 +12,7 @@ import { bundleFiles } from './layout.js';
 import type { QemuRuntime } from './runtime.js';
 import { liveSnapshotGuard, quiesced } from './guest-snapshot.js';
 import { deleteTpmSnapshot, restoreTpmState, snapshotTpmState } from '../../platform/tpm-state.js';
-
-/** A file changed less than this long ago (ms) makes stamp() decline: its times may not show the next change. */
-const RACY_MS = 1000;
+import { fileStamp } from '../../platform/file-stamp.js';
 
 function diskFile(bundleDir: string, d: Disk): string {
   return path.isAbsolute(d.path) ? d.path : path.join(bundleDir, d.path);
@@ -172,19 +170,14 @@ export const qemuSnapshots: SnapshotProvider = {
 
   async stamp(ctx) {
     // stored() reads the targets' snapshot tables and nothing else: a table changes only by writing its file,
-    // which moves the file's mtime/ctime (or, written by rename, its inode). Times within RACY_MS of now are not
-    // trusted (the kernel's clock for them is coarse: a second write in the same tick could keep them).
+    // which moves the file's mtime/ctime (or, written by rename, its inode); fileStamp declines times too recent
+    // to trust, and a file it cannot read (whose listing would not be settled anyway).
     const parts: string[] = [];
     const now = Date.now();
     for (const t of qemuSnapshots.targets(ctx).targets) {
-      const st = await fs.stat(t.file, { bigint: true }).catch(() => null);
-      if (!st) {
-        parts.push(`${t.id}=${t.file}:none`);
-        continue;
-      }
-      const newest = Number((st.mtimeNs > st.ctimeNs ? st.mtimeNs : st.ctimeNs) / 1_000_000n);
-      if (now - newest < RACY_MS) return null;
-      parts.push(`${t.id}=${t.file}:${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`);
+      const s = await fileStamp(t.file, now);
+      if (s === null) return null;
+      parts.push(`${t.id}=${t.file}:${s}`);
     }
     return parts.join('|');
   },
