@@ -13,6 +13,7 @@ import { LINKED_BASE_FILE, cloneVm, linkedClonesOf, sweepOrphanLinkedBases } fro
 import { SnapshotManager, diskFile } from '../../main/core/snapshots/manager.js';
 import { makeCore } from './snapshot-harness.js';
 import { MiB, qemuImg } from './backup-archive-helpers.js';
+import { isInUse } from '../../main/platform/qemu-img.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const jiti = path.resolve(here, '../../node_modules/.bin/jiti');
@@ -116,6 +117,13 @@ describe('crashed and failed exports and clones', () => {
     const baseDir = path.join(big.bundle, 'snapshots', 'bases', ghost.id);
     expect(readdirSync(baseDir).some((n) => n.includes(`.partial-${pid}-`))).toBe(true);
     await expect(core.get('ghost')).rejects.toMatchObject({ code: 'ENOTFOUND' });
+    // The killed process's qemu-img writes on for a moment and holds big's disk: the sweep is for after that
+    // (while it runs, the sweep rightly says the disk is in use; seen on a loaded machine).
+    const bigDisk = path.join(big.bundle, big.config!.disks[0]!.path);
+    for (const deadline = Date.now() + 60_000; await isInUse(bigDisk, 'qcow2'); ) {
+      if (Date.now() > deadline) throw new Error(`${bigDisk} still in use a minute after the clone was killed`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
 
     // A linked clone that was made and later deleted leaves its base snapshot behind as well.
     await cloneVm(core, snaps, 'small', { name: 'gone', mode: 'linked' });
