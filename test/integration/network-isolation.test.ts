@@ -48,9 +48,10 @@ async function retry<T>(fn: () => Promise<T>, timeoutMs: number): Promise<T> {
 
 /** Asks the guest to fetch http://10.0.2.2:PORT/ with busybox nc; resolves with what came back. */
 async function fetchFromGuest(con: ConsoleSession, port: number, tag: string): Promise<string> {
-  // The end marker is computed by the shell, so the echoed command line never matches it.
-  con.send(`printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 4 10.0.2.2 ${port} 2>&1 | head -c 200; echo; echo ${tag}-$((40+2))-END\n`);
-  const m = await con.waitFor(new RegExp(`${tag}-\\$\\(\\(40\\+2\\)\\)-END\\r?\\n([\\s\\S]*?)${tag}-42-END`), 30_000);
+  // Both markers are computed by the shell, so the echoed command line (which the shell's banner can split or
+  // its line editor wrap) never matches them.
+  con.send(`echo ${tag}-$((20+1))-BEGIN; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 4 10.0.2.2 ${port} 2>&1 | head -c 200; echo; echo ${tag}-$((40+2))-END\n`);
+  const m = await con.waitFor(new RegExp(`${tag}-21-BEGIN\\r?\\n([\\s\\S]*?)${tag}-42-END`), 30_000);
   return m[1] ?? '';
 }
 

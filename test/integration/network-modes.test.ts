@@ -96,11 +96,13 @@ export async function snapshotGuest(dir: string): Promise<{ kernel: string; init
   }
 }
 
-/** Runs a shell command in the guest; resolves with its output (the end marker is computed by the shell). */
+/** Runs a shell command in the guest; resolves with its output (between two markers the shell computes). */
 async function guest(con: ConsoleSession, cmd: string, timeoutMs = 40_000): Promise<string> {
   const tag = `T${Math.random().toString(36).slice(2, 8)}`;
-  con.send(`${cmd} 2>&1; echo ${tag}-$((40+2))-END\n`);
-  const m = await con.waitFor(new RegExp(`${tag}-\\$\\(\\(40\\+2\\)\\)-END\\r?\\n([\\s\\S]*?)${tag}-42-END`), timeoutMs).catch((e: Error) => {
+  // Both markers are computed by the shell, so the echoed command line never matches them: that echo can be
+  // split by the shell's banner (a command typed while the shell starts) or wrapped by its line editor.
+  con.send(`echo ${tag}-$((20+1))-BEGIN; ${cmd} 2>&1; echo ${tag}-$((40+2))-END\n`);
+  const m = await con.waitFor(new RegExp(`${tag}-21-BEGIN\\r?\\n([\\s\\S]*?)${tag}-42-END`), timeoutMs).catch((e: Error) => {
     throw new Error(`${e.message}\n(console process: ${con.child.exitCode === null ? 'running' : `exited ${con.child.exitCode}`})`);
   });
   return m[1] ?? '';
