@@ -4,7 +4,7 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { VmConfig, VM_SCHEMA_VERSION } from '../api/schema.js';
 import { VmdeskError, ErrorCode } from '../api/errors.js';
-import { writeJsonAtomic, sweepTempFiles } from '../platform/atomic.js';
+import { fsyncDir, fsyncTree, writeJsonAtomic, sweepTempFiles } from '../platform/atomic.js';
 import { processStartTime, withLock } from '../platform/lock.js';
 import { pidAlive } from '../platform/process.js';
 import { ensurePrivateDir, runtimeRoot } from '../platform/paths.js';
@@ -104,7 +104,10 @@ export class VmLibrary {
       const config = await fill(staging, id);
       await writeJsonAtomic(path.join(staging, 'vm.json'), VmConfig.parse(config));
       await fs.rm(path.join(staging, OWNER_FILE), { force: true });
+      // Disks and all are on the disk before the bundle appears, and the bundle's name after.
+      await fsyncTree(staging);
       await fs.rename(staging, this.bundleDir(id));
+      await fsyncDir(this.vmsDir);
       return { id, dir: this.bundleDir(id), config };
     } catch (e) {
       await fs.rm(staging, { recursive: true, force: true });

@@ -11,6 +11,7 @@ import type { HostDomain, HostEntry, HostStatus } from '../api/rpc-hosts.js';
 import { VmConfig, type Disk, type VmInfo } from '../api/schema.js';
 import type { EngineContext, HostedEngine, HostTarget } from '../engines/engine.js';
 import { engine as engineModule } from '../engines/registry.js';
+import { fsyncDir, fsyncFile } from '../platform/atomic.js';
 import { convert } from '../platform/qemu-img.js';
 import { currentCancelSignal } from '../platform/cancel.js';
 import type { Core } from './core.js';
@@ -243,7 +244,10 @@ async function toLocal(core: Core, vm: Vm, opts: MigrateOptions, progress: Progr
       // What comes from a host is an image like any other: through the gate before QEMU opens it.
       await admitImage({ path: tmp }, { what: `disk ${d.id} from host "${from.name}"`, stated: 'qcow2' });
     }
+    // On the disk before they take the disks' names: the host's copies may be gone once the move is recorded.
+    for (const f of fetched) await fsyncFile(f);
     for (const [i, d] of disks.entries()) await fs.rename(fetched[i]!, path.join(vm.dir, d.path));
+    await fsyncDir(path.join(vm.dir, 'disks'));
   } catch (e) {
     for (const f of fetched) await fs.rm(f, { force: true });
     for (const d of disks) await fs.rm(path.join(vm.dir, d.path), { force: true });

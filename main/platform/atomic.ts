@@ -34,6 +34,31 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/** A file's data and size to the disk (a disk image copied or converted before it is renamed into place). */
+export async function fsyncFile(file: string): Promise<void> {
+  const fh = await fs.open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Every regular file and directory under `dir` (and `dir` itself) to the disk, before the tree is renamed into
+ * place: the rename is journaled by itself, and without this a crash could leave it pointing at files whose
+ * data never reached the disk (a VM whose disk reads back as zeros). Links are not followed, and other files
+ * (FIFOs, sockets) are left alone: opening them could block or reach outside the tree.
+ */
+export async function fsyncTree(dir: string): Promise<void> {
+  for (const e of await fs.readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) await fsyncTree(p);
+    else if (e.isFile()) await fsyncFile(p);
+  }
+  await fsyncDir(dir);
+}
+
 export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
   await writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n');
 }

@@ -1,5 +1,6 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { mkdtemp, rm, readFile, writeFile, readdir, mkdir, stat, symlink, utimes } from 'node:fs/promises';
+import { promises as fsp } from 'node:fs';
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -101,6 +102,45 @@ describe('library', () => {
     await core.boot();
     // `vmdesk list` while the GUI imports must not kill the import: a live owner's staging dir stays.
     expect((await readdir(lib.vmsDir)).sort()).toEqual(['.creating-live', '.creating-ownerless-new']);
+    await core.shutdown();
+  });
+
+  it('puts a new VM on the disk before its bundle appears: every file and folder synced, then the rename, then the library folder', async () => {
+    const core = new Core({ home: dir });
+    await core.boot();
+    // What the library asks of the file system, in order: which paths were synced, and the bundle's rename.
+    const log: string[] = [];
+    const realOpen = fsp.open;
+    const openSpy = vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+      const fh = await realOpen(...args);
+      const p = String(args[0]);
+      const sync = fh.sync.bind(fh);
+      fh.sync = async () => {
+        await sync();
+        log.push(`sync ${p}`);
+      };
+      return fh;
+    });
+    const realRename = fsp.rename;
+    const renameSpy = vi.spyOn(fsp, 'rename').mockImplementation(async (from, to) => {
+      await realRename(from, to);
+      log.push(`rename ${String(from)} -> ${String(to)}`);
+    });
+    let vm;
+    try {
+      vm = await core.create({ name: 'durable', memoryMiB: 64, diskBytes: 16 * 1024 * 1024 });
+    } finally {
+      openSpy.mockRestore();
+      renameSpy.mockRestore();
+    }
+    const appear = log.findIndex((l) => l.startsWith('rename ') && l.endsWith(` -> ${vm.bundle}`));
+    expect(appear, log.join('\n')).toBeGreaterThan(0);
+    const staging = log[appear]!.slice('rename '.length).split(' -> ')[0]!;
+    const synced = new Set(log.slice(0, appear).filter((l) => l.startsWith('sync ')).map((l) => l.slice(5)));
+    // Each file of the new bundle, and each folder, was synced under its staging name before the rename.
+    const walk = async (d: string): Promise<string[]> => [d, ...(await Promise.all((await readdir(d, { withFileTypes: true })).map((e) => (e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)])))).flat()];
+    for (const p of await walk(vm.bundle)) expect(synced, `${p} was not synced before the bundle appeared`).toContain(path.join(staging, path.relative(vm.bundle, p)));
+    expect(log.slice(appear + 1)).toContain(`sync ${path.join(dir, 'vms')}`);
     await core.shutdown();
   });
 

@@ -3,7 +3,7 @@ import { promises as fs, existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Disk, VmConfig, VmInfo } from '../../api/schema.js';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
-import { writeJsonAtomic } from '../../platform/atomic.js';
+import { fsyncDir, fsyncFile, writeJsonAtomic } from '../../platform/atomic.js';
 import { containedPath, isInside } from '../../platform/contain.js';
 import type { BundleEntry } from '../library.js';
 import * as img from '../../platform/qemu-img.js';
@@ -135,7 +135,10 @@ export async function cloneVm(core: SnapshotCore, snaps: SnapshotManager, ref: s
               made.push(tmp);
               await img.convert(sources.get(d.id)!, tmp, { dstFormat: 'qcow2', snapshotTag: snap.tag, shared: running, signal, onProgress: (f) => progress(`making base of disk ${d.id}`, (i + f) / writable.length) });
               await fs.chmod(tmp, 0o444);
+              // Linked clones made from it are synced with their bundles; the base they lean on must be too.
+              await fsyncFile(tmp);
               await fs.rename(tmp, base);
+              await fsyncDir(baseDir);
               made.push(base);
             }
             cancelled();
