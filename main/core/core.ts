@@ -30,7 +30,7 @@ import { checkReadableFile, checkResources, hostCapacity, parseOrThrow } from '.
 import { defaultHome } from '../platform/paths.js';
 import { admitImage, formatFromName } from './images/gate.js';
 import { containedPath } from '../platform/contain.js';
-import { writeFileAtomic } from '../platform/atomic.js';
+import { fsyncDir, fsyncFile, writeFileAtomic } from '../platform/atomic.js';
 import { SerialHub, fileTail, type SerialSession } from './serial.js';
 import type { ProgressFn, SnapshotCore, UsableEntry } from './services.js';
 import { checkForwards, forwardKey, guiServerPorts, needsMacs, withMacs } from './network.js';
@@ -654,6 +654,9 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
     await fs.mkdir(path.join(r.dir, 'disks'), { recursive: true, mode: 0o700 });
     await eng.disks.create(path.join(r.dir, rel), bytes);
     try {
+      // On the disk before the VM's record names it.
+      await fsyncFile(path.join(r.dir, rel));
+      await fsyncDir(path.join(r.dir, 'disks'));
       return await this.saveConfig(r.id, { ...r.config, disks: [...r.config.disks, { id, path: rel, format: fmt, owned: true, readOnly: false }] });
     } catch (e) {
       await fs.rm(path.join(r.dir, rel), { force: true });

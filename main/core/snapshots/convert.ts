@@ -4,6 +4,7 @@ import { promises as fs, existsSync } from 'node:fs';
 import path from 'node:path';
 import type { VmConfig, VmInfo } from '../../api/schema.js';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
+import { fsyncDir, fsyncFile } from '../../platform/atomic.js';
 import * as img from '../../platform/qemu-img.js';
 import { vmDiskSource } from './sources.js';
 import { diskFile, type ProgressFn, type SnapVm } from './vm.js';
@@ -26,6 +27,9 @@ export async function convertVmDisk(vm: SnapVm, diskId: string, onProgress?: Pro
     // Read with its format stated and backing files off (an attached disk passes the image gate first).
     const source = await vmDiskSource(entry.dir, d, { what: `disk ${d.id} of "${name}"`, vmsDir: core.library.vmsDir });
     await img.convert(source, dst, { dstFormat: fmt, onProgress: (f) => onProgress?.(`converting disk ${d.id}`, f) });
+    // On the disk before the VM's record names it and the old file goes.
+    await fsyncFile(dst);
+    await fsyncDir(path.dirname(dst));
   } catch (e) {
     await fs.rm(dst, { force: true });
     throw e;
