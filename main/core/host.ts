@@ -1,37 +1,57 @@
-// What this host offers VMs: CPUs, memory, QEMU, and each accelerator with the reason it can or cannot be used.
+// What this host offers VMs: CPUs, memory, QEMU, and each accelerator with the reason it can or cannot be used,
+// as the engines report them (the core imports no engine: each one that probes the host says what it found).
 import os from 'node:os';
-import type { AcceleratorReport, HostInfo } from '../api/schema.js';
+import type { AccelChoice, AcceleratorReport, HostInfo } from '../api/schema.js';
+import type { EngineHostReport } from '../engines/engine.js';
+import { engine, engineKinds } from '../engines/registry.js';
 import { hostCapacity } from './validate.js';
-import { qemuStatus } from '../engines/qemu/host.js';
-import { chooseAccel, hostAccelerators } from '../engines/qemu/accel.js';
 
-/** The native addon's probe and self-test, when the addon is built; undefined otherwise. */
-async function nativeKvmReport(): Promise<AcceleratorReport | undefined> {
-  try {
-    const native = await import('../engines/microvm/native.js');
-    return await native.kvmReport();
-  } catch {
-    return undefined;
-  }
-}
+type AccelName = 'kvm' | 'hvf' | 'tcg';
 
 /**
- * Merges the QEMU-level verdict (can QEMU run a stock kernel on this KVM?) with the native self-test's
- * measurements (API version, timing, class), keeping both reasons.
+ * Two engines' views of one accelerator (QEMU's: can it run a stock kernel on it; the micro-VMM's self-test:
+ * API version, timing, class), keeping both reasons. The later view's measurements are kept; an accelerator
+ * either engine finds unusable is unusable.
  */
-export function mergeKvmReports(qemuView: AcceleratorReport, native: AcceleratorReport | undefined): AcceleratorReport {
-  if (!native) return qemuView;
-  const merged: AcceleratorReport = { ...native };
-  if (qemuView.available && qemuView.class === 'unusable' && native.class === 'hardware') merged.class = 'unusable';
-  merged.reason = native.reason === qemuView.reason ? native.reason : `${qemuView.reason}; self-test: ${native.reason}`;
+export function mergeAccelReports(first: AcceleratorReport, later: AcceleratorReport | undefined): AcceleratorReport {
+  if (!later) return first;
+  const merged: AcceleratorReport = { ...later };
+  if (first.available && first.class === 'unusable' && later.class === 'hardware') merged.class = 'unusable';
+  merged.reason = later.reason === first.reason ? later.reason : `${first.reason}; self-test: ${later.reason}`;
   return merged;
+}
+
+const NOT_PROBED = (name: AccelName): AcceleratorReport => ({ available: false, reason: `no engine here probes ${name}` });
+
+/** Each engine's report (in registry order: QEMU first); an engine that cannot load or probe is left out. */
+async function engineReports(): Promise<EngineHostReport[]> {
+  const out = await Promise.all(
+    engineKinds().map(async (kind) => {
+      try {
+        const m = await engine(kind);
+        return m.hostReport ? await m.hostReport() : undefined;
+      } catch {
+        return undefined;
+      }
+    }),
+  );
+  return out.filter((r): r is EngineHostReport => r !== undefined);
 }
 
 export async function hostInfo(): Promise<HostInfo> {
   const cap = hostCapacity();
-  const [qemu, reports, native] = await Promise.all([qemuStatus(), hostAccelerators(), nativeKvmReport()]);
-  const kvm = mergeKvmReports(reports.kvm, native);
-  const accelerators = { kvm, hvf: reports.hvf, tcg: reports.tcg };
+  const reports = await engineReports();
+  const accelerators = {} as Record<AccelName, AcceleratorReport>;
+  for (const name of ['kvm', 'hvf', 'tcg'] as const) {
+    let view: AcceleratorReport | undefined;
+    for (const r of reports) {
+      const next = r.accelerators?.[name];
+      if (next) view = view ? mergeAccelReports(view, next) : next;
+    }
+    accelerators[name] = view ?? NOT_PROBED(name);
+  }
+  const qemu = reports.find((r) => r.qemu)?.qemu ?? { found: false, reason: 'no engine here runs QEMU' };
+  const defaultAccel: AccelChoice = reports.find((r) => r.defaultAccel)?.defaultAccel ?? { requested: 'auto', used: 'tcg', reason: 'no engine here chooses an accelerator' };
   return {
     platform: process.platform,
     arch: os.arch(),
@@ -40,6 +60,6 @@ export async function hostInfo(): Promise<HostInfo> {
     freeMemoryMiB: cap.freeMemoryMiB,
     qemu,
     accelerators,
-    defaultAccel: chooseAccel('auto', accelerators),
+    defaultAccel,
   };
 }

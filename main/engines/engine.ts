@@ -1,7 +1,7 @@
 // What an engine is to the core: one module per kind (QEMU, the built-in micro-VMM, a test's fake) listed
 // in registry.ts. The core asks capabilities and calls these interfaces; it never branches on an engine's
 // name, and nothing here imports the core.
-import type { AccelChoice, DiskBus, DiskFormat, ExitRecord, NicModel, PortForward, ResourceLimits, UsbPassthrough, VmConfig, VmState } from '../api/schema.js';
+import type { AccelChoice, AcceleratorReport, DiskBus, DiskFormat, ExitRecord, NicModel, PortForward, ResourceLimits, UsbPassthrough, VmConfig, VmState } from '../api/schema.js';
 
 export interface EngineContext {
   config: VmConfig;
@@ -303,6 +303,18 @@ export interface EngineModule {
   readonly savedState?: SavedStateProvider;
   /** Guests that live on another host (libvirt): their disks and definition are there, not in the bundle. */
   readonly hosted?: HostedEngine;
+  /** What the engine finds on this host, for `vmdesk host` and the GUI (probes only, no side effects). */
+  hostReport?(): Promise<EngineHostReport>;
+}
+
+/** An engine's view of this host; the core merges the views of all engines into HostInfo. */
+export interface EngineHostReport {
+  /** The QEMU it runs, where it runs QEMU. */
+  qemu?: { found: boolean; path?: string; version?: string; reason?: string };
+  /** Each accelerator as this engine can use it (two engines' views of one accelerator are merged). */
+  accelerators?: Partial<Record<'kvm' | 'hvf' | 'tcg', AcceleratorReport>>;
+  /** What "auto" picks for its guests. */
+  defaultAccel?: AccelChoice;
 }
 
 /** A host added with `vmdesk hosts add`, as an engine reaches it. */

@@ -80,6 +80,10 @@ function accelFromRecord(config: VmConfig, r: MicrovmRecord): AccelChoice {
 export const microvmEngine: EngineModule = {
   kind: 'microvm',
   description: 'Built-in micro-VMM on KVM (Linux): a direct-boot kernel, raw virtio disks, a serial console and memory snapshots; one small native process per VM',
+  /** The native addon's probe and self-test of KVM (API version, timing, class). */
+  async hostReport() {
+    return { accelerators: { kvm: await kvmReport() } };
+  },
   capabilities: {
     display: false,
     liveSnapshots: 'memory',

@@ -7,9 +7,9 @@ import type { AccelChoice, VmConfig } from '../../api/schema.js';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import * as img from '../../platform/qemu-img.js';
 import type { DiskProvider, EngineContext, EngineModule, LimitKind } from '../engine.js';
-import { resolveAccel } from './accel.js';
+import { chooseAccel, hostAccelerators, resolveAccel } from './accel.js';
 import { buildQemuArgs, type QemuArgsInput } from './args.js';
-import { findUefiFirmware, qemuCapabilities, qemuImgPath, requireQemuSystem, type FirmwarePaths, type QemuCapabilities } from './host.js';
+import { findUefiFirmware, qemuCapabilities, qemuImgPath, qemuStatus, requireQemuSystem, type FirmwarePaths, type QemuCapabilities } from './host.js';
 import { bundleFiles, runtimeFiles, SOCKET_PATH_MAX } from './layout.js';
 import { checkHostPortsFree, passtPath, PASST_MISSING } from './passt.js';
 import { QemuRuntime, recordedQemuRuns } from './runtime.js';
@@ -112,6 +112,10 @@ const disks: DiskProvider = {
 export const qemuEngine: EngineModule = {
   kind: 'qemu',
   description: 'QEMU, accelerated by KVM (Linux) or Hypervisor.framework (macOS), else TCG',
+  async hostReport() {
+    const [qemu, accelerators] = await Promise.all([qemuStatus(), hostAccelerators()]);
+    return { qemu, accelerators, defaultAccel: chooseAccel('auto', accelerators) };
+  },
   capabilities: {
     display: true,
     liveSnapshots: 'full',
