@@ -1,8 +1,9 @@
 // The bundle's TPM 2.0 state: a part of the VM bundle's format (the tpm/ folder that swtpm's dir backend
 // keeps), shared by the QEMU engine, which runs swtpm on it, and by the core, which clones and archives it.
-import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, VmdeskError } from '../api/errors.js';
+import { writeFileAtomicSync } from './atomic.js';
 
 /** The bundle's TPM state folder (swtpm's dir backend). */
 export const TPM_STATE_DIR = 'tpm';
@@ -37,23 +38,29 @@ function tpmSnapshotDir(bundleDir: string, snapshotId: string): string {
   return join(tpmStateDir(bundleDir), 'snapshots', snapshotId);
 }
 
-/** Regular files of ours only (a symlink planted in a bundle is not followed), within the size bound. */
-function copyStateFiles(from: string, to: string): number {
-  let n = 0;
-  for (const f of TPM_STATE_FILES) {
-    const src = join(from, f);
-    let st;
+/** The state files a folder holds: regular files of ours only (a planted symlink is not followed), within the size bound. */
+function stateFiles(from: string): (typeof TPM_STATE_FILES)[number][] {
+  return TPM_STATE_FILES.filter((f) => {
     try {
-      st = lstatSync(src);
+      const st = lstatSync(join(from, f));
+      return st.isFile() && st.size <= TPM_STATE_FILE_MAX;
     } catch {
-      continue;
+      return false;
     }
-    if (!st.isFile() || st.size > TPM_STATE_FILE_MAX) continue;
-    mkdirSync(to, { recursive: true, mode: 0o700 });
-    writeFileSync(join(to, f), readFileSync(src), { mode: 0o600 });
-    n++;
-  }
-  return n;
+  });
+}
+
+/**
+ * Copies the state files, each written whole and synced before it takes its name (a crash leaves the old file
+ * or the new one, never none: a TPM's state lost is a BitLocker recovery key asked for). With `exact`, files
+ * the source lacks are removed afterwards, so `to` ends as a copy of `from`.
+ */
+function copyStateFiles(from: string, to: string, exact = false): number {
+  const files = stateFiles(from);
+  if (files.length) mkdirSync(to, { recursive: true, mode: 0o700 });
+  for (const f of files) writeFileAtomicSync(join(to, f), readFileSync(join(from, f)), 0o600);
+  if (exact) for (const f of TPM_STATE_FILES) if (!files.includes(f)) rmSync(join(to, f), { force: true });
+  return files.length;
 }
 
 /** Copies the TPM's state files next to a disk snapshot (nothing when the VM has no TPM state). */
@@ -68,10 +75,10 @@ export function snapshotTpmState(bundleDir: string, snapshotId: string): void {
 /** Puts a disk snapshot's TPM state back (the VM is stopped: no swtpm holds it); a snapshot without one leaves the TPM as it is. */
 export function restoreTpmState(bundleDir: string, snapshotId: string): void {
   const dir = tpmSnapshotDir(bundleDir, snapshotId);
-  if (!existsSync(join(dir, TPM_STATE_FILES[0]))) return;
-  const state = ensureTpmStateDir(bundleDir);
-  for (const f of TPM_STATE_FILES) rmSync(join(state, f), { force: true });
-  copyStateFiles(dir, state);
+  // Only a real permanent state counts (a symlink or an oversized file in its place is not one): anything less
+  // must not replace, let alone wipe, the TPM the VM has.
+  if (!stateFiles(dir).includes(TPM_STATE_FILES[0])) return;
+  copyStateFiles(dir, ensureTpmStateDir(bundleDir), true);
 }
 
 export function deleteTpmSnapshot(bundleDir: string, snapshotId: string): void {
@@ -84,7 +91,7 @@ export function deleteTpmSnapshot(bundleDir: string, snapshotId: string): void {
  */
 export function cloneTpmState(srcBundle: string, dstBundle: string, snapshotId?: string): void {
   const snapCopy = snapshotId ? tpmSnapshotDir(srcBundle, snapshotId) : undefined;
-  const from = snapCopy && existsSync(join(snapCopy, TPM_STATE_FILES[0])) ? snapCopy : tpmStateDir(srcBundle);
-  if (!existsSync(join(from, TPM_STATE_FILES[0]))) return;
+  const from = snapCopy && stateFiles(snapCopy).includes(TPM_STATE_FILES[0]) ? snapCopy : tpmStateDir(srcBundle);
+  if (!stateFiles(from).includes(TPM_STATE_FILES[0])) return;
   copyStateFiles(from, ensureTpmStateDir(dstBundle));
 }
