@@ -11,7 +11,7 @@ import { chooseAccel, hostAccelerators, resolveAccel } from './accel.js';
 import { buildQemuArgs, type QemuArgsInput } from './args.js';
 import { findUefiFirmware, qemuCapabilities, qemuImgPath, qemuStatus, requireQemuSystem, type FirmwarePaths, type QemuCapabilities } from './host.js';
 import { bundleFiles, runtimeFiles, SOCKET_PATH_MAX } from './layout.js';
-import { checkHostPortsFree, passtPath, PASST_MISSING } from './passt.js';
+import { checkHostPortsFree, passtForwardWarning, passtPath, PASST_MISSING } from './passt.js';
 import { QemuRuntime, recordedQemuRuns } from './runtime.js';
 import { qemuSnapshots } from './snapshots.js';
 import { planShares, startVirtiofsd, stopVirtiofsd, readSharesRecord, virtiofsdPath, writeSharesRecord, shareSocket, type ResolvedShare } from './shares.js';
@@ -91,6 +91,7 @@ async function plan(ctx: EngineContext): Promise<LaunchPlan> {
   const nat = ctx.config.network.some((n) => n.mode === 'nat');
   const passt = nat ? passtPath() : undefined;
   if (nat && !passt) warnings.push(PASST_MISSING);
+  if (passt) warnings.push(...[passtForwardWarning(passt, ctx.config.network.filter((n) => n.mode === 'nat').flatMap((n) => n.forwards))].filter((w): w is string => !!w));
   // Worth a warning only when the guest gets less than was asked for (TCG chosen on purpose is no surprise).
   if (accel.used === 'tcg' && accel.requested !== 'tcg') warnings.push(accel.reason);
   const p: LaunchPlan = { qemuPath, caps, accel, firmware, passt, warnings, ...(plainVars ? { plainVars } : {}), ...(swtpm ? { swtpm } : {}) };

@@ -7,7 +7,8 @@
 // passt gets the connection as an inherited fd (--fd): it drops root to "nobody" before binding sockets of
 // its own, so it could not create one in a private runtime dir. QEMU's server socket accepts a new client
 // after one leaves, so passt can be replaced (new forwards) while the guest runs.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { realpathSync } from 'node:fs';
 import type { PortForward } from '../../api/schema.js';
 import { ErrorCode, VmdeskError } from '../../api/errors.js';
 import { connectUnixSocket } from '../../platform/process.js';
@@ -23,6 +24,53 @@ export function passtPath(): string | undefined {
 }
 
 export const PASST_MISSING = 'passt is not installed, so NAT guests can reach services on the host\'s loopback (install it: sudo apt install passt)';
+
+/**
+ * passt before upstream commit 9178a9e (2023-09-22, first in release 2023_10_04; Debian 12 ships
+ * 0.0~git20230309) never sends the ACK that ends the handshake of a forwarded connection until the host's
+ * client sends data: tcp_conn_from_sock_finish() asks for the ACK "if needed", and with nothing to
+ * acknowledge and an open window it is never needed. The guest's socket stays in SYN_RECV, so a service
+ * that speaks first (SMTP, FTP, MySQL, VNC, `nc -l`) never accepts the connection, and passt resets it
+ * after its handshake timeout. No passt option changes that path. Services whose client speaks first
+ * (HTTP, SSH) work, as their first data carries the ACK.
+ */
+export const PASST_FIXED_SINCE = 20230922;
+
+const passtDates = new Map<string, number | undefined>();
+
+/** The date (YYYYMMDD) of the passt at this path, from its --version or its distribution package; undefined when unknown. */
+export function passtBuildDate(path: string): number | undefined {
+  if (passtDates.has(path)) return passtDates.get(path);
+  const date = (text: string | undefined): number | undefined => {
+    const m = /(20\d\d)[_.]?([01]\d)[_.]?([0-3]\d)/.exec(text ?? '');
+    return m ? Number(m[1]! + m[2]! + m[3]!) : undefined;
+  };
+  const run = (cmd: string, args: string[]): string | undefined => {
+    const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 3000 });
+    return r.status === 0 ? r.stdout : undefined;
+  };
+  // Upstream builds print their release ("passt 2023_10_04.f851084"); Debian's print "unknown version",
+  // so ask the package manager that installed /usr/bin/passt (0.0~git20230309.7c7625d-1, 0^20231004.gf851084-1).
+  let found = date(run(path, ['--version'])?.split('\n')[0]);
+  let real = path;
+  try {
+    real = realpathSync(path);
+  } catch {
+    /* keep the path */
+  }
+  if (found === undefined && real.startsWith('/usr/')) found = date(run('dpkg-query', ['-W', '-f', '${Version}', 'passt'])) ?? date(run('rpm', ['-q', '--qf', '%{VERSION}', 'passt']));
+  passtDates.set(path, found);
+  return found;
+}
+
+/** A warning when this passt cannot forward to services that speak first (see PASST_FIXED_SINCE); undefined when fine or unknown. */
+export function passtForwardWarning(path: string, forwards: PortForward[]): string | undefined {
+  if (!forwards.some((f) => f.protocol === 'tcp')) return undefined;
+  const built = passtBuildDate(path);
+  if (built === undefined || built >= PASST_FIXED_SINCE) return undefined;
+  const d = String(built);
+  return `this host's passt (built ${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}) does not complete a forwarded TCP connection until the host's program sends data first: guest services that speak first (SMTP, FTP, MySQL, VNC, nc -l) are unreachable through "nat" forwards, while HTTP and SSH work. Use "nat-host" for such services, or install passt 2023_10_04 or newer`;
+}
 
 /** passt's arguments for one adapter: QEMU-compatible addressing, no route to the host, forwards on 127.0.0.1. */
 export function passtArgs(forwards: PortForward[], fd: number): string[] {
