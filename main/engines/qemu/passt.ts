@@ -63,13 +63,20 @@ export function passtBuildDate(path: string): number | undefined {
   return found;
 }
 
+/**
+ * Guest ports whose usual protocol has the client speak first (SSH: OpenSSH sends its identification at once;
+ * HTTP, TLS): through any passt they work, so forwards to them alone (a gallery VM's SSH forward) warn of nothing.
+ */
+const CLIENT_FIRST_PORTS = new Set([22, 80, 443, 8000, 8080, 8443]);
+
 /** A warning when this passt cannot forward to services that speak first (see PASST_FIXED_SINCE); undefined when fine or unknown. */
 export function passtForwardWarning(path: string, forwards: PortForward[]): string | undefined {
-  if (!forwards.some((f) => f.protocol === 'tcp')) return undefined;
+  const exposed = forwards.filter((f) => f.protocol === 'tcp' && !CLIENT_FIRST_PORTS.has(f.guestPort));
+  if (!exposed.length) return undefined;
   const built = passtBuildDate(path);
   if (built === undefined || built >= PASST_FIXED_SINCE) return undefined;
   const d = String(built);
-  return `this host's passt (built ${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}) does not complete a forwarded TCP connection until the host's program sends data first: guest services that speak first (SMTP, FTP, MySQL, VNC, nc -l) are unreachable through "nat" forwards, while HTTP and SSH work. Use "nat-host" for such services, or install passt 2023_10_04 or newer`;
+  return `this host's passt (built ${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}) does not complete a forwarded TCP connection until the host's program sends data first: guest services that speak first (SMTP, FTP, MySQL, VNC, nc -l) are unreachable through "nat" forwards (here guest port${exposed.length > 1 ? 's' : ''} ${exposed.map((f) => f.guestPort).join(', ')}), while HTTP and SSH work. Use "nat-host" for such services, or install passt 2023_10_04 or newer`;
 }
 
 /** passt's arguments for one adapter: QEMU-compatible addressing, no route to the host, forwards on 127.0.0.1. */
