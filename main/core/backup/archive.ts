@@ -10,7 +10,7 @@ import { createGzip, createGunzip, constants as zc } from 'node:zlib';
 import { z } from 'zod';
 import { LIMITS, VmConfig, VM_SCHEMA_VERSION, type Disk, type DiskFormat, type VmInfo } from '../../api/schema.js';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
-import { writeJsonAtomic } from '../../platform/atomic.js';
+import { fsyncDir, writeJsonAtomic } from '../../platform/atomic.js';
 import { containedPath } from '../../platform/contain.js';
 import { admitImage, qemuImgSource } from '../images/gate.js';
 import * as img from '../../platform/qemu-img.js';
@@ -151,9 +151,10 @@ async function publish(partial: string, out: string): Promise<void> {
     // File systems without hard links (FAT on a USB stick): check, then rename.
     if (existsSync(out)) throw new VmdeskError(ErrorCode.exists, `${out} already exists`);
     await fs.rename(partial, out);
-    return;
   }
   await fs.rm(partial, { force: true });
+  // The archive's bytes were synced as it was closed; its name is on the disk too once "done" is said.
+  await fsyncDir(path.dirname(out));
 }
 
 export async function exportVm(core: SnapshotCore, ref: string, file: string, opts: ExportOptions = {}): Promise<{ file: string; manifest: Manifest; bytes: number }> {

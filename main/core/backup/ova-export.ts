@@ -5,6 +5,7 @@
 // refused (its disks change).
 import { createReadStream, promises as fs, existsSync } from 'node:fs';
 import path from 'node:path';
+import { fsyncDir } from '../../platform/atomic.js';
 import type { DiskBus, NetAdapter, VmConfig } from '../../api/schema.js';
 import { VmdeskError, ErrorCode } from '../../api/errors.js';
 import * as img from '../../platform/qemu-img.js';
@@ -211,6 +212,7 @@ export async function exportOva(core: SnapshotCore, ref: string, file: string, o
     await tar.close();
     tar = undefined;
     await fs.rename(partial, out);
+    await fsyncDir(path.dirname(out));
     progress('done', 1);
     return { file: out, bytes: (await fs.stat(out)).size, entries, warnings };
   } catch (e) {
