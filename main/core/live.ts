@@ -64,9 +64,9 @@ export async function forwardAdd(core: Core, ref: string, forward: PortForward, 
   checkForwards(next.network);
   const rt = running(core, info);
   const warnings = await checkForwardConflicts(info.name, [forward], await forwardOwners(core, info.id), !!rt);
-  if (rt) await liveForwards(eng, rt, info.name)(idx, next.network[idx]!.forwards);
+  const backend = rt ? ((await liveForwards(eng, rt, info.name)(idx, next.network[idx]!.forwards)) ?? []) : [];
   const out = await core.saveConfig(info.id, next);
-  return { ...out, warnings: [...out.warnings, ...warnings] };
+  return { ...out, warnings: [...out.warnings, ...warnings, ...backend] };
 }
 
 /** Removes the forward of a host port, from whichever adapter has it. */

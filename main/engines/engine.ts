@@ -197,8 +197,11 @@ export interface VmRuntime {
   readonly netPorts?: readonly NetPort[];
   /** Usage counters (capabilities.stats). */
   usage?(): Promise<EngineUsage>;
-  /** Replaces the port forwards of a nat/nat-host adapter while the guest runs (liveNetwork.forwards). */
-  setForwards?(adapter: number, forwards: PortForward[]): Promise<void>;
+  /**
+   * Replaces the port forwards of a nat/nat-host adapter while the guest runs (liveNetwork.forwards); resolves
+   * with warnings about the forwards now in force (what the network backend cannot do with them), if any.
+   */
+  setForwards?(adapter: number, forwards: PortForward[]): Promise<string[] | void>;
   /** Sets a network card's link up or down (liveNetwork.link). */
   setLink?(adapter: number, up: boolean): Promise<void>;
   /** Adapters whose link is down now. */

@@ -76,5 +76,31 @@ describe.skipIf(process.platform !== 'linux' || !passtPath())('nat forward to a 
     expect(http).toContain(GUEST_HTTP_TEXT);
 
     expect({ banner: banner.trim(), warned }).toEqual(warned ? { banner: '', warned: true } : { banner: BANNER, warned: false });
+
+    // A forward added while it runs says the same (the passt serving the card is replaced with all its forwards).
+    const added = await vmdesk(home, ['forward', 'add', 'sf', `tcp:${await freePort()}:5002`]);
+    expect(added.code, added.stderr).toBe(0);
+    expect(/does not complete a forwarded TCP connection[^\n]*guest ports 5001, 5002/.test(added.stderr)).toBe(warned);
   }, 150_000);
+
+  it('fails the start, and leaves nothing running, when passt quits at once', async () => {
+    const home2 = await tempHome();
+    // The daemon is started by the first call in this library, with this environment: a "passt" that exits 1.
+    const env = { VMDESK_PASST: '/bin/false' };
+    try {
+      const kernel = path.join(home2, 'guest-vmlinuz');
+      await copyFile(guestPaths().kernel, kernel);
+      const c = await vmdesk(home2, ['create', 'dead', '--memory', '128', '--kernel', kernel, '--cmdline', 'console=ttyS0', '--net', 'nat', '--forward', `tcp:${await freePort()}:22`], { env });
+      expect(c.code, c.stderr).toBe(0);
+      const s = await vmdesk(home2, ['start', 'dead'], { env });
+      expect(s.code).not.toBe(0);
+      expect(s.stderr).toMatch(/passt for network adapter 0 exited \(code 1\) at start; see logs\/passt\.log/);
+      const info = JSON.parse((await vmdesk(home2, ['info', 'dead', '--json'], { env })).stdout) as { state: string; pid?: number };
+      expect(info.state).not.toMatch(/running|starting/);
+      expect(info.pid).toBeUndefined();
+    } finally {
+      await stopDaemon(home2).catch(() => {});
+      await rm(home2, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

@@ -14,7 +14,7 @@ import { writeFileAtomicSync } from '../../platform/atomic.js';
 import { connectUnixSocket, processRunning, processStartTime } from '../../platform/process.js';
 import { bundleFiles, runtimeFiles } from './layout.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
-import { startPasst } from './passt.js';
+import { passtForwardWarning, startPasst } from './passt.js';
 import { tcpListening } from '../../platform/ports.js';
 import { logTail, RUN_HEADER } from './records.js';
 import { trace } from '../../platform/trace.js';
@@ -282,6 +282,8 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
         }
       }
       const rec = await runtime.exited;
+      // A network helper that failed says so itself (QEMU only died of the kill that followed).
+      if (e instanceof NetworkStartError) throw new VmdeskError(ErrorCode.engine, `the VM could not start: ${e.message}`);
       throw new VmdeskError(ErrorCode.engine, `QEMU failed to start: ${rec.detail ?? (e as Error).message}`, rec.logTail);
     }
     return runtime;
@@ -363,6 +365,9 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
         const child = await startPasst({ passt: spec.path, socket: this.rt.net(a.index), forwards: a.forwards, log, alive, timeoutMs: Math.max(1000, deadline - Date.now()) });
         child.unref();
         if (child.pid) pids.push({ pid: child.pid, startTime: processStartTime(child.pid) ?? '', adapter: a.index });
+        // A passt that quits at once (refused arguments, a host port taken since the check) would leave the
+        // guest running with a dead network card: the start fails instead, saying where to look.
+        await passtReady(child, a.forwards, a.index, 'at start', false);
       }
       this.record.passtPids = pids;
       writeFileAtomicSync(this.rt.record, JSON.stringify(this.record, null, 2) + '\n');
@@ -569,7 +574,7 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
    * the next client once the old one has gone; the old passt must go first, as it holds the ports that stay).
    * Open connections through that adapter's NAT are reset. QEMU's user network: hostfwd_remove/hostfwd_add.
    */
-  async setForwards(adapter: number, forwards: PortForward[]): Promise<void> {
+  async setForwards(adapter: number, forwards: PortForward[]): Promise<string[]> {
     this.requireAttached();
     const mode = this.ctx.config.network[adapter]?.mode;
     if (mode !== 'nat' && mode !== 'nat-host') throw new VmdeskError(ErrorCode.invalid, `network adapter ${adapter} of "${this.ctx.config.name}" is not a nat or nat-host adapter`);
@@ -583,6 +588,9 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     }
     this.record.forwards = { ...(this.record.forwards ?? {}), [String(adapter)]: forwards };
     this.saveRecord();
+    // The same warning a start gives for these forwards (an old passt and a service that speaks first).
+    const warning = viaPasst ? passtForwardWarning(this.record.passt!.path, forwards) : undefined;
+    return warning ? [warning] : [];
   }
 
   private async replacePasst(adapter: number, forwards: PortForward[]): Promise<void> {
@@ -622,15 +630,7 @@ export class QemuRuntime extends EventEmitter implements VmRuntime {
     // to a forward goes nowhere. Ask the card to announce itself (virtio-net makes the guest send gratuitous
     // ARP; other models send RARP from QEMU, which passt ignores, so there the guest's next packet teaches it).
     await this.command('announce-self', { initial: 50, max: 550, rounds: 3, step: 100, interfaces: [`nic${adapter}`] }, 5000).catch(() => undefined);
-    // passt binds its forwards as it starts: see that it took every TCP one before saying it works.
-    const tcp = forwards.filter((f) => f.protocol === 'tcp');
-    for (let i = 0; i < 200 && tcp.some((f) => tcpListening(f.hostPort) === false); i++) {
-      if (child.exitCode !== null) break;
-      await new Promise((r) => setTimeout(r, 15));
-    }
-    if (child.exitCode !== null) throw new VmdeskError(ErrorCode.engine, `passt for network adapter ${adapter} exited (code ${child.exitCode}) when restarted with the new forwards; see logs/passt.log`);
-    const missing = tcp.filter((f) => tcpListening(f.hostPort) === false);
-    if (missing.length) throw new VmdeskError(ErrorCode.engine, `passt did not take host port${missing.length > 1 ? 's' : ''} ${missing.map((f) => f.hostPort).join(', ')}; see logs/passt.log`);
+    await passtReady(child, forwards, adapter, 'when restarted with the new forwards', true);
   }
 
   private async hostfwd(adapter: number, before: PortForward[], after: PortForward[]): Promise<void> {
@@ -823,3 +823,21 @@ export function recordedQemuRuns(ctx: EngineContext): boolean {
   return !!r && processRunning(r.pid, r.startTime || undefined);
 }
 
+/** A network helper (passt) that failed while the guest started or its forwards changed. */
+class NetworkStartError extends VmdeskError {}
+
+/**
+ * passt binds its forwards as it starts: waits (up to 3 s) until it holds every TCP one, and at least one
+ * moment. Throws when it exited meanwhile, and, if `strict`, when a port is still not taken (a fresh start
+ * only needs it alive: its ports were checked free just before, and a loaded machine may bind them late).
+ */
+async function passtReady(child: ChildProcess, forwards: PortForward[], adapter: number, when: string, strict: boolean): Promise<void> {
+  const tcp = forwards.filter((f) => f.protocol === 'tcp');
+  for (let i = 0; i < 200 && (i === 0 || tcp.some((f) => tcpListening(f.hostPort) === false)); i++) {
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 15));
+  }
+  if (child.exitCode !== null) throw new NetworkStartError(ErrorCode.engine, `passt for network adapter ${adapter} exited (code ${child.exitCode}) ${when}; see logs/passt.log`);
+  const missing = tcp.filter((f) => tcpListening(f.hostPort) === false);
+  if (strict && missing.length) throw new VmdeskError(ErrorCode.engine, `passt did not take host port${missing.length > 1 ? 's' : ''} ${missing.map((f) => f.hostPort).join(', ')}; see logs/passt.log`);
+}
