@@ -475,5 +475,7 @@ export const HostInfo = z.object({
   committed: z.object({ runningVms: z.number(), cpus: z.number(), memoryMiB: z.number() }).optional(),
   /** Whether CPU caps and pinning can be applied on this host, and how. */
   limits: z.object({ cpuCap: HostLimitSupport, cpuPinning: HostLimitSupport }).optional(),
+  /** What the engines found worth knowing about this host's helpers (one sentence each: a missing or limited tool). */
+  notes: z.array(z.string()).optional(),
 });
 export type HostInfo = z.infer<typeof HostInfo>;

@@ -69,6 +69,7 @@ export function formatHost(h: HostInfo): string {
           `pinning:   ${h.limits.cpuPinning.available ? `yes, ${h.limits.cpuPinning.mechanism}` : `no: ${h.limits.cpuPinning.reason}`}`,
         ]
       : []),
+    ...(h.notes?.length ? ['notes:', ...h.notes.map((n) => `  ${n}`)] : []),
   ].join('\n');
 }
 

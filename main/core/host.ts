@@ -52,6 +52,7 @@ export async function hostInfo(): Promise<HostInfo> {
   }
   const qemu = reports.find((r) => r.qemu)?.qemu ?? { found: false, reason: 'no engine here runs QEMU' };
   const defaultAccel: AccelChoice = reports.find((r) => r.defaultAccel)?.defaultAccel ?? { requested: 'auto', used: 'tcg', reason: 'no engine here chooses an accelerator' };
+  const notes = reports.flatMap((r) => r.notes ?? []);
   return {
     platform: process.platform,
     arch: os.arch(),
@@ -61,5 +62,6 @@ export async function hostInfo(): Promise<HostInfo> {
     qemu,
     accelerators,
     defaultAccel,
+    ...(notes.length ? { notes } : {}),
   };
 }

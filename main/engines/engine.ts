@@ -318,6 +318,8 @@ export interface EngineHostReport {
   accelerators?: Partial<Record<'kvm' | 'hvf' | 'tcg', AcceleratorReport>>;
   /** What "auto" picks for its guests. */
   defaultAccel?: AccelChoice;
+  /** What is worth knowing about its helpers on this host (missing, or limited), one sentence each. */
+  notes?: string[];
 }
 
 /** A host added with `vmdesk hosts add`, as an engine reaches it. */

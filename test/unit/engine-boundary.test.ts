@@ -40,7 +40,7 @@ describe('the engine boundary', () => {
     registerEngine({
       kind: 'boundary-test',
       description: 'a plug-in that probes the host',
-      hostReport: async () => ({ accelerators: { hvf: { available: true, class: 'hardware', reason: 'the plug-in found it' } } }),
+      hostReport: async () => ({ accelerators: { hvf: { available: true, class: 'hardware', reason: 'the plug-in found it' } }, notes: ['the plug-in\'s helper is old'] }),
     } as unknown as EngineModule);
     expect(engineKinds()).toContain('boundary-test');
     const info = await hostInfo();
@@ -50,6 +50,7 @@ describe('the engine boundary', () => {
     expect(info.accelerators.tcg.available).toBe(true);
     expect(info.qemu.found).toBe(true);
     expect(info.defaultAccel.requested).toBe('auto');
+    expect(info.notes).toContain('the plug-in\'s helper is old');
 
     registerEngine({ kind: 'boundary-test', description: 'a plug-in whose probe fails', hostReport: async () => { throw new Error('no'); } } as unknown as EngineModule);
     const again = await hostInfo();

@@ -4,7 +4,7 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { passtBuildDate, passtForwardWarning } from '../../main/engines/qemu/passt.js';
+import { PASST_MISSING, passtBuildDate, passtForwardWarning, passtHostNote } from '../../main/engines/qemu/passt.js';
 
 let dir = '';
 /** A stand-in passt binary that prints what an upstream build prints for --version. */
@@ -38,6 +38,9 @@ describe('passt and services that speak first', () => {
     expect(passtForwardWarning(old, [{ protocol: 'tcp', hostPort: 2222, guestPort: 22 }, { protocol: 'tcp', hostPort: 8080, guestPort: 80 }])).toBeUndefined();
     expect(passtForwardWarning(old, [{ protocol: 'udp', hostPort: 5353, guestPort: 53 }])).toBeUndefined();
     expect(passtForwardWarning(old, [{ protocol: 'tcp', hostPort: 2222, guestPort: 22 }, { protocol: 'tcp', hostPort: 5900, guestPort: 5900 }])).toMatch(/guest port 5900\)/);
+    expect(passtHostNote(old)).toMatch(/built 2023-03-09.*predates 2023_10_04.*nat-host/);
+    expect(passtHostNote(await fakePasst('passt-new2', 'passt 2023_10_04.f851084'))).toBeUndefined();
+    if (process.platform === 'linux') expect(passtHostNote(undefined)).toBe(PASST_MISSING);
     const unknown = await fakePasst('passt-unknown', 'passt unknown version');
     expect(passtBuildDate(unknown)).toBeUndefined();
     expect(passtForwardWarning(unknown, [{ protocol: 'tcp', hostPort: 2525, guestPort: 25 }])).toBeUndefined();

@@ -11,7 +11,7 @@ import { chooseAccel, hostAccelerators, resolveAccel } from './accel.js';
 import { buildQemuArgs, type QemuArgsInput } from './args.js';
 import { findUefiFirmware, qemuCapabilities, qemuImgPath, qemuStatus, requireQemuSystem, type FirmwarePaths, type QemuCapabilities } from './host.js';
 import { bundleFiles, runtimeFiles, SOCKET_PATH_MAX } from './layout.js';
-import { checkHostPortsFree, passtForwardWarning, passtPath, PASST_MISSING } from './passt.js';
+import { checkHostPortsFree, passtForwardWarning, passtHostNote, passtPath, PASST_MISSING } from './passt.js';
 import { QemuRuntime, recordedQemuRuns } from './runtime.js';
 import { qemuSnapshots } from './snapshots.js';
 import { planShares, startVirtiofsd, stopVirtiofsd, readSharesRecord, virtiofsdPath, writeSharesRecord, shareSocket, type ResolvedShare } from './shares.js';
@@ -115,7 +115,8 @@ export const qemuEngine: EngineModule = {
   description: 'QEMU, accelerated by KVM (Linux) or Hypervisor.framework (macOS), else TCG',
   async hostReport() {
     const [qemu, accelerators] = await Promise.all([qemuStatus(), hostAccelerators()]);
-    return { qemu, accelerators, defaultAccel: chooseAccel('auto', accelerators) };
+    const passt = passtHostNote(passtPath());
+    return { qemu, accelerators, defaultAccel: chooseAccel('auto', accelerators), ...(passt ? { notes: [passt] } : {}) };
   },
   capabilities: {
     display: true,

@@ -75,5 +75,11 @@ describe('the host at a glance', () => {
     expect(w.find('[data-testid="host-usage-cpu"]').text()).toBe('CPUs5 of 4 — over-committed');
     expect(w.find('[data-testid="host-usage-memory"]').text()).toMatch(/9 GiB of 8 GiB — over-committed/);
     expect(w.find('[data-testid="host-usage-cpu"] meter').attributes('aria-label')).toBe('Virtual CPUs committed: 5 of 4 host CPUs');
+    // What the engines noted about the host's tools (an old passt) folds out under the figures.
+    expect(w.find('[data-testid="host-usage-notes"]').exists()).toBe(false);
+    host.info = { ...(host.info as object), notes: ['passt (built 2023-03-09) predates 2023_10_04'] } as never;
+    await w.vm.$nextTick();
+    expect(w.find('[data-testid="host-usage-notes"] summary').text()).toBe('1 note about this computer\'s tools');
+    expect(w.find('[data-testid="host-usage-notes"] li').text()).toMatch(/predates 2023_10_04/);
   });
 });
