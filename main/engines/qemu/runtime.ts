@@ -833,11 +833,12 @@ class NetworkStartError extends VmdeskError {}
  */
 async function passtReady(child: ChildProcess, forwards: PortForward[], adapter: number, when: string, strict: boolean): Promise<void> {
   const tcp = forwards.filter((f) => f.protocol === 'tcp');
+  const ended = () => child.exitCode !== null || child.signalCode !== null;
   for (let i = 0; i < 200 && (i === 0 || tcp.some((f) => tcpListening(f.hostPort) === false)); i++) {
-    if (child.exitCode !== null) break;
+    if (ended()) break;
     await new Promise((r) => setTimeout(r, 15));
   }
-  if (child.exitCode !== null) throw new NetworkStartError(ErrorCode.engine, `passt for network adapter ${adapter} exited (code ${child.exitCode}) ${when}; see logs/passt.log`);
+  if (ended()) throw new NetworkStartError(ErrorCode.engine, `passt for network adapter ${adapter} exited (${child.signalCode ? `signal ${child.signalCode}` : `code ${child.exitCode}`}) ${when}; see logs/passt.log`);
   const missing = tcp.filter((f) => tcpListening(f.hostPort) === false);
   if (strict && missing.length) throw new VmdeskError(ErrorCode.engine, `passt did not take host port${missing.length > 1 ? 's' : ''} ${missing.map((f) => f.hostPort).join(', ')}; see logs/passt.log`);
 }
