@@ -345,7 +345,7 @@ export class Core extends EventEmitter<{ event: [VmEvent] }> implements Snapshot
       throw new VmdeskError(ErrorCode.busy, `"${name}" is busy: ${r.job.method} is running (for ${secs} s); try again when it has finished`);
     }
     if (r.config && !allowed(op, r.state)) {
-      throw new VmdeskError(ErrorCode.state, `cannot ${rule.verb} "${name}" while it is ${r.state}`);
+      throw new VmdeskError(ErrorCode.state, `cannot ${rule.verb} "${name}" while it is ${r.state}${wayOut(op, r.state, name)}`);
     }
     if (r.config?.host && LOCAL_DISK_OPERATIONS.includes(op)) {
       throw new VmdeskError(ErrorCode.invalid, `cannot ${rule.verb} "${name}": it lives on host "${r.config.host}", where its disks are volumes, not files on this machine; move it here first (vmdesk migrate "${name}" --to local)`);
@@ -952,4 +952,11 @@ function nextDiskId(existing: Disk[], prefix: string): string {
 /** An image the user attaches in place: through the gate, with the format they (or its name) state. */
 function admitAttached(file: string, stated?: Disk['format']) {
   return admitImage({ path: file }, { what: `disk image ${file}`, stated: stated ?? formatFromName(file) });
+}
+
+/** How to get to a state where `op` is allowed, when that is a step the user takes (empty when it says itself). */
+function wayOut(op: VmOperation, state: VmState, name: string): string {
+  if (state === 'saved' && allowed(op, 'stopped')) return `: its memory is saved on disk; start it (it resumes where it was) and shut it down, or throw the saved state away (vmdesk discard-state "${name}")`;
+  if ((state === 'running' || state === 'paused') && op !== 'start' && allowed(op, 'stopped')) return '; shut it down first';
+  return '';
 }

@@ -167,6 +167,9 @@ describe('a third engine (fakevm) through the daemon', () => {
     const again = await refusal(client.call('vm.start', { id }));
     expect(again.code).toBe('ESTATE');
     expect(again.message).toBe('cannot start "fk" while it is running');
+    // What needs it stopped says how to get there.
+    const hw = await refusal(client.call('disk.create', { id, bytes: 16 * 1024 * 1024 }));
+    expect(hw).toMatchObject({ code: 'ESTATE', message: 'cannot change the disks of "fk" while it is running; shut it down first' });
   });
 
   it('serves its console through the daemon: boot output replayed, commands answered', async () => {

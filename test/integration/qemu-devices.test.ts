@@ -81,6 +81,7 @@ describe.runIf(hasSwtpm)('save state and TPM 2.0 on one guest', () => {
     // A saved VM's hardware stays as it was; the state table says why.
     await expect(call('vm.update', { id: name, patch: { cpus: 2 } })).rejects.toMatchObject({ code: 'ESTATE', message: expect.stringMatching(/saved state needs the hardware.*discard-state/) });
     await expect(call('vm.suspend', { id: name })).rejects.toMatchObject({ code: 'ESTATE' });
+    await expect(call('disk.create', { id: name, bytes: 16 * 1024 * 1024 })).rejects.toMatchObject({ code: 'ESTATE', message: expect.stringMatching(/while it is saved: its memory is saved on disk; start it .* shut it down, or throw the saved state away \(vmdesk discard-state "saver"\)/) });
     // Changed behind VMDesk's back (vm.json edited): the start is refused before anything runs, state kept.
     const cfg = (await call('vm.get', { id: name })).config!;
     await core.saveConfig(started.id, { ...cfg, cpus: 2 });
