@@ -63,6 +63,14 @@ export function passtBuildDate(path: string): number | undefined {
   return found;
 }
 
+/** The build date (YYYY-MM-DD) of a passt older than the fix (PASST_FIXED_SINCE); undefined when fixed or unknown. */
+function oldPasstBuilt(path: string): string | undefined {
+  const built = passtBuildDate(path);
+  if (built === undefined || built >= PASST_FIXED_SINCE) return undefined;
+  const d = String(built);
+  return `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}`;
+}
+
 /**
  * Guest ports whose usual protocol has the client speak first (SSH: OpenSSH sends its identification at once;
  * HTTP, TLS): through any passt they work, so forwards to them alone (a gallery VM's SSH forward) warn of nothing.
@@ -73,19 +81,17 @@ const CLIENT_FIRST_PORTS = new Set([22, 80, 443, 8000, 8080, 8443]);
 export function passtForwardWarning(path: string, forwards: PortForward[]): string | undefined {
   const exposed = forwards.filter((f) => f.protocol === 'tcp' && !CLIENT_FIRST_PORTS.has(f.guestPort));
   if (!exposed.length) return undefined;
-  const built = passtBuildDate(path);
-  if (built === undefined || built >= PASST_FIXED_SINCE) return undefined;
-  const d = String(built);
-  return `this host's passt (built ${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}) does not complete a forwarded TCP connection until the host's program sends data first: guest services that speak first (SMTP, FTP, MySQL, VNC, nc -l) are unreachable through "nat" forwards (here guest port${exposed.length > 1 ? 's' : ''} ${exposed.map((f) => f.guestPort).join(', ')}), while HTTP and SSH work. Use "nat-host" for such services, or install passt 2023_10_04 or newer`;
+  const built = oldPasstBuilt(path);
+  if (!built) return undefined;
+  return `this host's passt (built ${built}) does not complete a forwarded TCP connection until the host's program sends data first: guest services that speak first (SMTP, FTP, MySQL, VNC, nc -l) are unreachable through "nat" forwards (here guest port${exposed.length > 1 ? 's' : ''} ${exposed.map((f) => f.guestPort).join(', ')}), while HTTP and SSH work. Use "nat-host" for such services, or install passt 2023_10_04 or newer`;
 }
 
 /** What `vmdesk host` says of passt: missing, or too old for guest services that speak first; undefined when fine. */
 export function passtHostNote(path: string | undefined): string | undefined {
   if (!path) return process.platform === 'linux' ? PASST_MISSING : undefined;
-  const built = passtBuildDate(path);
-  if (built === undefined || built >= PASST_FIXED_SINCE) return undefined;
-  const d = String(built);
-  return `passt (built ${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}, at ${path}) predates 2023_10_04: "nat" forwards reach only guest services whose client speaks first (SSH, HTTP), not SMTP, FTP, VNC or MySQL; use "nat-host" for those, or a newer passt (VMDESK_PASST=/path)`;
+  const built = oldPasstBuilt(path);
+  if (!built) return undefined;
+  return `passt (built ${built}, at ${path}) predates 2023_10_04: "nat" forwards reach only guest services whose client speaks first (SSH, HTTP), not SMTP, FTP, VNC or MySQL; use "nat-host" for those, or a newer passt (VMDESK_PASST=/path)`;
 }
 
 /** passt's arguments for one adapter: QEMU-compatible addressing, no route to the host, forwards on 127.0.0.1. */
