@@ -25,23 +25,22 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, m
   await fsyncDir(dir);
 }
 
-export async function fsyncDir(dir: string): Promise<void> {
-  const dh = await fs.open(dir, constants.O_RDONLY);
-  try {
-    await dh.sync();
-  } finally {
-    await dh.close();
-  }
-}
-
-/** A file's data and size to the disk (a disk image copied or converted before it is renamed into place). */
-export async function fsyncFile(file: string): Promise<void> {
-  const fh = await fs.open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+async function fsyncPath(p: string, flags: number): Promise<void> {
+  const fh = await fs.open(p, flags);
   try {
     await fh.sync();
   } finally {
     await fh.close();
   }
+}
+
+export function fsyncDir(dir: string): Promise<void> {
+  return fsyncPath(dir, constants.O_RDONLY);
+}
+
+/** A file's data and size to the disk (a disk image copied or converted before it is renamed into place). */
+export function fsyncFile(file: string): Promise<void> {
+  return fsyncPath(file, constants.O_RDONLY | constants.O_NOFOLLOW);
 }
 
 /**
