@@ -192,19 +192,7 @@ export async function treeSnapshot(dir: string): Promise<string[]> {
   return out;
 }
 
-export function freePort(): Promise<number> {
-  return import('node:net').then(
-    ({ createServer }) =>
-      new Promise((resolve, reject) => {
-        const srv = createServer();
-        srv.listen(0, '127.0.0.1', () => {
-          const port = (srv.address() as { port: number }).port;
-          srv.close(() => resolve(port));
-        });
-        srv.on('error', reject);
-      }),
-  );
-}
+export { freePort } from './ports.js';
 
 /** Stops the library's daemon (running guests keep running), so none lingers after a test file. */
 export async function stopDaemon(home: string): Promise<void> {

@@ -16,6 +16,7 @@ import { findUefiFirmware, qemuCapabilities, requireQemuSystem } from '../../mai
 import { runtimeFiles } from '../../main/engines/qemu/layout.js';
 import { QmpClient } from '../../main/engines/qemu/qmp.js';
 import { guestPaths } from '../guest/guest.js';
+import { freePort } from '../helpers/ports.js';
 
 const root = mkdtempSync(join(tmpdir(), 'vmdesk-qa-'));
 // A bundle path with a comma and a space: both must survive QEMU's option parsing.
@@ -92,13 +93,15 @@ describe('real QEMU accepts buildQemuArgs output', () => {
   });
 
   it('direct kernel boot from comma paths, NAT with forwards, Windows clock', async () => {
+    // QEMU binds the forwards' host ports: ports the kernel just handed out, not random ones that may be taken.
+    const [tcpPort, udpPort] = [await freePort(), await freePort()];
     await accepted(
       config({
         osType: 'windows',
         directKernel: { kernel: join(odd, 'vmlinuz'), initrd: join(odd, 'initrd,gz'), cmdline: 'console=ttyS0 x=a,b' },
         network: [
-          { mode: 'nat', mac: '52:54:00:aa:bb:cc', forwards: [{ protocol: 'tcp', hostPort: 40000 + Math.floor(Math.random() * 20000), guestPort: 22 }] },
-          { mode: 'nat', forwards: [{ protocol: 'udp', hostPort: 40000 + Math.floor(Math.random() * 20000), guestPort: 53 }] },
+          { mode: 'nat', mac: '52:54:00:aa:bb:cc', forwards: [{ protocol: 'tcp', hostPort: tcpPort, guestPort: 22 }] },
+          { mode: 'nat', forwards: [{ protocol: 'udp', hostPort: udpPort, guestPort: 53 }] },
         ],
       }),
     );

@@ -16,6 +16,7 @@ import { qemuEngine } from '../../main/engines/qemu/module.js';
 import { QemuRuntime } from '../../main/engines/qemu/runtime.js';
 import { runtimeFiles } from '../../main/engines/qemu/layout.js';
 import { SerialHub, type SerialSession } from '../../main/core/serial.js';
+import { freePort } from '../helpers/ports.js';
 import { GUEST_HTTP_PORT, GUEST_HTTP_TEXT, GUEST_READY_MARKER, guestPaths } from '../guest/guest.js';
 
 const MiB = 1024 * 1024;
@@ -26,17 +27,6 @@ const runtimeDir = join(root, 'rt');
 const runtimes: VmRuntime[] = [];
 let hostPort = 0;
 let ctx: EngineContext;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function makeConfig(extra: Partial<VmConfig> = {}): VmConfig {
   const { kernel, initrd } = guestPaths();
