@@ -136,13 +136,16 @@ describe('gallery and terminal', () => {
     await page.emulateMedia({ colorScheme: 'light' });
     await e2e.h.shot('42-console-terminal');
 
-    // The guest's terminal follows the tab's size.
+    // The guest's terminal follows the tab's size (once the page has fitted xterm to it: waited for, not slept).
+    const termSize = () =>
+      page.evaluate(() => {
+        const t = (document.querySelector('[data-testid="terminal-screen"]') as HTMLElement & { vmdeskTerminal?: { cols: number; rows: number } }).vmdeskTerminal!;
+        return `${t.rows} ${t.cols}`;
+      });
+    const sizeBefore = await termSize();
     await page.setViewportSize({ width: 900, height: 600 });
-    await page.waitForTimeout(500);
-    const size = await page.evaluate(() => {
-      const t = (document.querySelector('[data-testid="terminal-screen"]') as HTMLElement & { vmdeskTerminal?: { cols: number; rows: number } }).vmdeskTerminal!;
-      return `${t.rows} ${t.cols}`;
-    });
+    await expect.poll(termSize, { timeout: 10_000 }).not.toBe(sizeBefore);
+    const size = await termSize();
     await cons.typeTerminal('stty size\n');
     await cons.waitForTerminal(new RegExp(`^${size}$`, 'm'));
     await page.setViewportSize({ width: 1280, height: 820 });
