@@ -599,10 +599,9 @@ describe.skipIf(!!skip)('micro-VM runtime: adopt, reap and the client side (scri
     for (let i = 0; i < 100 && !peer.serialSock; i++) await new Promise((r) => setTimeout(r, 10));
     peer.serialSock!.write('hello from the guest');
     expect(rt.serial.write(Buffer.from('typed'))).toBe(true);
-    await new Promise((r) => setTimeout(r, 100));
+    await expect.poll(() => got.join(''), { timeout: 5000 }).toBe('hello from the guest');
+    await expect.poll(() => Buffer.concat(peer.serialIn).toString(), { timeout: 5000 }).toBe('typed');
     off();
-    expect(got.join('')).toBe('hello from the guest');
-    expect(Buffer.concat(peer.serialIn).toString()).toBe('typed');
     expect(rt.serial.logFile).toBe(join(ctx.bundleDir, 'logs', 'serial.log'));
     expect(rt.serial.logStart).toBe(0);
     await new Promise<void>((r) => rt.serial.onceDrain(r));
@@ -639,8 +638,7 @@ describe.skipIf(!!skip)('micro-VM runtime: adopt, reap and the client side (scri
     const rt = (await adopt(ctx))!;
     const record: ExitRecord = { at: new Date().toISOString(), reason: 'guest-poweroff', detail: 'the guest powered off', exitCode: null, signal: null, logTail: ['DONE'] };
     peer.broadcast({ event: 'exit', data: record });
-    await new Promise((r) => setTimeout(r, 50));
-    expect(rt.state).toBe('stopping');
+    await expect.poll(() => rt.state, { timeout: 5000 }).toBe('stopping');
     for (const s of peer.controls) s.end();
     let settled = false;
     void rt.exited.then(() => (settled = true));

@@ -296,8 +296,8 @@ describe('usage samples', () => {
     const second = await s.sample('vm', rt, cfg, { rxBytes: 110, txBytes: 20, rxFrames: 2, txFrames: 1, dropped: 0 });
     expect(second.intervalMs).toBeGreaterThanOrEqual(190);
     expect(second.cpuPercent).not.toBeNull();
-    expect(second.rates.diskReadBytesPerSec).toBeGreaterThan(5000);
-    expect(second.rates.diskReadBytesPerSec).toBeLessThan(11000);
+    // 2,000 bytes over the interval the sample reports (a loaded machine may stretch the 200 ms asked for).
+    expect(Math.abs((second.rates.diskReadBytesPerSec! * second.intervalMs!) / 1000 - 2000)).toBeLessThan(10);
     expect(second.netRxBytes).toBe(110);
     expect(second.rates.netTxBytesPerSec).toBe(0);
     // A counter that went backwards (a new guest process) gives no rate.
@@ -331,8 +331,8 @@ describe('stats feed', () => {
     expect(await feed.clientOf(() => a).subscribe(['one'])).toEqual({ all: false, ids: ['vm-1'] });
     await feed.clientOf(() => slow).subscribe(undefined);
     await expect(feed.clientOf(() => b).subscribe(['nope'])).rejects.toThrow(/no VM named/);
-    await new Promise((r) => setTimeout(r, 450));
-    expect(a.got.length).toBeGreaterThanOrEqual(3);
+    // Three ticks of 100 ms, however late a loaded machine runs the timers.
+    await expect.poll(() => a.got.length, { timeout: 10_000 }).toBeGreaterThanOrEqual(3);
     expect(a.got.every((e) => e.type === 'vm-stats' && e.id === 'vm-1')).toBe(true);
     expect(b.got).toHaveLength(0);
     expect(slow.got).toHaveLength(0);

@@ -51,8 +51,7 @@ describe('ChannelSocket', () => {
     // The main process ends the channel (the daemon restarted): the client reconnects on a new channel.
     p.channels[0]!.h.onClose('the daemon closed the connection');
     expect(c.state).toBe('closed');
-    await new Promise((r) => setTimeout(r, 400));
-    expect(p.channels).toHaveLength(2);
+    await expect.poll(() => p.channels.length, { timeout: 5000 }).toBe(2);
     p.channels[1]!.h.onOpen();
     expect(c.state).toBe('open');
     c.dispose();

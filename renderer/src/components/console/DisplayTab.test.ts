@@ -61,8 +61,8 @@ describe('Display tab', () => {
     await w.find('[data-testid="display-paste"]').trigger('click');
     await w.find('[data-testid="display-paste-text"]').setValue('Hi\n');
     await w.find('[data-testid="display-paste-send"]').trigger('click');
-    await new Promise((r) => setTimeout(r, 100));
     const SHIFT = 0xffe1;
+    await expect.poll(() => rfb.keys.length, { timeout: 5000 }).toBe(8);
     expect(rfb.keys).toEqual([
       [SHIFT, 'ShiftLeft', true],
       [0x48, null, true],
