@@ -179,7 +179,12 @@ async function timeReceive(url) {
   await run('sync');
   const t = performance.now();
   const res = await request(`${url}/image.raw`, { highWaterMark: 1024 * 1024 });
-  for await (const chunk of res.body) void chunk;
+  // Flowing mode, as the pull reads (an async iterator is slower, and would make the ceiling look lower).
+  await new Promise((resolve, reject) => {
+    res.body.on('data', () => {});
+    res.body.once('end', resolve);
+    res.body.once('error', reject);
+  });
   return performance.now() - t;
 }
 
