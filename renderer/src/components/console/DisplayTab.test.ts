@@ -62,7 +62,7 @@ describe('Display tab', () => {
     await w.find('[data-testid="display-paste-text"]').setValue('Hi\n');
     await w.find('[data-testid="display-paste-send"]').trigger('click');
     const SHIFT = 0xffe1;
-    await expect.poll(() => rfb.keys.length, { timeout: 5000 }).toBe(8);
+    await expect.poll(() => rfb.keys.length, { timeout: 5000 }).toBeGreaterThanOrEqual(8);
     expect(rfb.keys).toEqual([
       [SHIFT, 'ShiftLeft', true],
       [0x48, null, true],
