@@ -11,9 +11,9 @@
 //    Two ceilings are timed too, to show what any design could reach here: Node's HTTP client (undici, as the
 //    pull uses it) receiving the file and throwing the bytes away, and curl -o itself as the downloader with
 //    the pull's guarantees added the cheapest way (the file hashed by reading it as curl writes it, then
-//    fsynced). Every timed run starts from a clean page cache state: its predecessor's file removed and
-//    `sync` run first, untimed (a run right after another's unsynced writes paid for them: its fsync, or
-//    the kernel's writeback, flushed them too)
+//    fsynced). Every timed run starts with no dirty pages left by the run before: its predecessor's file
+//    removed and `sync` run first, untimed (a run right after another's unsynced writes paid for them: its
+//    fsync, or the kernel's writeback, flushed them too)
 //  - create-from-gallery to the first shell prompt with the image cached: `vmdesk create --image` (copy, grow,
 //    seed ISO, key), `vmdesk start`, then a terminal stream (term.* frames: ssh under node-pty in the daemon)
 //    until the guest's prompt; the "image" is the test guest made bootable (test/guest/build-disk.sh), since
