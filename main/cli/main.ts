@@ -101,6 +101,12 @@ const USAGE = `usage: vmdesk [--home DIR] <verb> [options]
   serve [--port N] [--host 127.0.0.1]   serve the GUI to a browser (prints a URL with a token)
         [--unsafe-listen-all]           needed for any non-loopback --host: plain HTTP, the token
                                         travels in clear text
+  events [--json]                       what the daemon reports as it happens (VM states, jobs'
+                                        progress, downloads) until Ctrl-C
+  daemon status [--json] | daemon stop | daemon run [--idle-ms N]
+                                        the library's daemon: what it serves; stop it (running
+                                        guests keep running and the next daemon adopts them); or
+                                        run it in the foreground with its log on the terminal
   snapshot take|list|info|restore|delete|rename|describe|thumbnail|convert-disk NAME [SNAP] ...
   clone NAME NEWNAME [--snapshot SNAP] [--linked]
   export NAME FILE.vmdesk [--with-snapshots] | export NAME FILE.ova (OVF 1.0 appliance)
@@ -455,7 +461,12 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
     case 'clone':
     case 'export':
     case 'import': {
-      const { runSnapshotCli } = await import('./snapshot.js');
+      const { runSnapshotCli, SNAPSHOT_USAGE } = await import('./snapshot.js');
+      if (args.includes('--help') || args.includes('-h')) {
+        // No daemon needed to say how.
+        io.stdout.write(SNAPSHOT_USAGE);
+        return 0;
+      }
       const json = args.includes('--json');
       return runSnapshotCli(await rpc(), verb, args.filter((a) => a !== '--json'), { stdout: io.stdout, stderr: io.stderr, json });
     }
@@ -508,6 +519,26 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
   }
 }
 
+/** Verbs whose own usage (a sub-command list) answers `--help`. */
+const OWN_HELP = new Set(['snapshot', 'images', 'usb', 'share', 'hosts', 'migrate']);
+
+/**
+ * The entries of USAGE that describe one verb, with their indented explanation lines: what
+ * `vmdesk VERB --help` prints. An entry names its verbs at its start ("create|set NAME", "kill | pause NAME").
+ */
+export function usageOf(verb: string): string | undefined {
+  const entries: string[][] = [];
+  for (const line of USAGE.split('\n').slice(1)) {
+    if (/^  \S/.test(line)) entries.push([line]);
+    else if (/^   +\S/.test(line) && entries.length) entries[entries.length - 1]!.push(line);
+    else if (!line.trim()) entries.push([]);
+  }
+  const names = (first: string) => (/^  ([a-z][\w-]*(?:\s*\|\s*[a-z][\w-]*)*)/.exec(first)?.[1] ?? '').split('|').map((n) => n.trim());
+  const mine = entries.filter((e) => e.length && names(e[0]!).includes(verb));
+  if (!mine.length) return undefined;
+  return `usage: vmdesk [--home DIR] ${verb} ...\n\n${mine.map((e) => e.join('\n')).join('\n')}\n\n(vmdesk --help lists every verb and the exit codes)\n`;
+}
+
 /** Entry point; returns the exit code. `argv` excludes node and the script. */
 export async function main(argv: string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin }): Promise<number> {
   let home: string | undefined;
@@ -520,10 +551,28 @@ export async function main(argv: string[], io: CliIo = { stdout: process.stdout,
       return EXIT_CODES.EINVAL;
     }
   }
-  const verb = rest.shift();
+  let verb = rest.shift();
+  // `vmdesk help VERB` is `vmdesk VERB --help`.
+  const helpVerb = verb === 'help' && !!rest[0];
+  if (helpVerb) verb = rest.shift();
   if (!verb || verb === '--help' || verb === '-h' || verb === 'help') {
     (verb ? io.stdout : io.stderr).write(USAGE);
     return verb ? 0 : EXIT_CODES.EINVAL;
+  }
+  // VERB --help (or -h) anywhere before a "--" shows that verb's usage instead of running it.
+  const dashes = rest.indexOf('--');
+  if (helpVerb || (dashes < 0 ? rest : rest.slice(0, dashes)).some((a) => a === '--help' || a === '-h')) {
+    if (OWN_HELP.has(verb)) {
+      rest.splice(0, rest.length, '--help');
+    } else {
+      const text = usageOf(verb);
+      if (!text) {
+        io.stderr.write(`vmdesk: unknown verb "${verb}" (see vmdesk --help)\n`);
+        return EXIT_CODES.EINVAL;
+      }
+      io.stdout.write(text);
+      return 0;
+    }
   }
   if (verb === '--version') {
     io.stdout.write('vmdesk 0.1.0\n');

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
+import { cliIo as io } from '../helpers/cli-io.js';
 import { main } from '../../main/cli/main.js';
 
 let home: string;
@@ -16,15 +16,6 @@ afterAll(async () => {
   expect(await main(['--home', home, 'daemon', 'stop'], cliIo), out.stderr).toBe(0);
   rmSync(home, { recursive: true, force: true });
 });
-
-function io() {
-  const out = { stdout: '', stderr: '' };
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  stdout.on('data', (c) => (out.stdout += c));
-  stderr.on('data', (c) => (out.stderr += c));
-  return { out, io: { stdout, stderr, stdin: new PassThrough() } };
-}
 
 /**
  * Runs `vmdesk serve ...` until it prints its URL, then stops it the way Ctrl-C would. Only the listener
