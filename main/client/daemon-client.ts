@@ -169,7 +169,7 @@ export async function connectDaemon(home: string, opts: ConnectOptions = {}): Pr
       client.close();
       throw new VmdeskError(
         ErrorCode.busy,
-        `a VMDesk daemon of another version (${hello.app ?? '?'}, build ${hello.build ?? '?'}, pid ${hello.pid ?? '?'}) serves ${abs} and is ${answer.reason ?? 'busy'}; stop its VMs and run "vmdesk daemon stop", or use that version`,
+        `a VMDesk daemon of another version (${hello.app ?? '?'}, build ${hello.build ?? '?'}, pid ${hello.pid ?? '?'}) serves ${abs} and is ${answer.reason ?? 'busy'}; once its jobs are done, "vmdesk daemon stop" ends it (its running VMs keep running, and this version's daemon adopts them; other clients are disconnected), or use that version`,
       );
     }
     await new Promise<void>((r) => {

@@ -274,7 +274,7 @@ describe('a daemon of another build', () => {
     expect(refused.code).toBe(5);
     expect(refused.stderr.trim().split('\n')).toHaveLength(1);
     expect(refused.stderr).toContain(`vmdesk: a VMDesk daemon of another version (0.1.0, build ${OTHER}, pid ${o2.pid}) serves ${home} and is busy: 1 VM(s) running`);
-    expect(refused.stderr).toContain('stop its VMs and run "vmdesk daemon stop", or use that version');
+    expect(refused.stderr).toContain('once its jobs are done, "vmdesk daemon stop" ends it (its running VMs keep running, and this version\'s daemon adopts them; other clients are disconnected), or use that version');
     expect(refused.stdout).toBe('');
     expect(alive(o2.pid)).toBe(true);
     expect(alive(guest.pid)).toBe(true);
