@@ -305,16 +305,21 @@ export async function createFromImageCli(rpc: () => Promise<Rpc>, args: string[]
   });
   for (const w of info.warnings) io.stderr.write(`vmdesk: warning: ${w}\n`);
   const guest = await r.call('vm.guestInfo', { id: info.id }).catch(() => undefined);
-  const ssh = guest?.ssh ? `; "vmdesk start ${info.name}" then "vmdesk shell ${info.name}" (ssh ${guest.ssh.user}@${guest.ssh.host} -p ${guest.ssh.port})` : '';
+  const ssh = guest?.ssh ? `; then: vmdesk start ${shellWord(info.name)}; vmdesk shell ${shellWord(info.name)} (or ssh ${guest.ssh.user}@${guest.ssh.host} -p ${guest.ssh.port})` : '';
   io.stdout.write(values.json ? JSON.stringify({ ...info, ...(guest ? { guest } : {}) }, null, 2) + '\n' : `created "${info.name}" (${info.id}) from ${req.image}${ssh}\n`);
   return 0;
 }
 
-/** Lines for `vmdesk info`: addresses and SSH access. */
-export function formatGuest(g: GuestInfo): string {
+/** Lines for `vmdesk info`: addresses and SSH access (`vm`: the VM's name, for the shell command). */
+export function formatGuest(g: GuestInfo, vm: string): string {
   const lines: string[] = [];
   for (const a of g.addresses) lines.push(`address:   ${a.address}${a.prefix !== undefined ? `/${a.prefix}` : ''} (${a.source === 'nat-dhcp' ? "the NAT's DHCP lease" : 'guest agent'}${a.interface ? `, ${a.interface}` : ''})`);
-  if (g.ssh) lines.push(`ssh:       ${g.ssh.user}@${g.ssh.host} -p ${g.ssh.port} -i ${g.ssh.keyFile} (vmdesk shell NAME)`);
+  if (g.ssh) lines.push(`ssh:       ${g.ssh.user}@${g.ssh.host} -p ${g.ssh.port} -i ${g.ssh.keyFile} (or: vmdesk shell ${shellWord(vm)})`);
   for (const n of g.notes) lines.push(`note:      ${n}`);
   return lines.join('\n');
+}
+
+/** A VM name as one shell word (VM names hold letters, digits, spaces and ._+-: quoted when a space is in it). */
+function shellWord(name: string): string {
+  return name.includes(' ') ? `"${name}"` : name;
 }

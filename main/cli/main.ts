@@ -293,7 +293,7 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
       const found = info.config ? await (await rpc()).call('vm.guestInfo', { id: info.id }).catch(() => undefined) : undefined;
       const guest = found && (found.ssh || found.addresses.length) ? found : undefined;
       const { formatGuest } = await import('./images.js');
-      print(io, !!values.json, guest ? { ...info, guest } : info, guest ? `${formatInfo(info)}\n${formatGuest(guest)}` : formatInfo(info));
+      print(io, !!values.json, guest ? { ...info, guest } : info, guest ? `${formatInfo(info)}\n${formatGuest(guest, info.name)}` : formatInfo(info));
       return info.broken ? EXIT_CODES.EBROKEN : 0;
     }
     case 'set': {

@@ -63,7 +63,7 @@ describe('vmdesk images, create --image and shell', () => {
   it('creates a VM from it: a grown copy, a cidata seed with the VM\'s own key, an SSH forward', async () => {
     const r = await vmdesk(home, ['create', 'g1', '--image', 'testguest', '--user', 'alice', '--hostname', 'guest-one', '--cpus', '1', '--memory', '256', '--disk', '96M']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/created "g1" .* from testguest; "vmdesk start g1" then "vmdesk shell g1" \(ssh alice@127\.0\.0\.1 -p \d+\)/);
+    expect(r.stdout).toMatch(/created "g1" .* from testguest; then: vmdesk start g1; vmdesk shell g1 \(or ssh alice@127\.0\.0\.1 -p \d+\)/);
     const info = await vmdeskJson(home, ['info', 'g1']);
     expect(info.config.disks.map((d: { id: string; format: string; readOnly: boolean }) => [d.id, d.format, d.readOnly])).toEqual([
       ['disk0', 'qcow2', false],
@@ -71,6 +71,7 @@ describe('vmdesk images, create --image and shell', () => {
     ]);
     expect(info.config.network[0].forwards).toEqual([{ protocol: 'tcp', hostPort: info.guest.ssh.port, guestPort: 22 }]);
     expect(info.guest.ssh).toMatchObject({ host: '127.0.0.1', user: 'alice', keyFile: path.join(info.bundle, 'ssh/id_ed25519') });
+    expect((await vmdesk(home, ['info', 'g1'])).stdout).toMatch(/\nssh: +alice@127\.0\.0\.1 -p \d+ -i \S+id_ed25519 \(or: vmdesk shell g1\)\n/);
     // The private key is the user's alone; the copy was grown, the cache was not.
     expect(statSync(info.guest.ssh.keyFile).mode & 0o777).toBe(0o600);
     const grown = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', '-f', 'qcow2', path.join(info.bundle, 'disks/disk0.qcow2')], { encoding: 'utf8' }));
