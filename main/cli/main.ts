@@ -461,14 +461,9 @@ async function runVerb(verb: string, args: string[], io: CliIo, home: string, rp
     case 'clone':
     case 'export':
     case 'import': {
-      const { runSnapshotCli, SNAPSHOT_USAGE } = await import('./snapshot.js');
-      if (args.includes('--help') || args.includes('-h')) {
-        // No daemon needed to say how.
-        io.stdout.write(SNAPSHOT_USAGE);
-        return 0;
-      }
+      const { runSnapshotCli } = await import('./snapshot.js');
       const json = args.includes('--json');
-      return runSnapshotCli(await rpc(), verb, args.filter((a) => a !== '--json'), { stdout: io.stdout, stderr: io.stderr, json });
+      return runSnapshotCli(rpc, verb, args.filter((a) => a !== '--json'), { stdout: io.stdout, stderr: io.stderr, json });
     }
     case 'images': {
       const { runImagesCli } = await import('./images.js');

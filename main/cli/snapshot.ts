@@ -141,8 +141,11 @@ export function formatListing(l: SnapshotListing, tree: boolean): string {
   return lines.join('\n');
 }
 
-/** Runs one snapshot/clone/export/import command; returns the exit code, throws VmdeskError on failure. */
-export async function runSnapshotCli(rpc: Rpc, verb: 'snapshot' | 'clone' | 'export' | 'import', args: string[], io: SnapshotCliIo): Promise<number> {
+/**
+ * Runs one snapshot/clone/export/import command; returns the exit code, throws VmdeskError on failure. The
+ * daemon is reached (`connect`) only once the command is more than a request for its usage.
+ */
+export async function runSnapshotCli(connect: () => Promise<Rpc>, verb: 'snapshot' | 'clone' | 'export' | 'import', args: string[], io: SnapshotCliIo): Promise<number> {
   const out = (value: unknown, text: string) => io.stdout.write(io.json ? JSON.stringify(value, null, 2) + '\n' : text.endsWith('\n') ? text : text + '\n');
   // Progress goes to stderr as lines (scripts read stdout); percentages only when they move.
   let lastLine = '';
@@ -156,6 +159,7 @@ export async function runSnapshotCli(rpc: Rpc, verb: 'snapshot' | 'clone' | 'exp
     io.stdout.write(SNAPSHOT_USAGE);
     return 0;
   }
+  const rpc = await connect();
 
   if (verb === 'clone') {
     const { values, pos } = parse(args, { snapshot: { type: 'string' }, linked: { type: 'boolean' } }, 2, 2, ['NAME', 'NEWNAME']);

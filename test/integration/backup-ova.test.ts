@@ -200,7 +200,7 @@ describe('OVA export and re-import', () => {
     const run = async (verb: 'export' | 'import', args: string[]) => {
       const x = io();
       try {
-        return { code: await runSnapshotCli(inProcessRpc(core), verb, args, x.io), ...x.text() };
+        return { code: await runSnapshotCli(async () => inProcessRpc(core), verb, args, x.io), ...x.text() };
       } catch (e) {
         if (e instanceof VmdeskError) return { code: EXIT_CODES[e.code], ...x.text(), err: x.text().err + e.message };
         throw e;

@@ -23,7 +23,7 @@ async function cli(args: string[], json = false): Promise<{ code: number; out: s
   stdout.on('data', (d) => (out += d));
   stderr.on('data', (d) => (err += d));
   try {
-    const code = await runSnapshotCli(inProcessRpc(core), 'snapshot', args, { stdout, stderr, json });
+    const code = await runSnapshotCli(async () => inProcessRpc(core), 'snapshot', args, { stdout, stderr, json });
     return { code, out, err };
   } catch (e) {
     if (e instanceof VmdeskError) return { code: EXIT_CODES[e.code], out, err: err + e.message };

@@ -24,7 +24,7 @@ async function cli(verb: 'snapshot' | 'clone' | 'export' | 'import', args: strin
   stdout.on('data', (d) => (out += d));
   stderr.on('data', (d) => (err += d));
   try {
-    const code = await runSnapshotCli(inProcessRpc(core), verb, args, { stdout, stderr, json });
+    const code = await runSnapshotCli(async () => inProcessRpc(core), verb, args, { stdout, stderr, json });
     return { code, out, err };
   } catch (e) {
     if (e instanceof VmdeskError) return { code: EXIT_CODES[e.code], out, err: err + e.message };
